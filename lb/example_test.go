@@ -1,0 +1,145 @@
+package lb_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/go-kit/kit/endpoint"
+	"github.com/go-kit/kit/sd"
+	kitlb "github.com/go-kit/kit/sd/lb"
+	"github.com/go-kit/log"
+
+	"github.com/aegis-sdk/kitnats/lb"
+)
+
+// echoFactory stands in for a transport's sd.Factory (natsrpc's, in
+// kitnats): one endpoint per instance.
+func echoFactory(instance string) (endpoint.Endpoint, io.Closer, error) {
+	return func(_ context.Context, request any) (any, error) {
+		return fmt.Sprintf("%s echoes %v", instance, request), nil
+	}, nil, nil
+}
+
+// A go-kit instancer (natskv's Instancer in kitnats) and factory make an
+// endpoint set; a balancer picks from it and says which instance it picked.
+func ExampleNewEndpointSet() {
+	instancer := sd.FixedInstancer{"echo-b", "echo-a", "echo-c"}
+	set := lb.NewEndpointSet(instancer, echoFactory, log.NewNopLogger())
+	defer set.Close()
+	fmt.Println(set.Instances())
+
+	balancer := lb.NewRoundRobin(set, lb.WithSeed(1))
+	for range 4 {
+		pick, err := balancer.Pick(context.Background(), nil)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		response, _ := pick.Endpoint(context.Background(), "hi")
+		fmt.Println(pick.Instance, "|", response)
+	}
+	// Output:
+	// [echo-a echo-b echo-c]
+	// echo-c | echo-c echoes hi
+	// echo-a | echo-a echoes hi
+	// echo-b | echo-b echoes hi
+	// echo-c | echo-c echoes hi
+}
+
+// Every balancer is a go-kit lb.Balancer, so go-kit's own middleware takes it
+// unchanged. (kitnats' middleware/retry adds backoff, budgets and never
+// retrying the same instance.)
+func ExampleNewLeastLoaded() {
+	set := lb.NewEndpointSet(sd.FixedInstancer{"echo-a", "echo-b"}, echoFactory, nil)
+	defer set.Close()
+
+	var balancer kitlb.Balancer = lb.NewLeastLoaded(set, lb.WithLatencyWeighting())
+	retrying := kitlb.Retry(3, time.Second, balancer)
+	response, err := retrying(context.Background(), "hi")
+	fmt.Println(response != nil, err)
+	// Output:
+	// true <nil>
+}
+
+// A sticky balancer sends a key to the same instance every time, from every
+// client; a preferred instance overrides the key while it is available.
+func ExampleNewSticky() {
+	set := lb.NewEndpointSet(sd.FixedInstancer{"cart-1", "cart-2", "cart-3"}, echoFactory, nil)
+	defer set.Close()
+	balancer := lb.NewSticky(set)
+
+	ctx := lb.WithStickyKey(context.Background(), "user-42")
+	first, _ := balancer.Pick(ctx, nil)
+	again, _ := balancer.Pick(ctx, nil)
+	fmt.Println("same instance:", first.Instance == again.Instance)
+
+	preferred, _ := balancer.Pick(lb.WithPreferredInstance(ctx, "cart-2"), nil)
+	fmt.Println("preferred:", preferred.Instance)
+	// Output:
+	// same instance: true
+	// preferred: cart-2
+}
+
+// Attributes come from the registry. With natskv the function is
+//
+//	func(s string) lb.Attributes {
+//		in, _ := instancer.Lookup(s)
+//		return lb.Attributes{Standby: in.Status == "STANDBY"}
+//	}
+//
+// STANDBY instances are picked only when no ACTIVE one can be.
+func ExampleWithAttributes() {
+	status := map[string]string{"db-1": "STANDBY", "db-2": "ACTIVE"}
+	set := lb.NewEndpointSet(sd.FixedInstancer{"db-1", "db-2"}, echoFactory, nil,
+		lb.WithAttributes(func(s string) lb.Attributes { return lb.Attributes{Standby: status[s] == "STANDBY"} }))
+	defer set.Close()
+	balancer := lb.NewRandom(set)
+
+	pick, _ := balancer.Pick(context.Background(), nil)
+	fmt.Println("first choice:", pick.Instance)
+	pick, _ = balancer.Pick(context.Background(), []string{"db-2"})
+	fmt.Println("after db-2 failed:", pick.Instance)
+	// Output:
+	// first choice: db-2
+	// after db-2 failed: db-1
+}
+
+// A retry loop passes the instances it has tried, so each attempt goes to a
+// new instance while one is left.
+func ExampleBalancer_pick() {
+	failing := map[string]bool{"svc-a": true, "svc-b": true}
+	factory := func(instance string) (endpoint.Endpoint, io.Closer, error) {
+		return func(context.Context, any) (any, error) {
+			if failing[instance] {
+				return nil, errors.New(instance + " is down")
+			}
+			return instance + " answered", nil
+		}, nil, nil
+	}
+	set := lb.NewEndpointSet(sd.FixedInstancer{"svc-a", "svc-b", "svc-c"}, factory, nil)
+	defer set.Close()
+	var balancer lb.Balancer = lb.NewRoundRobin(set)
+
+	var tried []string
+	for range 3 {
+		pick, err := balancer.Pick(context.Background(), tried)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		if slices.Contains(tried, pick.Instance) {
+			fmt.Println("tried twice:", pick.Instance)
+		}
+		tried = append(tried, pick.Instance)
+		if response, err := pick.Endpoint(context.Background(), nil); err == nil {
+			fmt.Println(response)
+			return
+		}
+	}
+	// Output:
+	// svc-c answered
+}

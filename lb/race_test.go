@@ -1,0 +1,5 @@
+//go:build race
+
+package lb_test
+
+const raceEnabled = true
