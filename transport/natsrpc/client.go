@@ -1,0 +1,240 @@
+package natsrpc
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-kit/kit/endpoint"
+	"github.com/go-kit/kit/sd"
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/propagation"
+)
+
+// DefaultTimeout bounds a call whose context has no deadline.
+const DefaultTimeout = 10 * time.Second
+
+// EncodeRequestFunc writes a user-domain request into the request message
+// (Data and, if it likes, Header; Header is never nil).
+type EncodeRequestFunc func(ctx context.Context, msg *nats.Msg, request any) error
+
+// DecodeResponseFunc extracts a user-domain response from a successful reply.
+// Replies with an error status never reach it: the call returns a *Error.
+type DecodeResponseFunc func(ctx context.Context, reply *nats.Msg) (response any, err error)
+
+// ClientResponseFunc may take information from a reply into the context,
+// before the response is decoded.
+type ClientResponseFunc func(ctx context.Context, reply *nats.Msg) context.Context
+
+// Client calls one method on one subject. Its Endpoint sends the request
+// with headers (RequestMsgWithContext), carrying the caller's remaining time
+// (HeaderTimeout) and trace context, and returns typed errors:
+//
+//   - *CallError wrapping ErrNoResponders, ErrConnClosed or ErrClientClosed
+//     when the request provably reached no handler (Retryable() == true;
+//     errors.Is(err, nats.ErrNoResponders) holds for no responders);
+//   - *CallError wrapping the context's error on timeout or cancellation
+//     (errors.Is(err, context.DeadlineExceeded / context.Canceled));
+//   - *Error for a reply with an error status (Business for
+//     endpoint.Failer errors; Retryable only for CodeUnavailable);
+//   - *PayloadError before sending a message over the connection's max
+//     payload.
+type Client struct {
+	nc      *nats.Conn
+	subject string
+	enc     EncodeRequestFunc
+	dec     DecodeResponseFunc
+	before  []RequestFunc
+	after   []ClientResponseFunc
+	timeout time.Duration
+	prop    propagation.TextMapPropagator
+	closed  atomic.Bool
+}
+
+var _ io.Closer = (*Client)(nil)
+
+// ClientOption sets an optional parameter of a Client.
+type ClientOption func(*Client)
+
+// ClientBefore adds functions run on the request message after it is
+// encoded, before the deadline and trace headers are set and it is sent.
+func ClientBefore(before ...RequestFunc) ClientOption {
+	return func(c *Client) { c.before = append(c.before, before...) }
+}
+
+// ClientAfter adds functions run on a successful reply before it is decoded.
+func ClientAfter(after ...ClientResponseFunc) ClientOption {
+	return func(c *Client) { c.after = append(c.after, after...) }
+}
+
+// ClientTimeout bounds calls whose context has no deadline (default
+// DefaultTimeout). A context deadline always wins.
+func ClientTimeout(d time.Duration) ClientOption {
+	return func(c *Client) { c.timeout = d }
+}
+
+// ClientPropagator sets how trace context is injected into request headers.
+// The default is propagation.TraceContext{}; pass
+// otel.GetTextMapPropagator() to follow the global setting.
+func ClientPropagator(p propagation.TextMapPropagator) ClientOption {
+	return func(c *Client) {
+		if p != nil {
+			c.prop = p
+		}
+	}
+}
+
+// NewClient constructs a client for an explicit subject. Most callers want
+// NewServiceClient, NewInstanceClient or Factory, which build the subject
+// from validated names.
+func NewClient(nc *nats.Conn, subject string, enc EncodeRequestFunc, dec DecodeResponseFunc, opts ...ClientOption) *Client {
+	c := &Client{nc: nc, subject: subject, enc: enc, dec: dec, timeout: DefaultTimeout, prop: propagation.TraceContext{}}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// NewServiceClient calls method on the service-wide subject
+// rpc.{service}.{method}: any instance answers (queue group). Use it without
+// discovery, or as a last-resort fallback when no instance is known.
+func NewServiceClient(nc *nats.Conn, service, method string, enc EncodeRequestFunc, dec DecodeResponseFunc, opts ...ClientOption) (*Client, error) {
+	if nc == nil {
+		return nil, ErrNilConn
+	}
+	subject, err := ServiceSubject(service, method)
+	if err != nil {
+		return nil, err
+	}
+	return NewClient(nc, subject, enc, dec, opts...), nil
+}
+
+// NewInstanceClient calls method on one instance's subject
+// rpc.{service}.{method}.{instance}.
+func NewInstanceClient(nc *nats.Conn, service, method, instance string, enc EncodeRequestFunc, dec DecodeResponseFunc, opts ...ClientOption) (*Client, error) {
+	if nc == nil {
+		return nil, ErrNilConn
+	}
+	subject, err := InstanceSubject(service, method, instance)
+	if err != nil {
+		return nil, err
+	}
+	return NewClient(nc, subject, enc, dec, opts...), nil
+}
+
+// Factory returns a go-kit sd.Factory for method of service: each instance
+// ID the Instancer publishes becomes a client endpoint on that instance's
+// subject, and its io.Closer (the *Client) makes later calls fail fast with
+// the retryable ErrClientClosed. An invalid service, method or instance name
+// makes the factory return a *NameError for that instance.
+func Factory(nc *nats.Conn, service, method string, enc EncodeRequestFunc, dec DecodeResponseFunc, opts ...ClientOption) sd.Factory {
+	return func(instance string) (endpoint.Endpoint, io.Closer, error) {
+		c, err := NewInstanceClient(nc, service, method, instance, enc, dec, opts...)
+		if err != nil {
+			return nil, nil, err
+		}
+		return c.Endpoint(), c, nil
+	}
+}
+
+// Subject is the subject the client sends to.
+func (c *Client) Subject() string { return c.subject }
+
+// Close makes every later call fail with ErrClientClosed. It does not touch
+// the connection, which the caller owns. Idempotent.
+func (c *Client) Close() error {
+	c.closed.Store(true)
+	return nil
+}
+
+// Endpoint returns the client as a go-kit endpoint.
+func (c *Client) Endpoint() endpoint.Endpoint { return c.call }
+
+func (c *Client) call(ctx context.Context, request any) (any, error) {
+	if c.closed.Load() {
+		return nil, &CallError{Subject: c.subject, Err: ErrClientClosed}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, &CallError{Subject: c.subject, Err: err}
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+		deadline, _ = ctx.Deadline()
+	}
+
+	msg := &nats.Msg{Subject: c.subject, Header: make(nats.Header, 4)}
+	if err := c.enc(ctx, msg, request); err != nil {
+		return nil, &CallError{Subject: c.subject, Err: errEncode, Cause: err}
+	}
+	for _, f := range c.before {
+		ctx = f(ctx, msg)
+	}
+	c.prop.Inject(ctx, HeaderCarrier(msg.Header))
+	v, ok := FormatTimeout(time.Until(deadline))
+	if !ok {
+		// Under a millisecond left: no reply can be counted on.
+		return nil, &CallError{Subject: c.subject, Err: context.DeadlineExceeded}
+	}
+	msg.Header[HeaderTimeout] = []string{v}
+	switch c.nc.Status() {
+	case nats.CLOSED, nats.DRAINING_SUBS, nats.DRAINING_PUBS:
+		return nil, &CallError{Subject: c.subject, Err: ErrConnClosed}
+	}
+	if max := c.nc.MaxPayload(); max > 0 {
+		if size := msgSize(msg); size > max {
+			return nil, &PayloadError{Subject: c.subject, Size: size, Max: max}
+		}
+	}
+
+	reply, err := c.nc.RequestMsgWithContext(ctx, msg)
+	if err != nil {
+		return nil, c.mapErr(ctx, err, msgSize(msg))
+	}
+	if len(reply.Header) > 0 {
+		if e, _ := DecodeError(reply.Header); e != nil {
+			if len(reply.Data) > 0 {
+				e.Data = reply.Data
+			}
+			return nil, e
+		}
+	}
+	for _, f := range c.after {
+		ctx = f(ctx, reply)
+	}
+	response, err := c.dec(ctx, reply)
+	if err != nil {
+		return nil, &CallError{Subject: c.subject, Err: errDecode, Cause: err}
+	}
+	return response, nil
+}
+
+var (
+	errEncode = errors.New("encode request")
+	errDecode = errors.New("decode response")
+)
+
+func (c *Client) mapErr(ctx context.Context, err error, size int64) error {
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return &CallError{Subject: c.subject, Err: ErrNoResponders}
+	case errors.Is(err, nats.ErrConnectionDraining):
+		// Only the send reports draining: the request never left. (A closed
+		// connection is checked before the send; ErrConnectionClosed here
+		// may come after it, so it is not retryable.)
+		return &CallError{Subject: c.subject, Err: ErrConnClosed, Cause: err}
+	case errors.Is(err, nats.ErrMaxPayload):
+		return &PayloadError{Subject: c.subject, Size: size, Max: c.nc.MaxPayload()}
+	}
+	if cerr := ctx.Err(); cerr != nil {
+		return &CallError{Subject: c.subject, Err: cerr, Cause: err}
+	}
+	if errors.Is(err, nats.ErrTimeout) {
+		return &CallError{Subject: c.subject, Err: context.DeadlineExceeded, Cause: err}
+	}
+	return &CallError{Subject: c.subject, Err: err}
+}
