@@ -1,0 +1,100 @@
+package kitnats_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aegis-sdk/kitnats/internal/natstest"
+	"github.com/aegis-sdk/kitnats/middleware/retry"
+	"github.com/aegis-sdk/kitnats/transport/natsrpc"
+)
+
+// TestFailover runs three instances under concurrent load through the whole
+// chain, kills one mid-run without deregistering and drains another: with
+// retry on, no call fails, and the registry ends with the survivor only.
+func TestFailover(t *testing.T) {
+	s := natstest.Start(t)
+	nc := natstest.Connect(t, s.URL())
+	bucket := newBucket(t, nc)
+	instances := map[string]*echoInstance{}
+	for _, id := range []string{"echo-1", "echo-2", "echo-3"} {
+		instances[id] = startEcho(t, s.URL(), bucket, id)
+	}
+	c := newChain(t, nc, bucket,
+		retry.WithMaxAttempts(4),
+		retry.WithAttemptTimeout(500*time.Millisecond),
+		retry.WithIdempotent())
+	c.waitInstances(t, 3)
+
+	var (
+		calls    atomic.Int64
+		mu       sync.Mutex
+		errs     []error
+		servedBy = map[string]int{}
+	)
+	// Phases are measured in calls, not time, so the failures land mid-run
+	// however fast or loaded the machine is.
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for n := 0; ctx.Err() == nil; n++ {
+				callCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				resp, err := natsrpc.Call[echoResponse](callCtx, c.endpoint, echoRequest{Payload: fmt.Sprint(w, n)})
+				cancel()
+				calls.Add(1)
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
+				} else {
+					servedBy[resp.Instance]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	waitCalls := func(n int64) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for target := calls.Load() + n; calls.Load() < target; {
+			if time.Now().After(deadline) {
+				t.Fatalf("load stalled at %d calls", calls.Load())
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+
+	waitCalls(500)
+	instances["echo-2"].crash()
+	waitCalls(500)
+	dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if err := instances["echo-3"].drain(dctx); err != nil {
+		t.Fatalf("drain echo-3: %v", err)
+	}
+	cancel()
+	waitCalls(500)
+	c.waitInstances(t, 1) // echo-2's lease expires, echo-3 left cleanly
+	waitCalls(200)
+	stop()
+	wg.Wait()
+
+	mu.Lock()
+	defer mu.Unlock()
+	if len(errs) != 0 {
+		t.Errorf("want 0 client-visible errors, have %d; first: %v", len(errs), errs[0])
+	}
+	for _, id := range []string{"echo-1", "echo-2", "echo-3"} {
+		if servedBy[id] == 0 {
+			t.Errorf("%s served no call before it left: %v", id, servedBy)
+		}
+	}
+	if have := c.set.Instances(); len(have) != 1 || have[0] != "echo-1" {
+		t.Errorf("want [echo-1] left, have %v", have)
+	}
+	t.Logf("calls: %d, served by %v", calls.Load(), servedBy)
+}
