@@ -1,0 +1,433 @@
+package natskv
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Status is an instance's health as its owner declares it. The values are the
+// AegisSDK's, so Python and Go peers read each other's records.
+type Status string
+
+// The statuses an instance may declare. Balancers prefer ACTIVE to STANDBY;
+// UNHEALTHY instances are never offered to clients.
+const (
+	StatusActive    Status = "ACTIVE"
+	StatusUnhealthy Status = "UNHEALTHY"
+	StatusStandby   Status = "STANDBY"
+)
+
+// Valid reports whether s is one of the three statuses peers understand.
+func (s Status) Valid() bool {
+	switch s {
+	case StatusActive, StatusUnhealthy, StatusStandby:
+		return true
+	}
+	return false
+}
+
+// MaxRecordSize bounds an encoded instance record. Larger values are refused on
+// write and skipped on read, so one bad writer cannot make every watcher hold
+// megabytes per instance.
+const MaxRecordSize = 64 << 10
+
+// Errors of the registry model. Every error returned for bad input matches one
+// of these under errors.Is.
+var (
+	// ErrInvalidName: a service, instance or bucket name that could become a
+	// wildcard or an extra subject token, or is empty or overlong.
+	ErrInvalidName = errors.New("natskv: invalid name")
+	// ErrInvalidRecord: an instance record that is not valid JSON, lacks a
+	// field, has a field of the wrong type or an unknown status.
+	ErrInvalidRecord = errors.New("natskv: invalid instance record")
+	// ErrMissingField: a required record field is absent or null.
+	ErrMissingField = errors.New("missing field")
+	// ErrInvalidStatus: a status other than ACTIVE, UNHEALTHY or STANDBY.
+	ErrInvalidStatus = errors.New("unknown status")
+	// ErrInvalidVersion: a version that is not MAJOR.MINOR.PATCH, which
+	// AegisSDK readers would reject.
+	ErrInvalidVersion = errors.New("version is not MAJOR.MINOR.PATCH")
+	// ErrRecordTooLarge: an encoded record above MaxRecordSize.
+	ErrRecordTooLarge = errors.New("record too large")
+	// ErrKeyMismatch: a record whose service or instance differs from the key
+	// it is stored under.
+	ErrKeyMismatch = errors.New("record does not match its key")
+)
+
+// RecordError says which field of an instance record is wrong. It matches
+// ErrInvalidRecord and its cause under errors.Is.
+type RecordError struct {
+	Field string // JSON field name (camelCase), empty for the record as a whole
+	Err   error
+}
+
+// Error names the field and the cause.
+func (e *RecordError) Error() string {
+	if e.Field == "" {
+		return fmt.Sprintf("%v: %v", ErrInvalidRecord, e.Err)
+	}
+	return fmt.Sprintf("%v: %s: %v", ErrInvalidRecord, e.Field, e.Err)
+}
+
+// Unwrap exposes both ErrInvalidRecord and the cause.
+func (e *RecordError) Unwrap() []error { return []error{ErrInvalidRecord, e.Err} }
+
+// NameError says which name was refused and why. It matches ErrInvalidName.
+type NameError struct {
+	Kind   string // "service", "instance" or "bucket"
+	Name   string
+	Reason string
+}
+
+// Error names the refused name and the rule it breaks.
+func (e *NameError) Error() string {
+	return fmt.Sprintf("%v: %s %q: %s", ErrInvalidName, e.Kind, e.Name, e.Reason)
+}
+
+// Unwrap returns ErrInvalidName.
+func (e *NameError) Unwrap() error { return ErrInvalidName }
+
+// Instance is one registered instance of a service: the record a Registrar
+// writes and an Instancer reads. Its JSON form is the AegisSDK's
+// ServiceInstance, so a bucket can be shared with Python services.
+type Instance struct {
+	ServiceName string
+	InstanceID  string
+	// Version is MAJOR.MINOR.PATCH; AegisSDK readers drop anything else.
+	Version string
+	Status  Status
+	// LastHeartbeat is when the owner last rewrote the record, in UTC.
+	LastHeartbeat time.Time
+	// StickyActiveGroup names the single-active group the instance belongs
+	// to; empty is written as JSON null.
+	StickyActiveGroup string
+	// Metadata carries everything else (addresses, zones, weights). Written as
+	// a JSON object, never null; non-string values written by other peers are
+	// read as their JSON text.
+	Metadata map[string]string
+}
+
+var (
+	serviceRE = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9_-]*$`)
+	instRE    = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_-]*$`)
+	versionRE = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+$`)
+	bucketRE  = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
+)
+
+// Name limits. Keys are subjects; bounded names keep them well under the
+// server's limits and the AegisSDK's 64-character service names.
+const (
+	MaxServiceNameLen  = 64
+	MaxInstanceIDLen   = 128
+	maxBucketNameLen   = 64
+	maxMetadataEntries = 1024
+)
+
+// ValidateServiceName refuses names that could become a subject wildcard or an
+// extra subject token: only letters, digits, '_' and '-', starting with a
+// letter, at most MaxServiceNameLen characters.
+func ValidateServiceName(name string) error {
+	return validateName("service", name, serviceRE, MaxServiceNameLen,
+		"must match ^[a-zA-Z][a-zA-Z0-9_-]*$")
+}
+
+// ValidateInstanceID is ValidateServiceName for instance IDs, which may also
+// start with a digit and run to MaxInstanceIDLen characters.
+func ValidateInstanceID(id string) error {
+	return validateName("instance", id, instRE, MaxInstanceIDLen,
+		"must match ^[a-zA-Z0-9][a-zA-Z0-9_-]*$")
+}
+
+func validateBucketName(name string) error {
+	return validateName("bucket", name, bucketRE, maxBucketNameLen, "must match ^[a-zA-Z0-9_-]+$")
+}
+
+func validateName(kind, name string, re *regexp.Regexp, max int, rule string) error {
+	switch {
+	case name == "":
+		return &NameError{Kind: kind, Name: name, Reason: "empty"}
+	case len(name) > max:
+		return &NameError{Kind: kind, Name: name, Reason: fmt.Sprintf("longer than %d", max)}
+	case !re.MatchString(name):
+		return &NameError{Kind: kind, Name: name, Reason: rule}
+	}
+	return nil
+}
+
+// Validate checks everything a peer needs to accept the record: valid names,
+// a semantic version, a known status, a heartbeat time.
+func (i Instance) Validate() error {
+	if err := ValidateServiceName(i.ServiceName); err != nil {
+		return err
+	}
+	if err := ValidateInstanceID(i.InstanceID); err != nil {
+		return err
+	}
+	if !versionRE.MatchString(i.Version) {
+		return &RecordError{Field: "version", Err: fmt.Errorf("%w: %q", ErrInvalidVersion, i.Version)}
+	}
+	if !i.Status.Valid() {
+		return &RecordError{Field: "status", Err: fmt.Errorf("%w: %q", ErrInvalidStatus, i.Status)}
+	}
+	if i.LastHeartbeat.IsZero() {
+		return &RecordError{Field: "lastHeartbeat", Err: ErrMissingField}
+	}
+	if len(i.Metadata) > maxMetadataEntries {
+		return &RecordError{Field: "metadata", Err: fmt.Errorf("more than %d entries", maxMetadataEntries)}
+	}
+	return nil
+}
+
+// Healthy reports whether the instance's own status allows traffic (it is not
+// UNHEALTHY). Staleness is the Instancer's judgement, not the record's.
+func (i Instance) Healthy() bool { return i.Status != StatusUnhealthy }
+
+// Clone returns a copy that shares no map with i.
+func (i Instance) Clone() Instance {
+	if i.Metadata != nil {
+		m := make(map[string]string, len(i.Metadata))
+		for k, v := range i.Metadata {
+			m[k] = v
+		}
+		i.Metadata = m
+	}
+	return i
+}
+
+// wireInstance fixes the field order and names peers expect.
+type wireInstance struct {
+	ServiceName       string            `json:"serviceName"`
+	InstanceID        string            `json:"instanceId"`
+	Version           string            `json:"version"`
+	Status            Status            `json:"status"`
+	LastHeartbeat     isoTime           `json:"lastHeartbeat"`
+	StickyActiveGroup *string           `json:"stickyActiveGroup"`
+	Metadata          map[string]string `json:"metadata"`
+}
+
+// MarshalJSON writes the record exactly as AegisSDK writes it: compact,
+// camelCase, keys in the order serviceName, instanceId, version, status,
+// lastHeartbeat, stickyActiveGroup, metadata; the time as
+// 2006-01-02T15:04:05.999999+00:00 (microseconds dropped when zero);
+// stickyActiveGroup null when empty; metadata an object, never null.
+// It does not validate; EncodeInstance does.
+func (i Instance) MarshalJSON() ([]byte, error) {
+	w := wireInstance{
+		ServiceName:   i.ServiceName,
+		InstanceID:    i.InstanceID,
+		Version:       i.Version,
+		Status:        i.Status,
+		LastHeartbeat: isoTime(i.LastHeartbeat),
+		Metadata:      i.Metadata,
+	}
+	if i.StickyActiveGroup != "" {
+		g := i.StickyActiveGroup
+		w.StickyActiveGroup = &g
+	}
+	if w.Metadata == nil {
+		w.Metadata = map[string]string{}
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(w); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+}
+
+// EncodeInstance validates i and returns its wire form.
+func EncodeInstance(i Instance) ([]byte, error) {
+	if err := i.Validate(); err != nil {
+		return nil, err
+	}
+	b, err := i.MarshalJSON()
+	if err != nil {
+		return nil, &RecordError{Err: err}
+	}
+	if len(b) > MaxRecordSize {
+		return nil, &RecordError{Err: fmt.Errorf("%w: %d bytes", ErrRecordTooLarge, len(b))}
+	}
+	return b, nil
+}
+
+// wireIn accepts both spellings of every field. (encoding/json matches
+// names case-insensitively, so "serviceName" and "service_name" are distinct
+// fields here.)
+type wireIn struct {
+	ServiceName        json.RawMessage `json:"serviceName"`
+	ServiceNameS       json.RawMessage `json:"service_name"`
+	InstanceID         json.RawMessage `json:"instanceId"`
+	InstanceIDS        json.RawMessage `json:"instance_id"`
+	Version            json.RawMessage `json:"version"`
+	Status             json.RawMessage `json:"status"`
+	LastHeartbeat      json.RawMessage `json:"lastHeartbeat"`
+	LastHeartbeatS     json.RawMessage `json:"last_heartbeat"`
+	StickyActiveGroup  json.RawMessage `json:"stickyActiveGroup"`
+	StickyActiveGroupS json.RawMessage `json:"sticky_active_group"`
+	Metadata           json.RawMessage `json:"metadata"`
+}
+
+// rawString reads a JSON string, fast when it has no escapes.
+func rawString(field string, v json.RawMessage, required bool) (string, error) {
+	if len(v) == 0 || string(v) == "null" {
+		if required {
+			return "", &RecordError{Field: field, Err: ErrMissingField}
+		}
+		return "", nil
+	}
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' && bytes.IndexByte(v, '\\') < 0 {
+		return string(v[1 : len(v)-1]), nil
+	}
+	var s string
+	if err := json.Unmarshal(v, &s); err != nil {
+		return "", &RecordError{Field: field, Err: errors.New("not a string")}
+	}
+	return s, nil
+}
+
+func either(a, b json.RawMessage) json.RawMessage {
+	if len(a) != 0 {
+		return a
+	}
+	return b
+}
+
+// UnmarshalJSON reads a record written by any peer: camelCase or snake_case
+// names, `Z` or numeric-offset timestamps. Unknown top-level keys are ignored.
+// It checks types and required fields but not names; DecodeInstance does both.
+func (i *Instance) UnmarshalJSON(data []byte) error {
+	var w wireIn
+	if err := json.Unmarshal(data, &w); err != nil {
+		return &RecordError{Err: err}
+	}
+	if t := bytes.TrimLeft(data, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		return &RecordError{Err: errors.New("not a JSON object")}
+	}
+	var out Instance
+	var err error
+	if out.ServiceName, err = rawString("serviceName", either(w.ServiceName, w.ServiceNameS), true); err != nil {
+		return err
+	}
+	if out.InstanceID, err = rawString("instanceId", either(w.InstanceID, w.InstanceIDS), true); err != nil {
+		return err
+	}
+	if out.Version, err = rawString("version", w.Version, true); err != nil {
+		return err
+	}
+	status, err := rawString("status", w.Status, true)
+	if err != nil {
+		return err
+	}
+	out.Status = Status(status)
+	if !out.Status.Valid() {
+		return &RecordError{Field: "status", Err: fmt.Errorf("%w: %q", ErrInvalidStatus, status)}
+	}
+	hb, err := rawString("lastHeartbeat", either(w.LastHeartbeat, w.LastHeartbeatS), true)
+	if err != nil {
+		return err
+	}
+	if out.LastHeartbeat, err = parseISOTime(hb); err != nil {
+		return &RecordError{Field: "lastHeartbeat", Err: err}
+	}
+	if out.StickyActiveGroup, err = rawString("stickyActiveGroup", either(w.StickyActiveGroup, w.StickyActiveGroupS), false); err != nil {
+		return err
+	}
+	if len(w.Metadata) != 0 && string(w.Metadata) != "null" {
+		md, err := decodeMetadata(w.Metadata)
+		if err != nil {
+			return &RecordError{Field: "metadata", Err: err}
+		}
+		out.Metadata = md
+	}
+	if out.Metadata == nil {
+		out.Metadata = map[string]string{}
+	}
+	*i = out
+	return nil
+}
+
+func decodeMetadata(v json.RawMessage) (map[string]string, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(v, &m); err != nil {
+		return nil, errors.New("not an object")
+	}
+	if len(m) > maxMetadataEntries {
+		return nil, fmt.Errorf("more than %d entries", maxMetadataEntries)
+	}
+	md := make(map[string]string, len(m))
+	for k, raw := range m {
+		var s string
+		if err := json.Unmarshal(raw, &s); err == nil {
+			md[k] = s
+			continue
+		}
+		// Numbers, booleans, nested objects: keep their JSON text.
+		var c bytes.Buffer
+		if err := json.Compact(&c, raw); err != nil {
+			return nil, err
+		}
+		md[k] = c.String()
+	}
+	return md, nil
+}
+
+// DecodeInstance reads and validates a record: what a watcher does with every
+// value it receives. Errors match ErrInvalidRecord or ErrInvalidName.
+func DecodeInstance(data []byte) (Instance, error) {
+	if len(data) > MaxRecordSize {
+		return Instance{}, &RecordError{Err: fmt.Errorf("%w: %d bytes", ErrRecordTooLarge, len(data))}
+	}
+	var i Instance
+	if err := i.UnmarshalJSON(data); err != nil {
+		return Instance{}, err
+	}
+	if err := ValidateServiceName(i.ServiceName); err != nil {
+		return Instance{}, err
+	}
+	if err := ValidateInstanceID(i.InstanceID); err != nil {
+		return Instance{}, err
+	}
+	if i.Version == "" {
+		return Instance{}, &RecordError{Field: "version", Err: ErrMissingField}
+	}
+	return i, nil
+}
+
+// isoTime formats like Python's datetime.isoformat() on an aware UTC time.
+type isoTime time.Time
+
+func (t isoTime) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + formatISOTime(time.Time(t)) + `"`), nil
+}
+
+func formatISOTime(t time.Time) string {
+	t = t.UTC().Truncate(time.Microsecond)
+	s := t.Format("2006-01-02T15:04:05")
+	if us := t.Nanosecond() / 1000; us != 0 {
+		s += "." + fmt.Sprintf("%06d", us)
+	}
+	return s + "+00:00"
+}
+
+// parseISOTime accepts RFC 3339 with `Z` or any offset, any number of
+// fractional digits, and a naive time (taken as UTC, as Python peers mean it).
+func parseISOTime(s string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t.UTC(), nil
+	}
+	if t, err := time.Parse("2006-01-02T15:04:05.999999999", s); err == nil {
+		return t.UTC(), nil
+	}
+	// Python may write a space instead of 'T'.
+	if strings.Contains(s, " ") {
+		return parseISOTime(strings.Replace(s, " ", "T", 1))
+	}
+	return time.Time{}, fmt.Errorf("not an ISO-8601 time: %s", strconv.Quote(s))
+}
