@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/goleak"
 
+	"github.com/aegis-sdk/kitnats"
 	"github.com/aegis-sdk/kitnats/internal/natstest"
 	"github.com/aegis-sdk/kitnats/lb"
 	"github.com/aegis-sdk/kitnats/middleware/breaker"
@@ -127,7 +128,7 @@ func newChain(tb testing.TB, nc *nats.Conn, b *natskv.Bucket, retryOpts ...retry
 	factory := natsrpc.JSONFactory[echoResponse](nc, service, method)
 	factory = breaker.Factory(factory, breaker.WithSettings(gobreaker.Settings{Timeout: time.Second}))
 	factory = tracing.Factory(factory, service, method, otel)
-	set := lb.NewEndpointSet(instancer, factory, nil)
+	set := kitnats.NewEndpointSet(instancer, factory, nil)
 	tb.Cleanup(func() {
 		set.Close()
 		instancer.Stop()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/aegis-sdk/kitnats/internal/natstest"
 	"github.com/aegis-sdk/kitnats/middleware/retry"
+	"github.com/aegis-sdk/kitnats/sd/natskv"
 	"github.com/aegis-sdk/kitnats/transport/natsrpc"
 )
 
@@ -97,4 +98,56 @@ func TestFailover(t *testing.T) {
 		t.Errorf("want [echo-1] left, have %v", have)
 	}
 	t.Logf("calls: %d, served by %v", calls.Load(), servedBy)
+}
+
+// TestStandbyAvoided: an instance that turns STANDBY stops taking calls while
+// an ACTIVE one exists, and takes them again when it is ACTIVE once more: the
+// registry tells the endpoint set, which re-reads the status.
+func TestStandbyAvoided(t *testing.T) {
+	s := natstest.Start(t)
+	nc := natstest.Connect(t, s.URL())
+	bucket := newBucket(t, nc)
+	a := startEcho(t, s.URL(), bucket, "echo-a")
+	startEcho(t, s.URL(), bucket, "echo-b")
+	c := newChain(t, nc, bucket)
+	c.waitInstances(t, 2)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	servedBy := func(calls int) map[string]int {
+		t.Helper()
+		have := map[string]int{}
+		for range calls {
+			resp, err := natsrpc.Call[echoResponse](ctx, c.endpoint, echoRequest{Payload: "x"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			have[resp.Instance]++
+		}
+		return have
+	}
+	// until calls the chain until ok accepts a batch's spread: the status
+	// reaches the client asynchronously.
+	until := func(what string, ok func(map[string]int) bool) {
+		t.Helper()
+		var last map[string]int
+		for ctx.Err() == nil {
+			if last = servedBy(20); ok(last) {
+				return
+			}
+		}
+		t.Fatalf("%s: last batch served by %v", what, last)
+	}
+
+	if err := a.reg.SetStatus(ctx, natskv.StatusStandby); err != nil {
+		t.Fatal(err)
+	}
+	until("standby avoided", func(m map[string]int) bool { return m["echo-a"] == 0 })
+	if have := servedBy(200); have["echo-a"] != 0 {
+		t.Errorf("a STANDBY instance took calls while an ACTIVE one was up: %v", have)
+	}
+	if err := a.reg.SetStatus(ctx, natskv.StatusActive); err != nil {
+		t.Fatal(err)
+	}
+	until("active again", func(m map[string]int) bool { return m["echo-a"] > 0 })
 }

@@ -22,10 +22,10 @@ const readyTimeout = 10 * time.Second
 // Server is one embedded nats-server with JetStream, restartable on the same
 // port and store directory. It is safe for concurrent use.
 type Server struct {
-	mu      sync.Mutex
-	opts    server.Options // the options every (re)start uses; Port is fixed after the first start
-	srv     *server.Server // nil while stopped
-	ownDir  bool           // whether Shutdown removes opts.StoreDir
+	mu     sync.Mutex
+	opts   server.Options // the options every (re)start uses; Port is fixed after the first start
+	srv    *server.Server // nil while stopped
+	ownDir bool           // whether Shutdown removes opts.StoreDir
 }
 
 // Config tunes a server. The zero value is a single JetStream node on a random

@@ -29,6 +29,11 @@
 // Every subscriber has a latest-value mailbox: a slow one receives the newest
 // set when it is ready and never holds up the watch or other subscribers.
 //
+// Events. Subscribers get the healthy set, sorted, once the initial values
+// are in, then each time it changes — and again, unchanged, when a member
+// turns STANDBY or back to ACTIVE, so that balancers re-read its status
+// through Instancer.Lookup. Heartbeats that change nothing send nothing.
+//
 // WithPolling turns the watch into the AegisSDK's cached discovery: re-list
 // every interval, keep the cached set on failure, Refresh to force a re-list.
 package natskv

@@ -391,15 +391,26 @@ func materialChange(old []Instance, ps []pair) bool {
 	return false
 }
 
+// statusChange reports whether an instance in an unchanged set changed status.
+func statusChange(old []Instance, ps []pair) bool {
+	for n, p := range ps {
+		if old[n].Status != p.inst.Status {
+			return true
+		}
+	}
+	return false
+}
+
 type pair struct {
 	s    string
 	inst Instance
 }
 
 // publish recomputes the healthy set and, if it changed (or force), stores
-// the snapshot and then queues the event for every subscriber. When only an
-// instance's record changed (status STANDBY, metadata) the snapshot is
-// replaced without an event. The lock is held.
+// the snapshot and then queues the event for every subscriber. When only a
+// member's status changed (ACTIVE ↔ STANDBY) the same set is sent again; when
+// only its version or metadata changed the snapshot is replaced without an
+// event. The lock is held.
 func (i *Instancer) publish(force bool) {
 	ps := make([]pair, 0, len(i.entries))
 	for _, e := range i.entries {
@@ -421,7 +432,8 @@ func (i *Instancer) publish(force bool) {
 		strs[n] = p.s
 	}
 	same := !force && i.hasLast && i.lastErr == nil && slices.Equal(strs, i.lastStrs)
-	if same && !materialChange(i.snap.Load().list, ps) {
+	prev := i.snap.Load().list
+	if same && !materialChange(prev, ps) {
 		return
 	}
 	snap := &snapshot{list: make([]Instance, len(ps)), strs: strs, by: make(map[string]Instance, len(ps))}
@@ -430,7 +442,12 @@ func (i *Instancer) publish(force bool) {
 		snap.by[p.s] = p.inst
 	}
 	i.snap.Store(snap)
-	if same {
+	// A member turning STANDBY or back to ACTIVE is news to balancers that
+	// prefer ACTIVE instances, yet sd.Event has no room for it: the set of
+	// strings repeats. Repeating it is harmless to go-kit subscribers and
+	// tells lb.EndpointSet to re-read attributes through Lookup. Version and
+	// metadata changes replace the snapshot silently.
+	if same && !statusChange(prev, ps) {
 		return
 	}
 	i.hasLast, i.lastStrs, i.lastErr = true, strs, nil

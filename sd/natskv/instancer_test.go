@@ -98,12 +98,13 @@ func TestStatusChangesAndStandby(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitSet(t, chActive, "b")
-	eventually(t, "standby visible", func() error {
-		if in, ok := all.Lookup("a"); !ok || in.Status != natskv.StatusStandby {
-			return fmt.Errorf("Lookup(a) = %+v, %v", in, ok)
-		}
-		return nil
-	})
+	// The set `all` offers is unchanged, yet its subscribers are told: the
+	// same set again, with Lookup already saying STANDBY when it arrives,
+	// so a balancer that prefers ACTIVE instances can re-read it.
+	waitSet(t, chAll, "a", "b")
+	if in, ok := all.Lookup("a"); !ok || in.Status != natskv.StatusStandby {
+		t.Fatalf("Lookup(a) when the event arrived = %+v, %v; want STANDBY", in, ok)
+	}
 	if err := ra.SetStatus(ctx, natskv.StatusUnhealthy); err != nil {
 		t.Fatal(err)
 	}
