@@ -8,13 +8,17 @@ BENCHTIME   ?= 1s
 BENCHCOUNT  ?= 1
 FUZZTIME    ?= 10s
 
-.PHONY: all demo test lint bench benchstat cover fuzz tidy
+.PHONY: all demo demo-registry test lint bench benchstat cover fuzz tidy
 
 all: test
 
 ## demo: run the quickstart on an embedded NATS server (nothing to install)
 demo:
 	$(GO) run ./examples/quickstart
+
+## demo-registry: the registry alone — instances join, leave cleanly, crash
+demo-registry:
+	$(GO) run ./examples/registry
 
 ## test: go vet, then every test with the race detector
 test:
