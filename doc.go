@@ -24,6 +24,10 @@
 //     server over NATS request-reply with deadlines, trace context and error
 //     status in headers.
 //
+// This package itself is the glue for the common case where registry and
+// balancers are both kitnats': [NewEndpointSet] builds an lb.EndpointSet over
+// a natskv.Instancer that tells balancers which instances are STANDBY.
+//
 // examples/quickstart shows the whole job on an embedded NATS server:
 // `make demo`.
 package kitnats
