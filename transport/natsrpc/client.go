@@ -167,7 +167,8 @@ func (c *Client) call(ctx context.Context, request any) (any, error) {
 		deadline, _ = ctx.Deadline()
 	}
 
-	msg := &nats.Msg{Subject: c.subject, Header: make(nats.Header, 4)}
+	out := &outgoing{msg: nats.Msg{Subject: c.subject, Header: make(nats.Header, 2)}}
+	msg := &out.msg
 	if err := c.enc(ctx, msg, request); err != nil {
 		return nil, &CallError{Subject: c.subject, Err: errEncode, Cause: err}
 	}
@@ -180,7 +181,8 @@ func (c *Client) call(ctx context.Context, request any) (any, error) {
 		// Under a millisecond left: no reply can be counted on.
 		return nil, &CallError{Subject: c.subject, Err: context.DeadlineExceeded}
 	}
-	msg.Header[HeaderTimeout] = []string{v}
+	out.timeout[0] = v
+	msg.Header[HeaderTimeout] = out.timeout[:]
 	switch c.nc.Status() {
 	case nats.CLOSED, nats.DRAINING_SUBS, nats.DRAINING_PUBS:
 		return nil, &CallError{Subject: c.subject, Err: ErrConnClosed}
@@ -211,6 +213,13 @@ func (c *Client) call(ctx context.Context, request any) (any, error) {
 		return nil, &CallError{Subject: c.subject, Err: errDecode, Cause: err}
 	}
 	return response, nil
+}
+
+// outgoing is a request message and the backing array of its deadline
+// header's value, in one allocation.
+type outgoing struct {
+	msg     nats.Msg
+	timeout [1]string
 }
 
 var (

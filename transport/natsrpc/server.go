@@ -132,10 +132,12 @@ func statusCode(err error, def int) int {
 var errPanic = errors.New("natsrpc: handler panicked")
 
 // serve runs one request through the method and returns the reply to
-// publish. A panic anywhere in the hooks, codecs or endpoint becomes a
-// CodeInternal reply.
-func (s *Server) serve(ctx context.Context, msg *nats.Msg) (reply *nats.Msg, err error) {
-	reply = &nats.Msg{Subject: msg.Reply}
+// publish: into (a zero message the caller provides, so it can share the
+// request's allocation) on success, a fresh message on failure. A panic
+// anywhere in the hooks, codecs or endpoint becomes a CodeInternal reply.
+func (s *Server) serve(ctx context.Context, msg, into *nats.Msg) (reply *nats.Msg, err error) {
+	reply = into
+	reply.Subject = msg.Reply
 	if len(s.finalizer) > 0 {
 		defer func() {
 			for _, f := range s.finalizer {

@@ -45,13 +45,14 @@ type Service struct {
 	instance string
 	micro    micro.Service
 	prop     propagation.TextMapPropagator
+	w3cOnly  bool // prop is propagation.TraceContext: no traceparent, nothing to extract
 	logger   log.Logger
 	max      int32
 
 	base   context.Context // handlers' root; cancelled when Shutdown gives up
 	cancel context.CancelFunc
 
-	work     chan job      // unbuffered: a send succeeds only into an idle worker
+	work     chan *job     // unbuffered: a send succeeds only into an idle worker
 	quit     chan struct{} // closed when the workers must exit
 	nworkers atomic.Int32
 	workers  sync.WaitGroup
@@ -84,11 +85,18 @@ func (s *EndpointStats) MarshalJSON() ([]byte, error) {
 		s.Errors.Load(), s.Panics.Load(), s.Malformed.Load(), s.Rejected.Load()), nil
 }
 
+// job is one request on its way through the service. Everything a request
+// needs on the server side lives in this one allocation: the request
+// message handed to the Server, the reply it fills in, and the lazy
+// deadline context. Nothing is pooled or reused (hooks and handlers may keep
+// the messages or the context), so sharing one allocation is safe.
 type job struct {
 	srv   *Server
 	stats *EndpointStats
-	msg   *nats.Msg
 	recv  time.Time
+	msg   nats.Msg
+	reply nats.Msg
+	dl    deadlineCtx
 }
 
 // ServiceOption sets an optional parameter of a Service.
@@ -197,9 +205,10 @@ func NewService(ctx context.Context, nc *nats.Conn, service, instance string, me
 		name:     service,
 		instance: instance,
 		prop:     cfg.prop,
+		w3cOnly:  isTraceContext(cfg.prop),
 		logger:   cfg.logger,
 		max:      int32(min(cfg.max, 1<<30)),
-		work:     make(chan job),
+		work:     make(chan *job),
 		quit:     make(chan struct{}),
 		idle:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
@@ -214,11 +223,12 @@ func NewService(ctx context.Context, nc *nats.Conn, service, instance string, me
 		s.stats["rpc."+service+"."+m] = &EndpointStats{}
 		s.stats["rpc."+service+"."+m+"."+instance] = &EndpointStats{}
 	}
-	handler := func(method, subject string) func(*nats.Msg) {
+	handler := func(method, subject string) micro.HandlerFunc {
 		st := s.stats[subject]
 		srv := methods[method]
-		return func(m *nats.Msg) {
-			s.dispatch(job{srv: srv, stats: st, msg: m, recv: time.Now()})
+		return func(r micro.Request) {
+			s.dispatch(&job{srv: srv, stats: st, recv: time.Now(),
+				msg: nats.Msg{Subject: r.Subject(), Reply: r.Reply(), Header: nats.Header(r.Headers()), Data: r.Data()}})
 		}
 	}
 	err := s.subscribeMicro(names, queue, cfg, handler)
@@ -240,7 +250,7 @@ func NewService(ctx context.Context, nc *nats.Conn, service, instance string, me
 // subscribeMicro adds each method as two micro endpoints. Service-wide
 // endpoints come first, so Shutdown unsubscribes the queue group before the
 // instance subjects and new requests move to other instances at once.
-func (s *Service) subscribeMicro(names []string, queue string, cfg serviceConfig, handler func(method, subject string) func(*nats.Msg)) error {
+func (s *Service) subscribeMicro(names []string, queue string, cfg serviceConfig, handler func(method, subject string) micro.HandlerFunc) error {
 	ms, err := micro.AddService(s.nc, micro.Config{
 		Name:        s.name,
 		Version:     cfg.version,
@@ -258,10 +268,7 @@ func (s *Service) subscribeMicro(names []string, queue string, cfg serviceConfig
 		return fmt.Errorf("natsrpc: add micro service %s: %w", s.name, err)
 	}
 	add := func(method, subject string, opt micro.EndpointOpt) error {
-		h := handler(method, subject)
-		return ms.AddEndpoint(method, micro.HandlerFunc(func(r micro.Request) {
-			h(&nats.Msg{Subject: r.Subject(), Reply: r.Reply(), Header: nats.Header(r.Headers()), Data: r.Data()})
-		}), micro.WithEndpointSubject(subject), opt)
+		return ms.AddEndpoint(method, handler(method, subject), micro.WithEndpointSubject(subject), opt)
 	}
 	for _, m := range names {
 		if err = add(m, "rpc."+s.name+"."+m, micro.WithEndpointQueueGroup(queue)); err != nil {
@@ -298,7 +305,7 @@ func (s *Service) Stats() micro.Stats { return s.micro.Stats() }
 
 // dispatch runs on the subscription's goroutine: hand the job to an idle
 // worker, start a new worker while under the bound, or wait for one.
-func (s *Service) dispatch(j job) {
+func (s *Service) dispatch(j *job) {
 	if s.stopped.Load() {
 		s.reject(j, CodeUnavailable, "service shutting down")
 		return
@@ -328,7 +335,7 @@ func (s *Service) dispatch(j job) {
 	}
 }
 
-func (s *Service) worker(j job) {
+func (s *Service) worker(j *job) {
 	defer s.workers.Done()
 	for {
 		s.run(j)
@@ -350,7 +357,7 @@ func (s *Service) finish() {
 }
 
 // run serves one request on a worker.
-func (s *Service) run(j job) {
+func (s *Service) run(j *job) {
 	defer s.finish()
 	defer func() {
 		// The Server recovers its own panics; this catches a panicking
@@ -372,12 +379,12 @@ func (s *Service) run(j job) {
 			j.stats.Malformed.Add(1)
 			s.log("msg", "ignoring malformed deadline header", "subject", j.msg.Subject, "err", err)
 		} else {
-			dctx := withLazyDeadline(ctx, j.recv.Add(d))
-			defer dctx.release()
-			ctx = dctx
+			j.dl.init(ctx, j.recv.Add(d))
+			defer j.dl.release()
+			ctx = &j.dl
 		}
 	}
-	if len(j.msg.Header) > 0 {
+	if s.hasTraceHeader(j.msg.Header) {
 		ctx = s.prop.Extract(ctx, HeaderCarrier(j.msg.Header))
 	}
 	if ctx.Err() != nil {
@@ -391,7 +398,7 @@ func (s *Service) run(j job) {
 		s.reject(j, CodeTimeout, "deadline exceeded before the handler ran")
 		return
 	}
-	reply, err := j.srv.serve(ctx, j.msg)
+	reply, err := j.srv.serve(ctx, &j.msg, &j.reply)
 	if err != nil {
 		j.stats.Errors.Add(1)
 		if errors.Is(err, errPanic) {
@@ -402,24 +409,48 @@ func (s *Service) run(j job) {
 	s.respond(j, reply)
 }
 
-func (s *Service) respond(j job, reply *nats.Msg) {
+// hasTraceHeader reports whether the propagator may find anything in h.
+// The W3C propagator reads nothing without a traceparent, so a request
+// without one skips extraction; any other propagator always runs.
+func (s *Service) hasTraceHeader(h nats.Header) bool {
+	if len(h) == 0 {
+		return false
+	}
+	if !s.w3cOnly {
+		return true
+	}
+	_, ok := h[HeaderTraceparent]
+	return ok
+}
+
+func isTraceContext(p propagation.TextMapPropagator) bool {
+	_, ok := p.(propagation.TraceContext)
+	return ok
+}
+
+func (s *Service) respond(j *job, reply *nats.Msg) {
 	if j.msg.Reply == "" {
 		return
 	}
 	reply.Subject = j.msg.Reply
-	if max := s.nc.MaxPayload(); max > 0 && msgSize(reply) > max {
-		size := msgSize(reply)
-		reply = &nats.Msg{Subject: j.msg.Reply, Header: make(nats.Header, 2)}
-		EncodeError(reply.Header, &Error{Code: CodeInternal, Message: (&PayloadError{Subject: j.msg.Subject, Size: size, Max: max}).Error()})
+	// nats.go refuses an oversize message before writing any of it, so the
+	// common case pays for no size check of its own; a refused reply becomes
+	// an error reply the caller can read.
+	err := s.nc.PublishMsg(reply)
+	if errors.Is(err, nats.ErrMaxPayload) {
 		j.stats.Errors.Add(1)
+		perr := &PayloadError{Subject: j.msg.Subject, Size: msgSize(reply), Max: s.nc.MaxPayload()}
+		reply = &nats.Msg{Subject: j.msg.Reply, Header: make(nats.Header, 2)}
+		EncodeError(reply.Header, &Error{Code: CodeInternal, Message: perr.Error()})
+		err = s.nc.PublishMsg(reply)
 	}
-	if err := s.nc.PublishMsg(reply); err != nil {
+	if err != nil {
 		s.log("msg", "reply failed", "subject", j.msg.Subject, "err", err)
 	}
 }
 
 // reject replies an error without running the handler.
-func (s *Service) reject(j job, code int, msg string) {
+func (s *Service) reject(j *job, code int, msg string) {
 	j.stats.Rejected.Add(1)
 	if j.msg.Reply == "" {
 		return
