@@ -114,6 +114,11 @@ func ExampleFactory() {
 	factory := natsrpc.Factory(nc, "greeter", "hello", natsrpc.EncodeJSONRequest, natsrpc.DecodeJSONResponse[GreetResponse])
 	endpointer := sd.NewEndpointer(instancer, factory, log.NewNopLogger())
 	defer endpointer.Close()
+	// go-kit's Endpointer fills its cache on its own goroutine, and its Retry
+	// does not back off: wait for the endpoints before the first call.
+	for eps, _ := endpointer.Endpoints(); len(eps) < 2; eps, _ = endpointer.Endpoints() {
+		time.Sleep(time.Millisecond)
+	}
 	balancer := lb.NewRoundRobin(endpointer)
 	retry := lb.Retry(3, 5*time.Second, balancer)
 
