@@ -857,6 +857,13 @@ func TestFactoryWithEndpointer(t *testing.T) {
 	instancer := sd.FixedInstancer{"a", "b"}
 	endpointer := sd.NewEndpointer(instancer, natsrpc.JSONFactory[echoResp](e.cnc, "echo", "say"), log.NewNopLogger())
 	defer endpointer.Close()
+	// go-kit's Endpointer fills its cache on its own goroutine.
+	for eps, _ := endpointer.Endpoints(); len(eps) < 2; eps, _ = endpointer.Endpoints() {
+		if ctx.Err() != nil {
+			t.Fatalf("endpointer never saw both instances: %v", eps)
+		}
+		time.Sleep(time.Millisecond)
+	}
 	balancer := lb.NewRoundRobin(endpointer)
 	seen := map[string]int{}
 	for range 10 {
