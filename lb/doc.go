@@ -36,4 +36,7 @@
 //		}))
 //	defer set.Close()
 //	call, _ := retry.New(lb.NewLeastLoaded(set), retry.WithMaxAttempts(3))
+//
+// kitnats.NewEndpointSet (the module's root package) is that NewEndpointSet
+// call with the attributes wired in.
 package lb
