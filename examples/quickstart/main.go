@@ -84,6 +84,8 @@ func run(cfg config) error {
 		fmt.Printf("[%5.2fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
 	}
 
+	// natstest is this module's embedded-server helper (internal): in your
+	// own program, connect to your NATS servers instead.
 	url := cfg.natsURL
 	if url == "" {
 		srv, err := natstest.Run(natstest.Config{})
