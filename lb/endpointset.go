@@ -26,6 +26,23 @@ type Attributes struct {
 	// instance can: every balancer picks them after the available, untried
 	// ACTIVE ones. It mirrors AegisSDK's STANDBY status.
 	Standby bool
+	// Metadata is what the registry says of the instance beyond its status
+	// (a zone, a weight, an address). Policies read it; nobody may modify
+	// it, since every view built from the same registry record shares it.
+	Metadata map[string]string
+}
+
+// Describer is implemented by an sd.Instancer that knows more of an instance
+// than the string it publishes (kitnats' natskv.Instancer does). An
+// EndpointSet over such an instancer asks it for each instance's Attributes
+// whenever it builds a view, so STANDBY and metadata reach every policy with
+// no wiring; WithAttributes overrides it. ok is false for an instance the
+// describer does not know (it then counts as ACTIVE with no metadata).
+//
+// Describe is called from the set's goroutine while it builds a view: it
+// must be fast and must not call back into the set.
+type Describer interface {
+	Describe(instance string) (attrs Attributes, ok bool)
 }
 
 // Option configures an EndpointSet.
