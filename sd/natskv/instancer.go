@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/aegis-sdk/kitnats/lb"
 	"github.com/go-kit/kit/sd"
 	"github.com/go-kit/log"
 	"github.com/nats-io/nats.go"
@@ -122,7 +123,10 @@ type Instancer struct {
 	stopped  bool
 }
 
-var _ sd.Instancer = (*Instancer)(nil)
+var (
+	_ sd.Instancer = (*Instancer)(nil)
+	_ lb.Describer = (*Instancer)(nil)
+)
 
 // NewInstancer starts discovering service in bucket b and returns at once;
 // the first event goes to subscribers when the bucket's current values are
@@ -257,6 +261,21 @@ func (i *Instancer) Lookup(instance string) (Instance, bool) {
 		return Instance{}, false
 	}
 	return in.Clone(), true
+}
+
+// Describe implements lb.Describer: an lb.EndpointSet over this Instancer
+// learns each instance's status and metadata with no wiring. Standby is true
+// for a STANDBY record; Metadata is the record's own map, shared, not copied:
+// a published record is never modified (each record is decoded into fresh
+// maps, and the Instancer replaces records, never edits them), and callers
+// must not modify it either. ok is false for an instance not in the
+// published set.
+func (i *Instancer) Describe(instance string) (lb.Attributes, bool) {
+	in, ok := i.snap.Load().by[instance]
+	if !ok {
+		return lb.Attributes{}, false
+	}
+	return lb.Attributes{Standby: in.Status == StatusStandby, Metadata: in.Metadata}, true
 }
 
 // Refresh forces a re-list (polling mode) or a rebuilt watch, and returns

@@ -764,3 +764,26 @@ func histogramCount(t testing.TB, r *sdkmetric.ManualReader, name string) uint64
 	}
 	return n
 }
+
+// Describe is what lb.EndpointSet reads: STANDBY and the record's metadata,
+// published before the event that carries the instance.
+func TestDescribe(t *testing.T) {
+	_, b := newBucket(t, natskv.BucketConfig{})
+	ra := register(t, b, inst("svc", "a"))
+	i := newInstancer(t, b, "svc")
+	ch := subscribe(t, i)
+	waitSet(t, ch, "a")
+	if attrs, ok := i.Describe("a"); !ok || attrs.Standby || attrs.Metadata["addr"] != "10.0.0.1:a" {
+		t.Fatalf("Describe(a) = %+v, %v", attrs, ok)
+	}
+	if _, ok := i.Describe("zz"); ok {
+		t.Fatal("Describe of an unknown instance must miss")
+	}
+	if err := ra.SetStatus(ctxT(t), natskv.StatusStandby); err != nil {
+		t.Fatal(err)
+	}
+	waitSet(t, ch, "a")
+	if attrs, ok := i.Describe("a"); !ok || !attrs.Standby {
+		t.Fatalf("Describe(a) after STANDBY = %+v, %v", attrs, ok)
+	}
+}
