@@ -14,7 +14,10 @@
 // the service-wide subject when there is no discovery, or as a fallback.
 // Every name that becomes a subject token is validated first (ValidateService,
 // ValidateMethod, ValidateInstance): nothing a caller passes can become a
-// wildcard or an extra token.
+// wildcard or an extra token. The rules, the limits (64 bytes for services
+// and methods, 128 for instance IDs) and the error (*NameError, matching
+// ErrInvalidName) are the registry's own, so every instance it accepts is
+// callable.
 //
 // # Headers
 //

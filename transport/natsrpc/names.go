@@ -1,76 +1,39 @@
 package natsrpc
 
-import (
-	"errors"
-	"strconv"
+import "github.com/aegis-sdk/kitnats/internal/names"
+
+// The longest name of each kind that becomes a subject token, in bytes. They
+// are the limits the registry applies (one set of rules for kitnats, in
+// internal/names), so every instance the registry accepts is callable.
+const (
+	MaxServiceLen  = names.MaxService  // 64, as AegisSDK
+	MaxMethodLen   = names.MaxMethod   // 64, as AegisSDK
+	MaxInstanceLen = names.MaxInstance // 128: instance IDs are often generated
 )
 
-// MaxNameLen bounds every name that becomes a subject token, so a caller
-// cannot build subjects the server would reject or that bloat every message.
-const MaxNameLen = 64
-
 // ErrInvalidName is matched (errors.Is) by every *NameError: a service,
-// method or instance name that cannot be a single NATS subject token.
-var ErrInvalidName = errors.New("natsrpc: invalid name")
+// method or instance name that cannot be a single NATS subject token. It is
+// the sentinel the registry (sd/natskv) matches too.
+var ErrInvalidName = names.ErrInvalid
 
 // NameError says which name was rejected and why. It matches ErrInvalidName.
-type NameError struct {
-	Kind   string // "service", "method" or "instance"
-	Name   string
-	Reason string
-}
-
-func (e *NameError) Error() string {
-	return "natsrpc: invalid " + e.Kind + " name " + strconv.Quote(e.Name) + ": " + e.Reason
-}
-
-// Is makes errors.Is(err, ErrInvalidName) hold.
-func (e *NameError) Is(target error) bool { return target == ErrInvalidName }
+// It is the registry's name error type too: one errors.As target for both.
+type NameError = names.Error
 
 // ValidateService checks a service name: ^[a-zA-Z][a-zA-Z0-9_-]*$, at most
-// MaxNameLen bytes. These are the names the registry and AegisSDK accept, and
-// none of them can be a wildcard or span two subject tokens.
-func ValidateService(name string) error {
-	return validate("service", name, isLetter)
-}
+// MaxServiceLen bytes. These are the names the registry and AegisSDK accept,
+// and none of them can be a wildcard or span two subject tokens.
+func ValidateService(name string) error { return names.Validate(names.Service, name) }
 
 // ValidateMethod checks a method name: ^[a-zA-Z][a-zA-Z0-9_-]*$, at most
-// MaxNameLen bytes. It is a little looser than AegisSDK's ^[a-z][a-z0-9_]*$
+// MaxMethodLen bytes. It is a little looser than AegisSDK's ^[a-z][a-z0-9_]*$
 // (every AegisSDK method name passes) and still never contains '.', '*', '>'
 // or white space.
-func ValidateMethod(name string) error {
-	return validate("method", name, isLetter)
-}
+func ValidateMethod(name string) error { return names.Validate(names.Method, name) }
 
 // ValidateInstance checks an instance ID: ^[a-zA-Z0-9][a-zA-Z0-9_-]*$, at
-// most MaxNameLen bytes, as the registry publishes it.
-func ValidateInstance(name string) error {
-	return validate("instance", name, isAlnum)
-}
-
-func validate(kind, name string, first func(byte) bool) error {
-	switch {
-	case name == "":
-		return &NameError{Kind: kind, Name: name, Reason: "empty"}
-	case len(name) > MaxNameLen:
-		return &NameError{Kind: kind, Name: name, Reason: "longer than " + strconv.Itoa(MaxNameLen) + " bytes"}
-	case !first(name[0]):
-		reason := "must start with a letter"
-		if kind == "instance" {
-			reason = "must start with a letter or digit"
-		}
-		return &NameError{Kind: kind, Name: name, Reason: reason}
-	}
-	for i := 1; i < len(name); i++ {
-		if c := name[i]; !isAlnum(c) && c != '_' && c != '-' {
-			return &NameError{Kind: kind, Name: name, Reason: "character " + strconv.QuoteRune(rune(c)) + " at " + strconv.Itoa(i) + " is not a letter, digit, '_' or '-'"}
-		}
-	}
-	return nil
-}
-
-func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
-func isAlnum(c byte) bool  { return isLetter(c) || c >= '0' && c <= '9' }
+// most MaxInstanceLen bytes, as the registry accepts and publishes it.
+func ValidateInstance(name string) error { return names.Validate(names.Instance, name) }
 
 // ServiceSubject is the subject every instance of service answers for method,
 // in queue group QueueGroup(service): "rpc.{service}.{method}", the AegisSDK

@@ -167,6 +167,24 @@ func TestServiceAndInstanceSubjects(t *testing.T) {
 	}
 }
 
+// An instance with the longest ID the registry accepts serves on its own
+// subject, and a Factory endpoint reaches it.
+func TestLongestInstanceServes(t *testing.T) {
+	e := newEnv(t)
+	longest := strings.Repeat("x", natsrpc.MaxInstanceLen)
+	e.echoService(t, longest, nil)
+	factory := natsrpc.JSONFactory[echoResp](e.cnc, "echo", "say")
+	ep, closer, err := factory(longest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closer.Close()
+	have, err := natsrpc.Call[echoResp](ctxWait(t), ep, echoReq{Msg: "hi"})
+	if want := (echoResp{Msg: "hi", Instance: longest}); err != nil || have != want {
+		t.Fatalf("want %+v, have %+v, %v", want, have, err)
+	}
+}
+
 func TestHeadersAndDeadlineRoundTrip(t *testing.T) {
 	e := newEnv(t)
 	type seen struct {
