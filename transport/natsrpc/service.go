@@ -47,20 +47,12 @@ type Service struct {
 	prop     propagation.TextMapPropagator
 	w3cOnly  bool // prop is propagation.TraceContext: no traceparent, nothing to extract
 	logger   log.Logger
-	max      int32
+	pool     *pool
 
 	base   context.Context // handlers' root; cancelled when Shutdown gives up
 	cancel context.CancelFunc
 
-	work     chan *job     // unbuffered: a send succeeds only into an idle worker
-	quit     chan struct{} // closed when the workers must exit
-	nworkers atomic.Int32
-	workers  sync.WaitGroup
-
-	inflight atomic.Int64
-	draining atomic.Bool
-	idle     chan struct{} // signalled when inflight drops to 0 while draining
-	stopped  atomic.Bool   // set once Shutdown has finished or given up
+	stopped atomic.Bool // set once Shutdown has finished or given up
 
 	shutdownOnce sync.Once
 	done         chan struct{}
@@ -207,13 +199,10 @@ func NewService(ctx context.Context, nc *nats.Conn, service, instance string, me
 		prop:     cfg.prop,
 		w3cOnly:  isTraceContext(cfg.prop),
 		logger:   cfg.logger,
-		max:      int32(min(cfg.max, 1<<30)),
-		work:     make(chan *job),
-		quit:     make(chan struct{}),
-		idle:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
 		stats:    make(map[string]*EndpointStats, 2*len(names)),
 	}
+	s.pool = newPool(cfg.max, s.run, s.reject)
 	s.base, s.cancel = context.WithCancel(context.Background())
 
 	queue := "rpc." + service
@@ -241,7 +230,7 @@ func NewService(ctx context.Context, nc *nats.Conn, service, instance string, me
 	if err != nil {
 		s.stopped.Store(true)
 		s.cancel()
-		close(s.quit)
+		s.pool.stop()
 		return nil, err
 	}
 	return s, nil
@@ -303,62 +292,18 @@ func (s *Service) Info() micro.Info { return s.micro.Info() }
 // EndpointStats.
 func (s *Service) Stats() micro.Stats { return s.micro.Stats() }
 
-// dispatch runs on the subscription's goroutine: hand the job to an idle
-// worker, start a new worker while under the bound, or wait for one.
+// dispatch runs on the subscription's goroutine and hands the request to
+// the pool, unless the service has stopped.
 func (s *Service) dispatch(j *job) {
 	if s.stopped.Load() {
 		s.reject(j, CodeUnavailable, "service shutting down")
 		return
 	}
-	s.inflight.Add(1)
-	select {
-	case s.work <- j:
-		return
-	default:
-	}
-	for {
-		n := s.nworkers.Load()
-		if n >= s.max {
-			break
-		}
-		if s.nworkers.CompareAndSwap(n, n+1) {
-			s.workers.Add(1)
-			go s.worker(j)
-			return
-		}
-	}
-	select {
-	case s.work <- j:
-	case <-s.quit:
-		s.reject(j, CodeUnavailable, "service shutting down")
-		s.finish()
-	}
+	s.pool.submit(j)
 }
 
-func (s *Service) worker(j *job) {
-	defer s.workers.Done()
-	for {
-		s.run(j)
-		select {
-		case j = <-s.work:
-		case <-s.quit:
-			return
-		}
-	}
-}
-
-func (s *Service) finish() {
-	if s.inflight.Add(-1) == 0 && s.draining.Load() {
-		select {
-		case s.idle <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// run serves one request on a worker.
+// run serves one request on a pool worker.
 func (s *Service) run(j *job) {
-	defer s.finish()
 	defer func() {
 		// The Server recovers its own panics; this catches a panicking
 		// error encoder or finalizer.
@@ -504,9 +449,9 @@ func (s *Service) shutdown(ctx context.Context) {
 		// still queued.
 		s.cancel()
 	}
-	close(s.quit)
+	s.pool.stop()
 	if err == nil {
-		s.workers.Wait()
+		s.pool.join()
 	}
 	s.cancel()
 	s.shutdownErr = err
@@ -514,7 +459,6 @@ func (s *Service) shutdown(ctx context.Context) {
 }
 
 func (s *Service) drain(ctx context.Context) error {
-	s.draining.Store(true)
 	if err := s.micro.Stop(); err != nil {
 		return fmt.Errorf("natsrpc: stop %s: %w", s.name, err)
 	}
@@ -539,14 +483,7 @@ func (s *Service) drain(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	for s.inflight.Load() > 0 {
-		select {
-		case <-s.idle:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return nil
+	return s.pool.wait(ctx)
 }
 
 // flush is nc.FlushWithContext, which refuses a context without a deadline;
