@@ -131,7 +131,10 @@ func WithClassifier(c Classifier) Option {
 
 // WithIdempotent declares every call through the endpoint idempotent, so
 // that attempts which timed out — and may have been processed — are retried.
-// Use Idempotent to declare single calls.
+// The endpoint marks the context it passes down as Idempotent does, so the
+// balancer and the endpoints beneath see the same declaration (IsIdempotent):
+// the hedge package sends backup requests for such calls. Use Idempotent to
+// declare single calls.
 func WithIdempotent() Option {
 	return func(o *options) error {
 		o.idempotent = true

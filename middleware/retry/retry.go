@@ -123,7 +123,9 @@ func Idempotent(ctx context.Context) context.Context {
 	return context.WithValue(ctx, idempotentKey, true)
 }
 
-// IsIdempotent reports whether ctx was marked by Idempotent.
+// IsIdempotent reports whether ctx was marked by Idempotent, or is the
+// context a retry endpoint built WithIdempotent passes to its balancer and
+// attempts.
 func IsIdempotent(ctx context.Context) bool {
 	v, _ := ctx.Value(idempotentKey).(bool)
 	return v
@@ -257,6 +259,12 @@ func (r *retrier) backoff(k int) time.Duration {
 }
 
 func (r *retrier) call(ctx context.Context, request any) (any, error) {
+	if r.o.idempotent && !IsIdempotent(ctx) {
+		// Say so to everything beneath — the balancer's Pick, the endpoints
+		// of every attempt — so that they agree with retry on what may be
+		// sent twice (the hedge package hedges only such calls).
+		ctx = Idempotent(ctx)
+	}
 	if r.o.budget != nil {
 		r.o.budget.Deposit()
 	}

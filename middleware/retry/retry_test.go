@@ -611,3 +611,50 @@ func TestBreakerRefusalIsFreeOfBudget(t *testing.T) {
 		}
 	}
 }
+
+// TestWithIdempotentMarksContext: an endpoint built WithIdempotent passes the
+// declaration down, so the balancer's Pick and every attempt see
+// IsIdempotent — the mark the hedge package goes by.
+func TestWithIdempotentMarksContext(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts []retry.Option
+		want bool
+	}{
+		{"not idempotent", nil, false},
+		{"idempotent option", []retry.Option{retry.WithIdempotent()}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var picked, attempted []bool
+			b := markBalancer{pick: func(ctx context.Context) { picked = append(picked, retry.IsIdempotent(ctx)) }}
+			b.fakeBalancer = newFake(
+				"a", endpoint.Endpoint(func(ctx context.Context, _ any) (any, error) {
+					attempted = append(attempted, retry.IsIdempotent(ctx))
+					return nil, &transient{"a"}
+				}),
+				"b", endpoint.Endpoint(func(ctx context.Context, _ any) (any, error) {
+					attempted = append(attempted, retry.IsIdempotent(ctx))
+					return "ok", nil
+				}))
+			e := mustNew(t, b, append([]retry.Option{retry.WithBackoff(0, 0)}, tc.opts...)...)
+			if _, err := e(context.Background(), nil); err != nil {
+				t.Fatal(err)
+			}
+			want := []bool{tc.want, tc.want}
+			if !slices.Equal(picked, want) || !slices.Equal(attempted, want) {
+				t.Errorf("IsIdempotent at picks %v and attempts %v, want %v", picked, attempted, want)
+			}
+		})
+	}
+}
+
+// markBalancer reports the context of every Pick.
+type markBalancer struct {
+	*fakeBalancer
+	pick func(ctx context.Context)
+}
+
+func (b markBalancer) Pick(ctx context.Context, tried []string) (lb.Pick, error) {
+	b.pick(ctx)
+	return b.fakeBalancer.Pick(ctx, tried)
+}
