@@ -13,41 +13,43 @@ import (
 // EncodeJSONRequest is an EncodeRequestFunc that JSON-encodes the request
 // into the message body.
 func EncodeJSONRequest(_ context.Context, msg *nats.Msg, request any) error {
-	b, err := json.Marshal(request)
-	if err != nil {
-		return err
-	}
-	msg.Data = b
-	return nil
+	return encodeJSON(msg, request)
 }
 
 // EncodeJSONResponse is an EncodeResponseFunc that JSON-encodes the response
 // into the reply body.
 func EncodeJSONResponse(_ context.Context, reply *nats.Msg, response any) error {
-	b, err := json.Marshal(response)
-	if err != nil {
-		return err
-	}
-	reply.Data = b
-	return nil
+	return encodeJSON(reply, response)
 }
 
 // DecodeJSONRequest is a DecodeRequestFunc that decodes a JSON body into a
 // T and hands the endpoint a T, so the endpoint's type assertion is on a
 // known type. Use it as natsrpc.DecodeJSONRequest[MyRequest].
 func DecodeJSONRequest[T any](_ context.Context, msg *nats.Msg) (any, error) {
-	var v T
-	if err := json.Unmarshal(msg.Data, &v); err != nil {
-		return nil, err
-	}
-	return v, nil
+	return decodeJSON[T](msg)
 }
 
 // DecodeJSONResponse is a DecodeResponseFunc that decodes a JSON reply body
 // into a T. Use it as natsrpc.DecodeJSONResponse[MyResponse].
 func DecodeJSONResponse[T any](_ context.Context, reply *nats.Msg) (any, error) {
+	return decodeJSON[T](reply)
+}
+
+// encodeJSON is the body of both JSON encoders: requests and replies are
+// both messages whose Data is the JSON of a value.
+func encodeJSON(m *nats.Msg, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	m.Data = b
+	return nil
+}
+
+// decodeJSON is the body of both JSON decoders: a T, or an error.
+func decodeJSON[T any](m *nats.Msg) (any, error) {
 	var v T
-	if err := json.Unmarshal(reply.Data, &v); err != nil {
+	if err := json.Unmarshal(m.Data, &v); err != nil {
 		return nil, err
 	}
 	return v, nil
