@@ -101,25 +101,25 @@ func NewClient(nc *nats.Conn, subject string, enc EncodeRequestFunc, dec DecodeR
 // rpc.{service}.{method}: any instance answers (queue group). Use it without
 // discovery, or as a last-resort fallback when no instance is known.
 func NewServiceClient(nc *nats.Conn, service, method string, enc EncodeRequestFunc, dec DecodeResponseFunc, opts ...ClientOption) (*Client, error) {
-	if nc == nil {
-		return nil, ErrNilConn
-	}
 	subject, err := ServiceSubject(service, method)
-	if err != nil {
-		return nil, err
-	}
-	return NewClient(nc, subject, enc, dec, opts...), nil
+	return newNamedClient(nc, subject, err, enc, dec, opts)
 }
 
 // NewInstanceClient calls method on one instance's subject
 // rpc.{service}.{method}.{instance}.
 func NewInstanceClient(nc *nats.Conn, service, method, instance string, enc EncodeRequestFunc, dec DecodeResponseFunc, opts ...ClientOption) (*Client, error) {
+	subject, err := InstanceSubject(service, method, instance)
+	return newNamedClient(nc, subject, err, enc, dec, opts)
+}
+
+// newNamedClient is the common end of the constructors that build the
+// subject from names: a nil connection first, then the names' error.
+func newNamedClient(nc *nats.Conn, subject string, nameErr error, enc EncodeRequestFunc, dec DecodeResponseFunc, opts []ClientOption) (*Client, error) {
 	if nc == nil {
 		return nil, ErrNilConn
 	}
-	subject, err := InstanceSubject(service, method, instance)
-	if err != nil {
-		return nil, err
+	if nameErr != nil {
+		return nil, nameErr
 	}
 	return NewClient(nc, subject, enc, dec, opts...), nil
 }

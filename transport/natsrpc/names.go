@@ -39,26 +39,29 @@ func ValidateInstance(name string) error { return names.Validate(names.Instance,
 // in queue group QueueGroup(service): "rpc.{service}.{method}", the AegisSDK
 // convention.
 func ServiceSubject(service, method string) (string, error) {
-	if err := ValidateService(service); err != nil {
+	if err := validateServiceMethod(service, method); err != nil {
 		return "", err
 	}
-	if err := ValidateMethod(method); err != nil {
-		return "", err
-	}
-	return "rpc." + service + "." + method, nil
+	return serviceSubject(service, method), nil
 }
 
 // InstanceSubject is the subject only the named instance answers for method:
 // "rpc.{service}.{method}.{instance}". Client-side balancing sends here.
 func InstanceSubject(service, method, instance string) (string, error) {
-	s, err := ServiceSubject(service, method)
-	if err != nil {
+	if err := validateServiceMethod(service, method); err != nil {
 		return "", err
 	}
 	if err := ValidateInstance(instance); err != nil {
 		return "", err
 	}
-	return s + "." + instance, nil
+	return instanceSubject(service, method, instance), nil
+}
+
+func validateServiceMethod(service, method string) error {
+	if err := ValidateService(service); err != nil {
+		return err
+	}
+	return ValidateMethod(method)
 }
 
 // QueueGroup is the queue group of a service's service-wide subjects:
@@ -67,5 +70,12 @@ func QueueGroup(service string) (string, error) {
 	if err := ValidateService(service); err != nil {
 		return "", err
 	}
-	return "rpc." + service, nil
+	return queueGroup(service), nil
 }
+
+// The subject layout, for names already validated.
+func serviceSubject(service, method string) string { return "rpc." + service + "." + method }
+func instanceSubject(service, method, instance string) string {
+	return serviceSubject(service, method) + "." + instance
+}
+func queueGroup(service string) string { return "rpc." + service }

@@ -68,7 +68,7 @@ func (p *pool) submit(j *job) {
 	select {
 	case p.work <- j:
 	case <-p.quit:
-		p.refuse(j, CodeUnavailable, "service shutting down")
+		p.refuse(j, CodeUnavailable, msgShuttingDown)
 		p.finish()
 	}
 }

@@ -19,6 +19,10 @@ import (
 // ServiceMaxConcurrent says otherwise.
 const DefaultMaxConcurrent = 64
 
+// msgShuttingDown is the message of the 503 a stopping Service replies to
+// requests it will not run.
+const msgShuttingDown = "service shutting down"
+
 // MetadataInstance is the micro metadata key holding the kitnats instance ID,
 // so `nats micro info` ties a micro service ID to a registry instance.
 const MetadataInstance = "kitnats.instance"
@@ -205,12 +209,11 @@ func NewService(ctx context.Context, nc *nats.Conn, service, instance string, me
 	s.pool = newPool(cfg.max, s.run, s.reject)
 	s.base, s.cancel = context.WithCancel(context.Background())
 
-	queue := "rpc." + service
+	routes := s.routes(names)
 	// Every endpoint's stats exist before the first subscription: micro may
 	// answer a $SRV.STATS request while the endpoints are still being added.
-	for _, m := range names {
-		s.stats["rpc."+service+"."+m] = &EndpointStats{}
-		s.stats["rpc."+service+"."+m+"."+instance] = &EndpointStats{}
+	for _, r := range routes {
+		s.stats[r.subject] = &EndpointStats{}
 	}
 	handler := func(method, subject string) micro.HandlerFunc {
 		st := s.stats[subject]
@@ -220,7 +223,7 @@ func NewService(ctx context.Context, nc *nats.Conn, service, instance string, me
 				msg: nats.Msg{Subject: r.Subject(), Reply: r.Reply(), Header: nats.Header(r.Headers()), Data: r.Data()}})
 		}
 	}
-	err := s.subscribeMicro(names, queue, cfg, handler)
+	err := s.subscribeMicro(routes, cfg, handler)
 	if err == nil {
 		if ferr := flush(ctx, nc); ferr != nil {
 			err = fmt.Errorf("natsrpc: subscribe %s: %w", service, ferr)
@@ -236,16 +239,37 @@ func NewService(ctx context.Context, nc *nats.Conn, service, instance string, me
 	return s, nil
 }
 
-// subscribeMicro adds each method as two micro endpoints. Service-wide
-// endpoints come first, so Shutdown unsubscribes the queue group before the
-// instance subjects and new requests move to other instances at once.
-func (s *Service) subscribeMicro(names []string, queue string, cfg serviceConfig, handler func(method, subject string) micro.HandlerFunc) error {
+// route is one micro endpoint of a Service: a method on one subject.
+type route struct {
+	method  string
+	subject string
+	queue   micro.EndpointOpt // the service's queue group, or none
+}
+
+// routes lists each method's two endpoints. Service-wide endpoints come
+// first, so Shutdown unsubscribes the queue group before the instance
+// subjects and new requests move to other instances at once.
+func (s *Service) routes(methods []string) []route {
+	routes := make([]route, 0, 2*len(methods))
+	group := micro.WithEndpointQueueGroup(queueGroup(s.name))
+	for _, m := range methods {
+		routes = append(routes, route{method: m, subject: serviceSubject(s.name, m), queue: group})
+	}
+	none := micro.WithEndpointQueueGroupDisabled()
+	for _, m := range methods {
+		routes = append(routes, route{method: m, subject: instanceSubject(s.name, m, s.instance), queue: none})
+	}
+	return routes
+}
+
+// subscribeMicro adds every route as a micro endpoint, in order.
+func (s *Service) subscribeMicro(routes []route, cfg serviceConfig, handler func(method, subject string) micro.HandlerFunc) error {
 	ms, err := micro.AddService(s.nc, micro.Config{
 		Name:        s.name,
 		Version:     cfg.version,
 		Description: cfg.description,
 		Metadata:    cfg.metadata,
-		QueueGroup:  queue,
+		QueueGroup:  queueGroup(s.name),
 		StatsHandler: func(e *micro.Endpoint) any {
 			if st, ok := s.stats[e.Subject]; ok {
 				return st
@@ -256,19 +280,9 @@ func (s *Service) subscribeMicro(names []string, queue string, cfg serviceConfig
 	if err != nil {
 		return fmt.Errorf("natsrpc: add micro service %s: %w", s.name, err)
 	}
-	add := func(method, subject string, opt micro.EndpointOpt) error {
-		return ms.AddEndpoint(method, handler(method, subject), micro.WithEndpointSubject(subject), opt)
-	}
-	for _, m := range names {
-		if err = add(m, "rpc."+s.name+"."+m, micro.WithEndpointQueueGroup(queue)); err != nil {
+	for _, r := range routes {
+		if err = ms.AddEndpoint(r.method, handler(r.method, r.subject), micro.WithEndpointSubject(r.subject), r.queue); err != nil {
 			break
-		}
-	}
-	if err == nil {
-		for _, m := range names {
-			if err = add(m, "rpc."+s.name+"."+m+"."+s.instance, micro.WithEndpointQueueGroupDisabled()); err != nil {
-				break
-			}
 		}
 	}
 	if err != nil {
@@ -296,7 +310,7 @@ func (s *Service) Stats() micro.Stats { return s.micro.Stats() }
 // the pool, unless the service has stopped.
 func (s *Service) dispatch(j *job) {
 	if s.stopped.Load() {
-		s.reject(j, CodeUnavailable, "service shutting down")
+		s.reject(j, CodeUnavailable, msgShuttingDown)
 		return
 	}
 	s.pool.submit(j)
@@ -314,7 +328,7 @@ func (s *Service) run(j *job) {
 		}
 	}()
 	if s.stopped.Load() {
-		s.reject(j, CodeUnavailable, "service shutting down")
+		s.reject(j, CodeUnavailable, msgShuttingDown)
 		return
 	}
 	ctx := s.base
@@ -335,7 +349,7 @@ func (s *Service) run(j *job) {
 	if ctx.Err() != nil {
 		if s.base.Err() != nil {
 			// Shutdown gave up: refuse, so the caller may go elsewhere.
-			s.reject(j, CodeUnavailable, "service shutting down")
+			s.reject(j, CodeUnavailable, msgShuttingDown)
 			return
 		}
 		// The caller's deadline passed while the request waited for a
@@ -385,9 +399,7 @@ func (s *Service) respond(j *job, reply *nats.Msg) {
 	if errors.Is(err, nats.ErrMaxPayload) {
 		j.stats.Errors.Add(1)
 		perr := &PayloadError{Subject: j.msg.Subject, Size: msgSize(reply), Max: s.nc.MaxPayload()}
-		reply = &nats.Msg{Subject: j.msg.Reply, Header: make(nats.Header, 2)}
-		EncodeError(reply.Header, &Error{Code: CodeInternal, Message: perr.Error()})
-		err = s.nc.PublishMsg(reply)
+		err = s.nc.PublishMsg(errorReply(j.msg.Reply, CodeInternal, perr.Error()))
 	}
 	if err != nil {
 		s.log("msg", "reply failed", "subject", j.msg.Subject, "err", err)
@@ -400,11 +412,16 @@ func (s *Service) reject(j *job, code int, msg string) {
 	if j.msg.Reply == "" {
 		return
 	}
-	reply := &nats.Msg{Subject: j.msg.Reply, Header: make(nats.Header, 2)}
-	EncodeError(reply.Header, &Error{Code: code, Message: msg})
-	if err := s.nc.PublishMsg(reply); err != nil {
+	if err := s.nc.PublishMsg(errorReply(j.msg.Reply, code, msg)); err != nil {
 		s.log("msg", "reply failed", "subject", j.msg.Subject, "err", err)
 	}
+}
+
+// errorReply is a reply to subject carrying only an error status.
+func errorReply(subject string, code int, msg string) *nats.Msg {
+	reply := &nats.Msg{Subject: subject, Header: make(nats.Header, 2)}
+	EncodeError(reply.Header, &Error{Code: code, Message: msg})
+	return reply
 }
 
 func (s *Service) log(keyvals ...any) {
