@@ -115,10 +115,7 @@ func BenchmarkRequestReply(b *testing.B) {
 		b.Fatal(err)
 	}
 
-	callers := []struct {
-		name string
-		call func(ctx context.Context) error
-	}{
+	callers := []benchCaller{
 		{"raw", func(context.Context) error {
 			data, err := json.Marshal(payload)
 			if err != nil {
@@ -161,40 +158,46 @@ func BenchmarkRequestReply(b *testing.B) {
 		}},
 	}
 	b.Run("serial", func(b *testing.B) {
-		for _, c := range callers {
-			b.Run(c.name, func(b *testing.B) {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				defer cancel()
-				b.ReportAllocs()
-				cpu := cpuTime()
-				for b.Loop() {
-					if err := c.call(ctx); err != nil {
-						b.Fatal(err)
-					}
+		runCallers(b, callers, func(b *testing.B, ctx context.Context, call func(context.Context) error) {
+			for b.Loop() {
+				if err := call(ctx); err != nil {
+					b.Fatal(err)
 				}
-				reportCPU(b, cpu)
-			})
-		}
+			}
+		})
 	})
 	b.Run("parallel", func(b *testing.B) {
-		for _, c := range callers {
-			b.Run(c.name, func(b *testing.B) {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				defer cancel()
-				b.ReportAllocs()
-				cpu := cpuTime()
-				defer reportCPU(b, cpu)
-				b.RunParallel(func(pb *testing.PB) {
-					for pb.Next() {
-						if err := c.call(ctx); err != nil {
-							b.Error(err)
-							return
-						}
+		runCallers(b, callers, func(b *testing.B, ctx context.Context, call func(context.Context) error) {
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := call(ctx); err != nil {
+						b.Error(err)
+						return
 					}
-				})
+				}
 			})
-		}
+		})
 	})
+}
+
+type benchCaller struct {
+	name string
+	call func(ctx context.Context) error
+}
+
+// runCallers runs each caller as a sub-benchmark, reporting allocations and
+// CPU per op; loop makes the calls, serially or in parallel.
+func runCallers(b *testing.B, callers []benchCaller, loop func(b *testing.B, ctx context.Context, call func(context.Context) error)) {
+	for _, c := range callers {
+		b.Run(c.name, func(b *testing.B) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			b.ReportAllocs()
+			cpu := cpuTime()
+			loop(b, ctx, c.call)
+			reportCPU(b, cpu)
+		})
+	}
 }
 
 // cpuTime is the process's user+system CPU time. The embedded NATS server

@@ -40,23 +40,32 @@ func greeter(ctx context.Context, nc *nats.Conn, instance string) (*natsrpc.Serv
 	)
 }
 
+// exampleNATS starts an embedded NATS server and connects to it, for the
+// examples; an application dials its own servers with nats.Connect. stop
+// closes the connection, then the server.
+func exampleNATS() (nc *nats.Conn, stop func(), err error) {
+	srv, err := natstest.Run(natstest.Config{})
+	if err != nil {
+		return nil, nil, err
+	}
+	if nc, err = natstest.Dial(srv.URL()); err != nil {
+		srv.Shutdown()
+		return nil, nil, err
+	}
+	return nc, func() { nc.Close(); srv.Shutdown() }, nil
+}
+
 // A service instance and a client calling the service-wide subject: the
 // wiring without discovery.
 func ExampleNewService() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	srv, err := natstest.Run(natstest.Config{})
+	nc, stop, err := exampleNATS()
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	defer srv.Shutdown()
-	nc, err := natstest.Dial(srv.URL())
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	defer nc.Close()
+	defer stop()
 
 	svc, err := greeter(ctx, nc, "g1")
 	if err != nil {
@@ -89,18 +98,12 @@ func ExampleNewService() {
 func ExampleFactory() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	srv, err := natstest.Run(natstest.Config{})
+	nc, stop, err := exampleNATS()
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	defer srv.Shutdown()
-	nc, err := natstest.Dial(srv.URL())
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	defer nc.Close()
+	defer stop()
 	for _, id := range []string{"g1", "g2"} {
 		svc, err := greeter(ctx, nc, id)
 		if err != nil {
