@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/sony/gobreaker/v2"
 
+	"github.com/aegis-sdk/kitnats/internal/backoff"
 	"github.com/aegis-sdk/kitnats/lb"
 )
 
@@ -243,15 +244,10 @@ type retrier struct {
 	o options
 }
 
-// backoff returns the k-th (from 0) backoff delay.
+// backoff returns the k-th (from 0) backoff delay: full jitter under the
+// shared exponential ceiling, drawn from the injectable jitter source.
 func (r *retrier) backoff(k int) time.Duration {
-	if r.o.base <= 0 {
-		return 0
-	}
-	ceil := r.o.cap
-	if k < 62 && r.o.base <= r.o.cap>>k {
-		ceil = r.o.base << k
-	}
+	ceil := backoff.Policy{Base: r.o.base, Cap: r.o.cap}.Ceiling(k)
 	if ceil <= 0 {
 		return 0
 	}
