@@ -12,9 +12,9 @@ import (
 // bound, submit waits for a worker, so further requests wait in the
 // subscription's pending buffer.
 //
-// submit is the one place a request enters the pool and refuse the one way
-// it leaves unrun: admission rules (how long a request may wait, which
-// requests go first) belong there, and nothing else needs to change.
+// submit is the one place a request enters the pool, and refuse the one way
+// it leaves unrun: admission rules (how long a request may wait, which goes
+// first, when to turn one away) belong in the pool, between the two.
 //
 // The pool also counts the requests it holds (queued or running), so that
 // Shutdown can wait until every delivered request is replied.
