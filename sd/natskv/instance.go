@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/aegis-sdk/kitnats/internal/names"
 )
 
 // Status is an instance's health as its owner declares it. The values are the
@@ -41,8 +43,10 @@ const MaxRecordSize = 64 << 10
 // of these under errors.Is.
 var (
 	// ErrInvalidName: a service, instance or bucket name that could become a
-	// wildcard or an extra subject token, or is empty or overlong.
-	ErrInvalidName = errors.New("natskv: invalid name")
+	// wildcard or an extra subject token, or is empty or overlong. It is
+	// kitnats' one sentinel for names: the transport refuses names with the
+	// same error, by the same rules.
+	ErrInvalidName = names.ErrInvalid
 	// ErrInvalidRecord: an instance record that is not valid JSON, lacks a
 	// field, has a field of the wrong type or an unknown status.
 	ErrInvalidRecord = errors.New("natskv: invalid instance record")
@@ -78,20 +82,10 @@ func (e *RecordError) Error() string {
 // Unwrap exposes both ErrInvalidRecord and the cause.
 func (e *RecordError) Unwrap() []error { return []error{ErrInvalidRecord, e.Err} }
 
-// NameError says which name was refused and why. It matches ErrInvalidName.
-type NameError struct {
-	Kind   string // "service", "instance" or "bucket"
-	Name   string
-	Reason string
-}
-
-// Error names the refused name and the rule it breaks.
-func (e *NameError) Error() string {
-	return fmt.Sprintf("%v: %s %q: %s", ErrInvalidName, e.Kind, e.Name, e.Reason)
-}
-
-// Unwrap returns ErrInvalidName.
-func (e *NameError) Unwrap() error { return ErrInvalidName }
+// NameError says which name was refused (Kind "service", "instance" or
+// "bucket") and why. It matches ErrInvalidName. It is kitnats' one name
+// error type, shared with the transport.
+type NameError = names.Error
 
 // Instance is one registered instance of a service: the record a Registrar
 // writes and an Instancer reads. Its JSON form is the AegisSDK's
@@ -113,52 +107,29 @@ type Instance struct {
 	Metadata map[string]string
 }
 
-var (
-	serviceRE = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9_-]*$`)
-	instRE    = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_-]*$`)
-	versionRE = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+$`)
-	bucketRE  = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
-)
+var versionRE = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+$`)
 
-// Name limits. Keys are subjects; bounded names keep them well under the
-// server's limits and the AegisSDK's 64-character service names.
+// Name limits, in bytes: kitnats' one set (internal/names), so that every
+// name the registry accepts is one the transport can call. Keys are
+// subjects; bounded names keep them well under the server's limits and the
+// AegisSDK's 64-character service names.
 const (
-	MaxServiceNameLen  = 64
-	MaxInstanceIDLen   = 128
-	maxBucketNameLen   = 64
+	MaxServiceNameLen  = names.MaxService
+	MaxInstanceIDLen   = names.MaxInstance
 	maxMetadataEntries = 1024
 )
 
 // ValidateServiceName refuses names that could become a subject wildcard or an
 // extra subject token: only letters, digits, '_' and '-', starting with a
-// letter, at most MaxServiceNameLen characters.
-func ValidateServiceName(name string) error {
-	return validateName("service", name, serviceRE, MaxServiceNameLen,
-		"must match ^[a-zA-Z][a-zA-Z0-9_-]*$")
-}
+// letter, at most MaxServiceNameLen bytes.
+func ValidateServiceName(name string) error { return names.Validate(names.Service, name) }
 
 // ValidateInstanceID is ValidateServiceName for instance IDs, which may also
-// start with a digit and run to MaxInstanceIDLen characters.
-func ValidateInstanceID(id string) error {
-	return validateName("instance", id, instRE, MaxInstanceIDLen,
-		"must match ^[a-zA-Z0-9][a-zA-Z0-9_-]*$")
-}
+// start with a digit and run to MaxInstanceIDLen bytes.
+func ValidateInstanceID(id string) error { return names.Validate(names.Instance, id) }
 
-func validateBucketName(name string) error {
-	return validateName("bucket", name, bucketRE, maxBucketNameLen, "must match ^[a-zA-Z0-9_-]+$")
-}
-
-func validateName(kind, name string, re *regexp.Regexp, max int, rule string) error {
-	switch {
-	case name == "":
-		return &NameError{Kind: kind, Name: name, Reason: "empty"}
-	case len(name) > max:
-		return &NameError{Kind: kind, Name: name, Reason: fmt.Sprintf("longer than %d", max)}
-	case !re.MatchString(name):
-		return &NameError{Kind: kind, Name: name, Reason: rule}
-	}
-	return nil
-}
+// validateBucketName: letters, digits, '_' and '-', at most 64 bytes.
+func validateBucketName(name string) error { return names.Validate(names.Bucket, name) }
 
 // Validate checks everything a peer needs to accept the record: valid names,
 // a semantic version, a known status, a heartbeat time.

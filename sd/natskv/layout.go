@@ -3,6 +3,8 @@ package natskv
 import (
 	"fmt"
 	"strings"
+
+	"github.com/aegis-sdk/kitnats/internal/names"
 )
 
 // Layout is how instance keys are spelled in the bucket. Registrars and
@@ -54,7 +56,7 @@ func (l Layout) validateService(service string) error {
 		return err
 	}
 	if l == LayoutAegis && strings.Contains(service, "__") {
-		return &NameError{Kind: "service", Name: service, Reason: `contains "__", the aegis layout's separator`}
+		return &names.Error{Kind: names.Service, Name: service, Reason: `contains "__", the aegis layout's separator`}
 	}
 	return nil
 }
@@ -64,7 +66,7 @@ func (l Layout) validateInstance(instance string) error {
 		return err
 	}
 	if l == LayoutAegis && strings.Contains(instance, "__") {
-		return &NameError{Kind: "instance", Name: instance, Reason: `contains "__", the aegis layout's separator`}
+		return &names.Error{Kind: names.Instance, Name: instance, Reason: `contains "__", the aegis layout's separator`}
 	}
 	return nil
 }
@@ -97,6 +99,11 @@ func (l Layout) match(service, key string) (instance string, ours bool) {
 	rest := key[len(p):]
 	if l == LayoutAegis && strings.Contains(rest, "__") {
 		// A service whose name extends ours ("svc__x"): not ours.
+		return "", false
+	}
+	if l == LayoutDotted && strings.Contains(rest, ".") {
+		// Deeper than an instance key: not of this layout. (A watch on
+		// one service never sees these; a watch on the bucket would.)
 		return "", false
 	}
 	return rest, true
