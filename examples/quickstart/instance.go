@@ -24,7 +24,7 @@ type instance struct {
 	stopOnce  sync.Once
 }
 
-func startInstance(ctx context.Context, url string, bucket *natskv.Bucket, id string, liveness []natskv.Option, otel tracing.Option) (*instance, error) {
+func startInstance(ctx context.Context, url string, bucket *natskv.Bucket, id string, liveness natskv.Option, otel tracing.Option) (*instance, error) {
 	nc, err := nats.Connect(url, nats.Name(id))
 	if err != nil {
 		return nil, err
@@ -53,7 +53,7 @@ func startInstance(ctx context.Context, url string, bucket *natskv.Bucket, id st
 
 	in.registrar, err = natskv.NewRegistrar(bucket, natskv.Instance{
 		ServiceName: service, InstanceID: id, Version: "1.0.0", Status: natskv.StatusActive,
-	}, nil, liveness...)
+	}, nil, liveness)
 	if err == nil {
 		err = in.registrar.RegisterContext(ctx)
 	}

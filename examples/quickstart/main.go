@@ -109,7 +109,7 @@ func run(cfg config) error {
 		return err
 	}
 	say("registry bucket %q: %s", bucket.Name(), bucket.Capabilities())
-	liveness := []natskv.Option{natskv.WithHeartbeat(250 * time.Millisecond), natskv.WithTTL(time.Second)}
+	liveness := natskv.Options(natskv.WithHeartbeat(250*time.Millisecond), natskv.WithTTL(time.Second))
 
 	// Tracing: the library speaks the OpenTelemetry API; the demo records
 	// one trace in memory to print at the end.
@@ -131,12 +131,12 @@ func run(cfg config) error {
 	}
 
 	// The client: discovery → endpoint set → balancer → retry → tracing.
-	instancer, err := natskv.NewInstancer(bucket, service, nil, append(liveness,
+	instancer, err := natskv.NewInstancer(bucket, service, nil, liveness,
 		natskv.WithChangeFunc(func(c natskv.Change) {
 			if c.Kind != natskv.ChangeUpdated { // heartbeats are not news
 				say("registry: %s %s", c.Instance.InstanceID, c.Kind)
 			}
-		}))...)
+		}))
 	if err != nil {
 		return err
 	}

@@ -310,7 +310,7 @@ func BenchmarkInstancerScale(b *testing.B) {
 	}
 	dotted := fill("scale", natskv.LayoutDotted)
 	aegis := fill("scale_aegis", natskv.LayoutAegis)
-	firstEvent := func(b *testing.B, bk *natskv.Bucket, opts ...natskv.Option) {
+	firstEvent := func(b *testing.B, bk *natskv.Bucket, opts ...natskv.InstancerOption) {
 		var total time.Duration
 		for n := 0; n < b.N; n++ {
 			start := time.Now()

@@ -1,22 +1,16 @@
 package natskv
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/aegis-sdk/kitnats/internal/mailbox"
 	"github.com/aegis-sdk/kitnats/lb"
 	"github.com/go-kit/kit/sd"
 	"github.com/go-kit/log"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Errors an Instancer reports, in sd.Event.Err and from Refresh.
@@ -74,20 +68,6 @@ type Change struct {
 	Err      error // why a ChangeSkipped record was refused
 }
 
-type entry struct {
-	inst  Instance
-	rev   uint64
-	seen  time.Time // when the latest write reached us (or the server, for initial values)
-	stale bool
-}
-
-// snapshot is the published view: immutable once stored.
-type snapshot struct {
-	list []Instance // healthy, in the order of strs
-	strs []string
-	by   map[string]Instance
-}
-
 // Instancer yields the healthy instances of one service from a registry
 // bucket, kept current by a watch (or, WithPolling, by re-listing). It
 // implements go-kit's sd.Instancer; Instances and Lookup give the rich view
@@ -100,7 +80,7 @@ type Instancer struct {
 	b       *Bucket
 	service string
 	logger  log.Logger
-	opts    options
+	opts    instancerOptions
 	m       *metrics
 	prefix  string // "$KV.<bucket>."
 
@@ -110,17 +90,17 @@ type Instancer struct {
 	stopOnce sync.Once
 	refresh  chan chan error
 
-	snap atomic.Pointer[snapshot]
+	mu      sync.Mutex
+	st      *state   // the entries and what was published: the feeds' only way in
+	cur     *session // the watch session whose messages count
+	subs    map[chan<- sd.Event]*subscriber
+	stopped bool
+}
 
-	mu       sync.Mutex
-	entries  map[string]*entry
-	cur      *session // the watch session whose messages count
-	up       bool     // the published state is live (stale checks apply)
-	hasLast  bool
-	lastStrs []string
-	lastErr  error
-	subs     map[chan<- sd.Event]*subscriber
-	stopped  bool
+// subscriber is one registered channel behind its latest-value mailbox.
+type subscriber struct {
+	fwd *mailbox.Forwarder[sd.Event]
+	seq uint64 // the state's event last offered to it
 }
 
 var (
@@ -130,25 +110,26 @@ var (
 
 // NewInstancer starts discovering service in bucket b and returns at once;
 // the first event goes to subscribers when the bucket's current values are
-// in. Options: WithLayout, WithFormatter, WithExcludeStandby, WithHeartbeat,
-// WithStaleAfter, WithPolling, WithMeterProvider, WithChangeFunc,
-// WithWatchHeartbeat, WithRetryWait. Stop it when done.
-func NewInstancer(b *Bucket, service string, logger log.Logger, opts ...Option) (*Instancer, error) {
-	if b == nil {
-		return nil, errors.New("natskv: nil bucket")
+// in. It takes the Options shared with NewRegistrar (WithLayout,
+// WithHeartbeat, WithTTL, WithRetryWait) and its own InstancerOptions. Stop
+// it when done.
+func NewInstancer(b *Bucket, service string, logger log.Logger, opts ...InstancerOption) (*Instancer, error) {
+	o := instancerOptions{commonOptions: defaultCommon(), format: func(i Instance) string { return i.InstanceID }}
+	logger, err := configure(b, logger, opts, InstancerOption.applyInstancer, &o, &o.commonOptions)
+	if err != nil {
+		return nil, err
 	}
-	o := newOptions(opts)
-	if !o.layout.valid() {
-		return nil, fmt.Errorf("natskv: unknown layout %v", o.layout)
+	if o.polling && o.watchHeartbeat != 0 {
+		return nil, invalid("WithWatchHeartbeat", "no watch to beat WithPolling")
+	}
+	if o.watchHeartbeat == 0 {
+		o.watchHeartbeat = DefaultWatchHeartbeat
 	}
 	if err := o.layout.validateService(service); err != nil {
 		return nil, err
 	}
-	if logger == nil {
-		logger = log.NewNopLogger()
-	}
 	if o.staleAfter == 0 {
-		o.staleAfter = staleDefault(b, o)
+		o.staleAfter = staleDefault(b, &o.commonOptions)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	i := &Instancer{
@@ -160,11 +141,11 @@ func NewInstancer(b *Bucket, service string, logger log.Logger, opts ...Option) 
 		ctx:     ctx,
 		cancel:  cancel,
 		refresh: make(chan chan error),
-		entries: map[string]*entry{},
-		subs:    map[chan<- sd.Event]*subscriber{},
+		st: newState(stateConfig{service: service, layout: o.layout, format: o.format,
+			excludeStandby: o.excludeStandby, staleAfter: o.staleAfter}),
+		subs: map[chan<- sd.Event]*subscriber{},
 	}
-	i.snap.Store(&snapshot{by: map[string]Instance{}})
-	i.m = newMetrics(o.meter, service, func() int64 { return int64(len(i.snap.Load().list)) })
+	i.m = newMetrics(o.meter, service, func() int64 { return int64(len(i.st.snapshot().list)) })
 	i.wg.Add(2)
 	if o.polling {
 		go i.pollLoop()
@@ -175,13 +156,13 @@ func NewInstancer(b *Bucket, service string, logger log.Logger, opts ...Option) 
 	return i, nil
 }
 
-// staleDefault is 3 heartbeats; with expiry markers, rounded up to whole
+// staleDefault is the TTL; on a bucket with markers, rounded up to whole
 // seconds (the server's TTL unit) plus one, so the server's expiry comes
 // first.
-func staleDefault(b *Bucket, o options) time.Duration {
-	d := 3 * o.heartbeat
+func staleDefault(b *Bucket, o *commonOptions) time.Duration {
+	d := o.ttlOrDefault()
 	if b.caps.Markers {
-		d = (d+time.Second-1)/time.Second*time.Second + time.Second
+		d = wholeSeconds(d) + time.Second
 	}
 	return d
 }
@@ -197,17 +178,11 @@ func (i *Instancer) Register(ch chan<- sd.Event) {
 	if i.stopped || i.subs[ch] != nil {
 		return
 	}
-	s := newSubscriber(ch)
+	s := &subscriber{fwd: mailbox.Forward(ch), seq: i.st.seq}
 	i.subs[ch] = s
-	switch {
-	case i.hasLast && i.lastStrs != nil:
-		// The last good set, even while the watch is down: it is the best
-		// knowledge there is.
-		s.offer(sd.Event{Instances: slices.Clone(i.lastStrs)})
-	case i.hasLast:
-		s.offer(sd.Event{Err: i.lastErr})
+	if ev, ok := i.st.initial(); ok {
+		s.fwd.Offer(ev)
 	}
-	go s.run()
 }
 
 // Deregister implements sd.Instancer. When it returns nothing more is sent on
@@ -218,7 +193,7 @@ func (i *Instancer) Deregister(ch chan<- sd.Event) {
 	delete(i.subs, ch)
 	i.mu.Unlock()
 	if s != nil {
-		s.stop()
+		s.fwd.Stop()
 	}
 }
 
@@ -235,7 +210,7 @@ func (i *Instancer) Stop() {
 		i.subs = map[chan<- sd.Event]*subscriber{}
 		i.mu.Unlock()
 		for _, s := range subs {
-			s.stop()
+			s.fwd.Stop()
 		}
 	})
 }
@@ -245,7 +220,7 @@ func (i *Instancer) Stop() {
 // each event is sent, so a subscriber reading it on receipt sees at least that
 // event's set. The slice is the caller's.
 func (i *Instancer) Instances() []Instance {
-	s := i.snap.Load()
+	s := i.st.snapshot()
 	out := make([]Instance, len(s.list))
 	for n, in := range s.list {
 		out[n] = in.Clone()
@@ -256,7 +231,7 @@ func (i *Instancer) Instances() []Instance {
 // Lookup returns the healthy instance published as instance (a string from
 // sd.Event.Instances, as the formatter made it).
 func (i *Instancer) Lookup(instance string) (Instance, bool) {
-	in, ok := i.snap.Load().by[instance]
+	in, ok := i.st.snapshot().by[instance]
 	if !ok {
 		return Instance{}, false
 	}
@@ -271,7 +246,7 @@ func (i *Instancer) Lookup(instance string) (Instance, bool) {
 // must not modify it either. ok is false for an instance not in the
 // published set.
 func (i *Instancer) Describe(instance string) (lb.Attributes, bool) {
-	in, ok := i.snap.Load().by[instance]
+	in, ok := i.st.snapshot().by[instance]
 	if !ok {
 		return lb.Attributes{}, false
 	}
@@ -300,65 +275,22 @@ func (i *Instancer) Refresh(ctx context.Context) error {
 	}
 }
 
-// --- state -----------------------------------------------------------------
-
-// opOf reads the KV operation of a message: a put, a clean delete, a purge,
-// or a server-side expiry (a limit marker).
-func opOf(h nats.Header) ChangeKind {
-	if len(h) == 0 {
-		return ChangeUpdated
+// emit reports an update's changes, then offers the state's latest event to
+// every subscriber that has not had it. Changes are told outside the lock;
+// when two updates race, each subscriber still gets the newest event last.
+func (i *Instancer) emit(u update) {
+	i.recordChanges(u.changes)
+	if !u.publish {
+		return
 	}
-	switch h.Get("KV-Operation") {
-	case "DEL":
-		return ChangeDeleted
-	case "PURGE":
-		return ChangePurged
-	}
-	switch h.Get(jetstream.MarkerReasonHeader) {
-	case "MaxAge":
-		return ChangeExpired
-	case "Purge":
-		return ChangePurged
-	case "Remove":
-		return ChangeDeleted
-	}
-	return ChangeUpdated
-}
-
-// apply folds one KV message into entries and returns the change it made,
-// if any. The lock is held.
-func (i *Instancer) apply(entries map[string]*entry, key string, op ChangeKind, data []byte, rev uint64, seen time.Time) (Change, bool) {
-	instID, ours := i.opts.layout.match(i.service, key)
-	if !ours {
-		return Change{}, false
-	}
-	old := entries[key]
-	if op != ChangeUpdated { // a removal
-		if old == nil {
-			return Change{}, false
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	for _, s := range i.subs {
+		if s.seq < i.st.seq {
+			s.seq = i.st.seq
+			s.fwd.Offer(i.st.event()) // each its own slice
 		}
-		delete(entries, key)
-		return Change{Kind: op, Key: key, Instance: old.inst, Revision: rev}, true
 	}
-	inst, err := DecodeInstance(data)
-	if err == nil && (inst.ServiceName != i.service || inst.InstanceID != instID) {
-		err = &RecordError{Err: fmt.Errorf("%w: key %s holds %s/%s", ErrKeyMismatch, key, inst.ServiceName, inst.InstanceID)}
-	}
-	if err != nil {
-		// A record we cannot trust: drop what we had under that key.
-		c := Change{Kind: ChangeSkipped, Key: key, Revision: rev, Err: err}
-		if old != nil {
-			c.Instance = old.inst
-			delete(entries, key)
-		}
-		return c, true
-	}
-	kind := ChangeUpdated
-	if old == nil {
-		kind = ChangeAdded
-	}
-	entries[key] = &entry{inst: inst, rev: rev, seen: seen}
-	return Change{Kind: kind, Key: key, Instance: inst, Revision: rev}, true
 }
 
 // recordChanges counts changes and tells the change func, outside the lock.
@@ -378,120 +310,13 @@ func (i *Instancer) recordChanges(cs []Change) {
 	}
 }
 
-// markStale flags entries whose heartbeat is too old. The lock is held.
-func (i *Instancer) markStale(now time.Time) []Change {
-	if i.opts.staleAfter <= 0 || !i.up {
-		return nil
-	}
-	var cs []Change
-	for k, e := range i.entries {
-		stale := now.Sub(e.seen) > i.opts.staleAfter
-		if stale && !e.stale {
-			cs = append(cs, Change{Kind: ChangeStale, Key: k, Instance: e.inst, Revision: e.rev})
-		}
-		e.stale = stale
-	}
-	return cs
-}
-
-// materialChange reports whether the instances differ in anything but their
-// heartbeat time; heartbeats alone do not replace the snapshot.
-func materialChange(old []Instance, ps []pair) bool {
-	if len(old) != len(ps) {
-		return true
-	}
-	for n, p := range ps {
-		a, b := old[n], p.inst
-		if a.InstanceID != b.InstanceID || a.ServiceName != b.ServiceName || a.Version != b.Version ||
-			a.Status != b.Status || a.StickyActiveGroup != b.StickyActiveGroup || !maps.Equal(a.Metadata, b.Metadata) {
-			return true
-		}
-	}
-	return false
-}
-
-// statusChange reports whether an instance in an unchanged set changed status.
-func statusChange(old []Instance, ps []pair) bool {
-	for n, p := range ps {
-		if old[n].Status != p.inst.Status {
-			return true
-		}
-	}
-	return false
-}
-
-type pair struct {
-	s    string
-	inst Instance
-}
-
-// publish recomputes the healthy set and, if it changed (or force), stores
-// the snapshot and then queues the event for every subscriber. When only a
-// member's status changed (ACTIVE ↔ STANDBY) the same set is sent again; when
-// only its version or metadata changed the snapshot is replaced without an
-// event. The lock is held.
-func (i *Instancer) publish(force bool) {
-	ps := make([]pair, 0, len(i.entries))
-	for _, e := range i.entries {
-		if e.stale || !e.inst.Healthy() || (i.opts.excludeStandby && e.inst.Status == StatusStandby) {
-			continue
-		}
-		s := i.opts.format(e.inst)
-		if s == "" {
-			continue
-		}
-		ps = append(ps, pair{s, e.inst})
-	}
-	slices.SortFunc(ps, func(a, b pair) int {
-		return cmp.Or(strings.Compare(a.s, b.s), strings.Compare(a.inst.InstanceID, b.inst.InstanceID))
-	})
-	ps = slices.CompactFunc(ps, func(a, b pair) bool { return a.s == b.s })
-	strs := make([]string, len(ps))
-	for n, p := range ps {
-		strs[n] = p.s
-	}
-	same := !force && i.hasLast && i.lastErr == nil && slices.Equal(strs, i.lastStrs)
-	prev := i.snap.Load().list
-	if same && !materialChange(prev, ps) {
-		return
-	}
-	snap := &snapshot{list: make([]Instance, len(ps)), strs: strs, by: make(map[string]Instance, len(ps))}
-	for n, p := range ps {
-		snap.list[n] = p.inst
-		snap.by[p.s] = p.inst
-	}
-	i.snap.Store(snap)
-	// A member turning STANDBY or back to ACTIVE is news to balancers that
-	// prefer ACTIVE instances, yet sd.Event has no room for it: the set of
-	// strings repeats. Repeating it is harmless to go-kit subscribers and
-	// tells lb.EndpointSet to re-read attributes through Lookup. Version and
-	// metadata changes replace the snapshot silently.
-	if same && !statusChange(prev, ps) {
-		return
-	}
-	i.hasLast, i.lastStrs, i.lastErr = true, strs, nil
-	for _, s := range i.subs {
-		s.offer(sd.Event{Instances: slices.Clone(strs)})
-	}
-}
-
-// fail reports a lost watch or list once per outage. The lock is held.
-func (i *Instancer) fail(err error) {
-	i.up = false
-	if i.hasLast && i.lastErr != nil {
-		return
-	}
-	i.hasLast, i.lastErr = true, err
-	for _, s := range i.subs {
-		s.offer(sd.Event{Err: err})
-	}
-}
-
+// failWith reports a lost watch or list, once per outage.
 func (i *Instancer) failWith(err error) {
 	i.logger.Log("err", err)
 	i.mu.Lock()
-	i.fail(err)
+	u := i.st.lost(err)
 	i.mu.Unlock()
+	i.emit(u)
 }
 
 func (i *Instancer) staleLoop() {
@@ -507,14 +332,9 @@ func (i *Instancer) staleLoop() {
 			return
 		case now := <-t.C:
 			i.mu.Lock()
-			cs := i.markStale(now)
+			u := i.st.tick(now)
 			i.mu.Unlock()
-			if len(cs) > 0 {
-				i.recordChanges(cs)
-				i.mu.Lock()
-				i.publish(false)
-				i.mu.Unlock()
-			}
+			i.emit(u)
 		}
 	}
 }

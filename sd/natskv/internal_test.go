@@ -6,6 +6,8 @@ import (
 
 	"github.com/go-kit/kit/sd"
 	"github.com/nats-io/nats.go"
+
+	"github.com/aegis-sdk/kitnats/internal/mailbox"
 )
 
 func TestOpOf(t *testing.T) {
@@ -37,6 +39,7 @@ func TestLayoutMatch(t *testing.T) {
 		{LayoutDotted, "service-instances.svc.a", "a", true},
 		{LayoutDotted, "service-instances.svc2.a", "", false},
 		{LayoutDotted, "svc", "", false},
+		{LayoutDotted, "service-instances.svc.x.deep", "", false},
 		{LayoutAegis, "service-instances__svc__a-1", "a-1", true},
 		{LayoutAegis, "service-instances__svc__x__y", "", false}, // service "svc__x"
 		{LayoutAegis, "service-instances_svc_a", "", false},      // the old single-underscore keys
@@ -49,16 +52,18 @@ func TestLayoutMatch(t *testing.T) {
 	}
 }
 
+// The subscriber mailbox is internal/mailbox's Forwarder; these pin the
+// behaviour the Instancer relies on.
+
 // A subscriber that does not read gets only the newest event when it does:
 // at most the one already in flight, then the newest.
 func TestMailboxKeepsOnlyNewest(t *testing.T) {
 	ch := make(chan sd.Event)
-	s := newSubscriber(ch)
-	go s.run()
-	defer s.stop()
+	s := mailbox.Forward(ch)
+	defer s.Stop()
 	const n = 100
 	for k := range n {
-		s.offer(sd.Event{Instances: []string{string(rune('a' + k%26)), time.Duration(k).String()}})
+		s.Offer(sd.Event{Instances: []string{string(rune('a' + k%26)), time.Duration(k).String()}})
 	}
 	last := time.Duration(n - 1).String()
 	var got []sd.Event
@@ -82,11 +87,10 @@ func TestMailboxKeepsOnlyNewest(t *testing.T) {
 // A waiting subscriber is handed events directly, in order.
 func TestMailboxDirectHandOffKeepsOrder(t *testing.T) {
 	ch := make(chan sd.Event, 1)
-	s := newSubscriber(ch)
-	go s.run()
-	defer s.stop()
+	s := mailbox.Forward(ch)
+	defer s.Stop()
 	for k := range 50 {
-		s.offer(sd.Event{Instances: []string{time.Duration(k).String()}})
+		s.Offer(sd.Event{Instances: []string{time.Duration(k).String()}})
 		if have, want := (<-ch).Instances[0], time.Duration(k).String(); have != want {
 			t.Fatalf("want %s, have %s", want, have)
 		}
@@ -96,17 +100,26 @@ func TestMailboxDirectHandOffKeepsOrder(t *testing.T) {
 func TestStaleDefaultFollowsBucket(t *testing.T) {
 	for _, tc := range []struct {
 		markers bool
-		hb      time.Duration
+		hb, ttl time.Duration // ttl 0: not set
 		want    time.Duration
 	}{
-		{false, 10 * time.Second, 30 * time.Second},
-		{true, 10 * time.Second, 31 * time.Second},
-		{true, 500 * time.Millisecond, 3 * time.Second},
+		{false, 10 * time.Second, 0, 30 * time.Second},
+		{true, 10 * time.Second, 0, 31 * time.Second},
+		{true, 500 * time.Millisecond, 0, 3 * time.Second},
+		{false, time.Second, 5 * time.Second, 5 * time.Second},                   // the TTL, when set
+		{true, 200 * time.Millisecond, 1500 * time.Millisecond, 3 * time.Second}, // rounded up, plus one
 	} {
 		b := &Bucket{caps: Capabilities{Bucket: "b", Markers: tc.markers, MsgTTL: tc.markers}, js: nil}
-		o := newOptions([]Option{WithHeartbeat(tc.hb)})
-		if have := staleDefault(b, o); have != tc.want {
-			t.Errorf("markers %v heartbeat %v: want %v, have %v", tc.markers, tc.hb, tc.want, have)
+		o := instancerOptions{commonOptions: defaultCommon()}
+		opts := []InstancerOption{WithHeartbeat(tc.hb)}
+		if tc.ttl > 0 {
+			opts = append(opts, WithTTL(tc.ttl))
+		}
+		if _, err := configure(b, nil, opts, InstancerOption.applyInstancer, &o, &o.commonOptions); err != nil {
+			t.Fatal(err)
+		}
+		if have := staleDefault(b, &o.commonOptions); have != tc.want {
+			t.Errorf("markers %v heartbeat %v TTL %v: want %v, have %v", tc.markers, tc.hb, tc.ttl, tc.want, have)
 		}
 	}
 }

@@ -46,7 +46,7 @@ func inst(svc, id string) natskv.Instance {
 }
 
 // register starts a registrar and deregisters it at cleanup.
-func register(t testing.TB, b *natskv.Bucket, in natskv.Instance, opts ...natskv.Option) *natskv.Registrar {
+func register(t testing.TB, b *natskv.Bucket, in natskv.Instance, opts ...natskv.RegistrarOption) *natskv.Registrar {
 	t.Helper()
 	r, err := natskv.NewRegistrar(b, in, nil, opts...)
 	if err != nil {
@@ -59,7 +59,7 @@ func register(t testing.TB, b *natskv.Bucket, in natskv.Instance, opts ...natskv
 	return r
 }
 
-func newInstancer(t testing.TB, b *natskv.Bucket, svc string, opts ...natskv.Option) *natskv.Instancer {
+func newInstancer(t testing.TB, b *natskv.Bucket, svc string, opts ...natskv.InstancerOption) *natskv.Instancer {
 	t.Helper()
 	i, err := natskv.NewInstancer(b, svc, nil, opts...)
 	if err != nil {
@@ -126,7 +126,7 @@ func nonNil(s []string) []string {
 // changes collects what WithChangeFunc reports.
 type changes chan natskv.Change
 
-func (c changes) opt() natskv.Option {
+func (c changes) opt() natskv.InstancerOption {
 	return natskv.WithChangeFunc(func(ch natskv.Change) {
 		select {
 		case c <- ch:

@@ -1,141 +1,311 @@
 package natskv
 
 import (
+	"errors"
+	"fmt"
 	"time"
 
+	"github.com/go-kit/log"
 	"go.opentelemetry.io/otel/metric"
 )
 
-// Defaults shared by Registrar and Instancer.
+// Defaults of the options.
 const (
 	// DefaultHeartbeat is how often a Registrar rewrites its record, as
 	// AegisSDK does.
 	DefaultHeartbeat = 10 * time.Second
-	// DefaultPollInterval is how often a polling Instancer re-lists, the
-	// AegisSDK's cache TTL.
+	// DefaultPollInterval is the AegisSDK's cache TTL, a good interval for
+	// WithPolling.
 	DefaultPollInterval = 10 * time.Second
 	// DefaultWatchHeartbeat is the idle heartbeat of the watch's consumer: a
 	// lost consumer is noticed after two missed beats.
 	DefaultWatchHeartbeat = 500 * time.Millisecond
 )
 
-// Option configures a Registrar or an Instancer. Both take the same option
-// type, so a layout or heartbeat can be set once and passed to both; options
-// that do not concern a constructor are ignored by it.
-type Option func(*options)
+// ErrInvalidOption is matched (errors.Is) by the error NewRegistrar or
+// NewInstancer returns for an option value it cannot use: values are
+// refused, never clamped.
+var ErrInvalidOption = errors.New("natskv: invalid option")
 
-type options struct {
-	layout         Layout
-	heartbeat      time.Duration
-	ttl            time.Duration
-	staleAfter     time.Duration
+var errNilBucket = errors.New("natskv: nil bucket")
+
+// RegistrarOption configures a Registrar. Options of both constructors are
+// of type Option, which is also a RegistrarOption.
+type RegistrarOption interface {
+	applyRegistrar(*registrarOptions) error
+}
+
+// InstancerOption configures an Instancer. Options of both constructors are
+// of type Option, which is also an InstancerOption; an option that only
+// concerns an Instancer (WithPolling, WithFormatter...) is an
+// InstancerOption alone, so passing it to NewRegistrar does not compile.
+type InstancerOption interface {
+	applyInstancer(*instancerOptions) error
+}
+
+// Option configures both a Registrar and an Instancer: the settings both
+// sides of a bucket must agree on (WithLayout, WithHeartbeat, WithTTL) and
+// WithRetryWait. Set them once and pass them to both constructors; Options
+// bundles several into one.
+type Option interface {
+	RegistrarOption
+	InstancerOption
+}
+
+// commonOptions are the settings of an Option.
+type commonOptions struct {
+	layout    Layout
+	heartbeat time.Duration
+	ttl       time.Duration // 0: not set, derived from the heartbeat
+	retryWait time.Duration // 0: not set, derived from the heartbeat
+}
+
+type registrarOptions struct {
+	commonOptions
+}
+
+type instancerOptions struct {
+	commonOptions
+	staleAfter     time.Duration // 0: derived from the bucket and the TTL; < 0: never stale
 	format         func(Instance) string
 	excludeStandby bool
 	polling        bool
 	pollInterval   time.Duration
-	meter          metric.MeterProvider
+	meter          metric.MeterProvider // nil: otel.GetMeterProvider()
 	onChange       func(Change)
-	watchHeartbeat time.Duration
-	retryWait      time.Duration
+	watchHeartbeat time.Duration // 0: not set, DefaultWatchHeartbeat
 }
 
-func newOptions(opts []Option) options {
-	o := options{
-		layout:         LayoutDotted,
-		heartbeat:      DefaultHeartbeat,
-		format:         func(i Instance) string { return i.InstanceID },
-		watchHeartbeat: DefaultWatchHeartbeat,
+// commonOption is an Option: it sets commonOptions, whichever constructor
+// it is given to.
+type commonOption func(*commonOptions) error
+
+func (f commonOption) applyRegistrar(o *registrarOptions) error { return f(&o.commonOptions) }
+func (f commonOption) applyInstancer(o *instancerOptions) error { return f(&o.commonOptions) }
+
+type instancerOption func(*instancerOptions) error
+
+func (f instancerOption) applyInstancer(o *instancerOptions) error { return f(o) }
+
+func invalid(option string, format string, args ...any) error {
+	return fmt.Errorf("%w: %s: %s", ErrInvalidOption, option, fmt.Sprintf(format, args...))
+}
+
+// configure is the preamble NewRegistrar and NewInstancer share: a bucket,
+// the options applied in order (nil ones are skipped), the rules between
+// shared options, a logger.
+func configure[T any, O any](b *Bucket, logger log.Logger, opts []T, apply func(T, *O) error, o *O, c *commonOptions) (log.Logger, error) {
+	if b == nil {
+		return nil, errNilBucket
 	}
 	for _, opt := range opts {
-		if opt != nil {
-			opt(&o)
+		if any(opt) == nil {
+			continue
+		}
+		if err := apply(opt, o); err != nil {
+			return nil, err
 		}
 	}
-	if o.ttl <= 0 {
-		o.ttl = 3 * o.heartbeat
+	if c.ttl > 0 && c.ttl <= c.heartbeat {
+		return nil, invalid("WithTTL", "%v does not outlast the heartbeat (%v): the record would expire between writes", c.ttl, c.heartbeat)
 	}
-	if o.pollInterval <= 0 {
-		o.pollInterval = DefaultPollInterval
+	if c.retryWait == 0 {
+		c.retryWait = min(c.heartbeat/4, time.Second)
 	}
-	if o.retryWait <= 0 {
-		o.retryWait = min(o.heartbeat/4, time.Second)
+	if logger == nil {
+		logger = log.NewNopLogger()
 	}
-	return o
+	return logger, nil
 }
 
-// WithLayout selects the key layout (default LayoutDotted). Use LayoutAegis to
-// share a bucket with Python AegisSDK services.
-func WithLayout(l Layout) Option { return func(o *options) { o.layout = l } }
+func defaultCommon() commonOptions {
+	return commonOptions{layout: LayoutDotted, heartbeat: DefaultHeartbeat}
+}
 
-// WithHeartbeat sets the Registrar's heartbeat interval (default 10 s). An
-// Instancer derives its default staleness threshold from it (3 heartbeats),
-// so pass the same value to both.
+// ttlOrDefault is the TTL set, or 3 heartbeats.
+func (c *commonOptions) ttlOrDefault() time.Duration {
+	if c.ttl > 0 {
+		return c.ttl
+	}
+	return 3 * c.heartbeat
+}
+
+// wholeSeconds rounds d up to whole seconds, at least one: the server's TTL
+// unit.
+func wholeSeconds(d time.Duration) time.Duration {
+	return max((d+time.Second-1)/time.Second*time.Second, time.Second)
+}
+
+// Options bundles several Options into one, to pass the same settings to a
+// Registrar and an Instancer:
+//
+//	liveness := natskv.Options(natskv.WithHeartbeat(time.Second), natskv.WithTTL(3*time.Second))
+//	natskv.NewRegistrar(b, inst, logger, liveness)
+//	natskv.NewInstancer(b, service, logger, liveness, natskv.WithExcludeStandby())
+//
+// They apply in order; nil ones are skipped.
+func Options(opts ...Option) Option {
+	return commonOption(func(o *commonOptions) error {
+		for _, opt := range opts {
+			if opt == nil {
+				continue
+			}
+			// Every Option is a commonOption: this package makes them all.
+			if err := opt.(commonOption)(o); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// WithLayout selects the key layout (default LayoutDotted). Use LayoutAegis
+// to share a bucket with Python AegisSDK services. Registrars and Instancers
+// of a bucket must agree on it. An unknown Layout is an error.
+func WithLayout(l Layout) Option {
+	return commonOption(func(o *commonOptions) error {
+		if !l.valid() {
+			return invalid("WithLayout", "unknown layout %v", l)
+		}
+		o.layout = l
+		return nil
+	})
+}
+
+// WithHeartbeat sets how often a Registrar rewrites its record (default
+// DefaultHeartbeat, 10 s). An Instancer derives its default TTL, and from
+// it its staleness threshold, from the heartbeat: pass the same value to
+// both. It must be positive.
 func WithHeartbeat(d time.Duration) Option {
-	return func(o *options) {
-		if d > 0 {
-			o.heartbeat = d
+	return commonOption(func(o *commonOptions) error {
+		if d <= 0 {
+			return invalid("WithHeartbeat", "%v is not positive", d)
 		}
-	}
+		o.heartbeat = d
+		return nil
+	})
 }
 
-// WithTTL sets the per-write TTL a Registrar asks for on buckets that support
-// it (default 3 heartbeats; the server counts whole seconds, at least 1 s).
-func WithTTL(d time.Duration) Option { return func(o *options) { o.ttl = d } }
+// WithTTL sets how long a record outlives its last write (default 3
+// heartbeats). A Registrar asks the server for it on every write to a bucket
+// that takes a per-write TTL (Capabilities.MsgTTL), rounded up to whole
+// seconds, the server's unit; an Instancer derives its default staleness
+// threshold from it (see WithStaleAfter), so pass the same value to both.
+// It must be at least 1 s and longer than the heartbeat.
+func WithTTL(d time.Duration) Option {
+	return commonOption(func(o *commonOptions) error {
+		if d < time.Second {
+			return invalid("WithTTL", "%v is under 1s, the server's TTL resolution", d)
+		}
+		o.ttl = d
+		return nil
+	})
+}
 
-// WithStaleAfter sets how old an instance's last heartbeat may be before an
-// Instancer stops offering it. It is what notices a crash on a bucket without
-// expiry markers. The default is 3 heartbeats; on a bucket with markers it is
-// 3 heartbeats rounded up to a whole second plus one, so the server's expiry
-// (counted in whole seconds) normally comes first. Negative disables the
-// check.
-func WithStaleAfter(d time.Duration) Option { return func(o *options) { o.staleAfter = d } }
+// WithRetryWait sets how soon a Registrar retries a failed write and the
+// longest an Instancer waits before rebuilding a failed watch (it starts
+// sooner and backs off to it). Default: a quarter heartbeat, at most 1 s.
+// It must be positive.
+func WithRetryWait(d time.Duration) Option {
+	return commonOption(func(o *commonOptions) error {
+		if d <= 0 {
+			return invalid("WithRetryWait", "%v is not positive", d)
+		}
+		o.retryWait = d
+		return nil
+	})
+}
+
+// WithStaleAfter sets how old an instance's last write may be before an
+// Instancer stops offering it. It is what notices a crash on a bucket
+// without expiry markers. The default (also what 0 asks for) is the TTL (3
+// heartbeats unless WithTTL says otherwise); on a bucket with markers it is
+// the TTL rounded up to a whole second plus one, so that the server's expiry
+// normally comes first. A negative value disables the check.
+func WithStaleAfter(d time.Duration) InstancerOption {
+	return instancerOption(func(o *instancerOptions) error {
+		o.staleAfter = d
+		return nil
+	})
+}
 
 // WithFormatter sets the string an instance becomes in sd.Event.Instances
-// and in Lookup (default: the instance ID). A formatter that reads an address
-// from metadata lets the same registry serve HTTP or gRPC clients. Instances
-// formatted to the empty string are left out.
-func WithFormatter(f func(Instance) string) Option {
-	return func(o *options) {
-		if f != nil {
-			o.format = f
+// and in Lookup and Describe (default: the instance ID). A formatter that
+// reads an address from metadata lets the same registry serve HTTP or gRPC
+// clients. Instances formatted to the empty string are left out. It must not
+// be nil.
+func WithFormatter(f func(Instance) string) InstancerOption {
+	return instancerOption(func(o *instancerOptions) error {
+		if f == nil {
+			return invalid("WithFormatter", "nil func")
 		}
-	}
+		o.format = f
+		return nil
+	})
 }
 
-// WithExcludeStandby leaves STANDBY instances out of an Instancer's healthy set.
-func WithExcludeStandby() Option { return func(o *options) { o.excludeStandby = true } }
+// WithExcludeStandby leaves STANDBY instances out of an Instancer's healthy
+// set.
+func WithExcludeStandby() InstancerOption {
+	return instancerOption(func(o *instancerOptions) error {
+		o.excludeStandby = true
+		return nil
+	})
+}
 
-// WithPolling makes an Instancer re-list the bucket every interval (0: the
-// default 10 s) instead of watching it: the AegisSDK's cached discovery, for
-// deployments that do not want a long-lived consumer.
-func WithPolling(interval time.Duration) Option {
-	return func(o *options) {
+// WithPolling makes an Instancer re-list the bucket every interval instead of
+// watching it: the AegisSDK's cached discovery, for deployments that do not
+// want a long-lived consumer. The interval must be positive;
+// DefaultPollInterval is the AegisSDK's.
+func WithPolling(interval time.Duration) InstancerOption {
+	return instancerOption(func(o *instancerOptions) error {
+		if interval <= 0 {
+			return invalid("WithPolling", "interval %v is not positive", interval)
+		}
 		o.polling = true
 		o.pollInterval = interval
-	}
+		return nil
+	})
 }
 
-// WithMeterProvider sets where metrics go (default otel.GetMeterProvider()).
-func WithMeterProvider(mp metric.MeterProvider) Option { return func(o *options) { o.meter = mp } }
+// WithMeterProvider sets where an Instancer's metrics go (default
+// otel.GetMeterProvider()). It must not be nil.
+func WithMeterProvider(mp metric.MeterProvider) InstancerOption {
+	return instancerOption(func(o *instancerOptions) error {
+		if mp == nil {
+			return invalid("WithMeterProvider", "nil provider")
+		}
+		o.meter = mp
+		return nil
+	})
+}
 
 // WithChangeFunc is told of every change to an instance an Instancer sees:
 // added, updated, deleted cleanly, purged, expired on the server, gone stale,
 // skipped as malformed. A change is told before subscribers get the event it
-// causes (for the initial values and a rebuilt watch, just after). It runs on
-// the Instancer's goroutines, possibly two at once, and must not block.
-func WithChangeFunc(f func(Change)) Option { return func(o *options) { o.onChange = f } }
-
-// WithWatchHeartbeat sets the idle heartbeat of the watch's consumer (default
-// 500 ms). Two missed beats count as a lost watch, which the Instancer
-// rebuilds at once.
-func WithWatchHeartbeat(d time.Duration) Option {
-	return func(o *options) {
-		if d > 0 {
-			o.watchHeartbeat = d
+// causes. It runs on the Instancer's goroutines, possibly two at once, and
+// must not block or call the Instancer's methods other than Instances,
+// Lookup and Describe. It must not be nil.
+func WithChangeFunc(f func(Change)) InstancerOption {
+	return instancerOption(func(o *instancerOptions) error {
+		if f == nil {
+			return invalid("WithChangeFunc", "nil func")
 		}
-	}
+		o.onChange = f
+		return nil
+	})
 }
 
-// WithRetryWait sets how soon a failed write or watch is retried (default a
-// quarter heartbeat, at most 1 s).
-func WithRetryWait(d time.Duration) Option { return func(o *options) { o.retryWait = d } }
+// WithWatchHeartbeat sets the idle heartbeat of the watch's consumer (default
+// DefaultWatchHeartbeat, 500 ms). Two missed beats count as a lost watch,
+// which the Instancer rebuilds at once. It must be positive, and is refused
+// with WithPolling, which has no watch.
+func WithWatchHeartbeat(d time.Duration) InstancerOption {
+	return instancerOption(func(o *instancerOptions) error {
+		if d <= 0 {
+			return invalid("WithWatchHeartbeat", "%v is not positive", d)
+		}
+		o.watchHeartbeat = d
+		return nil
+	})
+}

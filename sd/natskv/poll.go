@@ -34,8 +34,9 @@ func (i *Instancer) relist() error {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(i.ctx, min(max(i.opts.pollInterval, time.Second), 5*time.Second))
 	defer cancel()
-	fresh := map[string]*entry{}
-	var skipped []Change
+	i.mu.Lock()
+	l := i.st.newLoad()
+	i.mu.Unlock()
 	err := func() error {
 		w, err := i.b.kv.WatchFiltered(ctx, []string{i.opts.layout.watchFilter(i.service)}, jetstream.IgnoreDeletes())
 		if err != nil {
@@ -53,21 +54,12 @@ func (i *Instancer) relist() error {
 				if e == nil {
 					return nil
 				}
-				seen := e.Created()
-				if seen.After(start) {
-					seen = start
-				}
-				i.mu.Lock()
-				c, ok := i.apply(fresh, e.Key(), ChangeUpdated, e.Value(), e.Revision(), seen)
-				i.mu.Unlock()
-				if ok && c.Kind == ChangeSkipped {
-					skipped = append(skipped, c)
-				}
+				// The load reads only the state's settings: no lock.
+				l.add(record{key: e.Key(), op: ChangeUpdated, data: e.Value(), rev: e.Revision(), seen: e.Created()})
 			}
 		}
 	}()
 	i.m.listDur.Record(context.Background(), time.Since(start).Seconds(), i.m.set)
-	i.recordChanges(skipped)
 	if err != nil {
 		if i.ctx.Err() != nil {
 			return ErrStopped
@@ -76,11 +68,9 @@ func (i *Instancer) relist() error {
 		i.failWith(err)
 		return err
 	}
-	s := &session{entries: fresh, ready: make(chan struct{})}
 	i.mu.Lock()
-	i.cur = s
-	cs := i.finishInit(s)
+	u := i.st.replace(l, start)
 	i.mu.Unlock()
-	i.recordChanges(cs)
+	i.emit(u)
 	return nil
 }

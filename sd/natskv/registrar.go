@@ -26,11 +26,11 @@ type Registrar struct {
 	b      *Bucket
 	key    string
 	logger log.Logger
-	opts   options
+	opts   registrarOptions
 	ttl    time.Duration // 0: the bucket takes no per-write TTL
 
-	life  sync.Mutex // serialises Register, Deregister, SetStatus, Close
-	write sync.Mutex // serialises writes, so the newest state is written last
+	lifeMu sync.Mutex // serialises Register, Deregister, SetStatus, Close
+	write  sync.Mutex // serialises writes, so the newest state is written last
 
 	mu         sync.Mutex
 	inst       Instance
@@ -46,13 +46,11 @@ var _ sd.Registrar = (*Registrar)(nil)
 // until Register. inst must be valid (see Instance.Validate); its
 // LastHeartbeat is set on every write, and an empty Status means ACTIVE.
 // Options: WithLayout, WithHeartbeat, WithTTL, WithRetryWait.
-func NewRegistrar(b *Bucket, inst Instance, logger log.Logger, opts ...Option) (*Registrar, error) {
-	if b == nil {
-		return nil, errors.New("natskv: nil bucket")
-	}
-	o := newOptions(opts)
-	if !o.layout.valid() {
-		return nil, fmt.Errorf("natskv: unknown layout %v", o.layout)
+func NewRegistrar(b *Bucket, inst Instance, logger log.Logger, opts ...RegistrarOption) (*Registrar, error) {
+	o := registrarOptions{commonOptions: defaultCommon()}
+	logger, err := configure(b, logger, opts, RegistrarOption.applyRegistrar, &o, &o.commonOptions)
+	if err != nil {
+		return nil, err
 	}
 	inst = inst.Clone()
 	if inst.Status == "" {
@@ -70,9 +68,6 @@ func NewRegistrar(b *Bucket, inst Instance, logger log.Logger, opts ...Option) (
 	if err != nil {
 		return nil, err
 	}
-	if logger == nil {
-		logger = log.NewNopLogger()
-	}
 	r := &Registrar{
 		b:      b,
 		key:    key,
@@ -81,8 +76,7 @@ func NewRegistrar(b *Bucket, inst Instance, logger log.Logger, opts ...Option) (
 		inst:   inst,
 	}
 	if b.caps.MsgTTL {
-		// The server counts TTLs in whole seconds, at least one.
-		r.ttl = max(((o.ttl+time.Second-1)/time.Second)*time.Second, time.Second)
+		r.ttl = wholeSeconds(o.ttlOrDefault())
 	}
 	return r, nil
 }
@@ -128,26 +122,21 @@ func (r *Registrar) Deregister() {
 // fails the error is returned, but the Registrar stays registered and the
 // heartbeat retries until Deregister or Close.
 func (r *Registrar) RegisterContext(ctx context.Context) error {
-	r.life.Lock()
-	defer r.life.Unlock()
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return ErrClosed
-	}
-	wasRegistered := r.registered
-	r.registered = true
-	r.mu.Unlock()
-	err := r.writeRecord(ctx)
-	if !wasRegistered {
-		lctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
+	return r.life(func(wasRegistered bool) error {
 		r.mu.Lock()
-		r.cancel, r.done = cancel, done
+		r.registered = true
 		r.mu.Unlock()
-		go r.loop(lctx, done, err != nil)
-	}
-	return err
+		err := r.writeRecord(ctx)
+		if !wasRegistered {
+			lctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			r.mu.Lock()
+			r.cancel, r.done = cancel, done
+			r.mu.Unlock()
+			go r.loop(lctx, done, err != nil)
+		}
+		return err
+	})
 }
 
 // DeregisterContext stops the heartbeat and deletes the record, which
@@ -155,26 +144,19 @@ func (r *Registrar) RegisterContext(ctx context.Context) error {
 // drain, SetStatus(ctx, StatusUnhealthy) first, finish in-flight work, then
 // deregister.
 func (r *Registrar) DeregisterContext(ctx context.Context) error {
-	r.life.Lock()
-	defer r.life.Unlock()
-	r.mu.Lock()
-	if r.closed {
+	return r.life(func(registered bool) error {
+		if !registered {
+			return nil
+		}
+		r.stopLoop()
+		r.mu.Lock()
+		r.registered = false
 		r.mu.Unlock()
-		return ErrClosed
-	}
-	was := r.registered
-	r.mu.Unlock()
-	if !was {
+		if err := r.b.kv.Delete(ctx, r.key); err != nil {
+			return fmt.Errorf("natskv: deregister %s: %w", r.key, err)
+		}
 		return nil
-	}
-	r.stopLoop()
-	r.mu.Lock()
-	r.registered = false
-	r.mu.Unlock()
-	if err := r.b.kv.Delete(ctx, r.key); err != nil {
-		return fmt.Errorf("natskv: deregister %s: %w", r.key, err)
-	}
-	return nil
+	})
 }
 
 // SetStatus changes the declared status; while registered it is written at
@@ -183,28 +165,39 @@ func (r *Registrar) SetStatus(ctx context.Context, s Status) error {
 	if !s.Valid() {
 		return &RecordError{Field: "status", Err: fmt.Errorf("%w: %q", ErrInvalidStatus, s)}
 	}
-	r.life.Lock()
-	defer r.life.Unlock()
-	r.mu.Lock()
-	if r.closed {
+	return r.life(func(registered bool) error {
+		r.mu.Lock()
+		r.inst.Status = s
 		r.mu.Unlock()
+		if !registered {
+			return nil
+		}
+		return r.writeRecord(ctx)
+	})
+}
+
+// life runs f, one of the calls that change the registration, with the
+// lifecycle lock held (they never overlap; only they and Close change
+// whether the Registrar is registered), and tells it whether the Registrar
+// is registered. After Close it returns ErrClosed and does not run f.
+func (r *Registrar) life(f func(registered bool) error) error {
+	r.lifeMu.Lock()
+	defer r.lifeMu.Unlock()
+	r.mu.Lock()
+	closed, registered := r.closed, r.registered
+	r.mu.Unlock()
+	if closed {
 		return ErrClosed
 	}
-	r.inst.Status = s
-	reg := r.registered
-	r.mu.Unlock()
-	if !reg {
-		return nil
-	}
-	return r.writeRecord(ctx)
+	return f(registered)
 }
 
 // Close stops the heartbeat and waits for it, leaving the record in place to
 // expire (as if the process had died); call Deregister first for a clean
 // stop. Idempotent.
 func (r *Registrar) Close() error {
-	r.life.Lock()
-	defer r.life.Unlock()
+	r.lifeMu.Lock()
+	defer r.lifeMu.Unlock()
 	r.stopLoop()
 	r.mu.Lock()
 	r.closed = true

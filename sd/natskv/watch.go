@@ -6,15 +6,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aegis-sdk/kitnats/internal/backoff"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // session is one consumer on the bucket's stream. Until its initial values
-// are in it builds a private map, which then replaces the published state
-// whole: after a failure, subscribers get a fresh full set.
+// are in it loads them apart, and they then replace the state whole: after a
+// failure, subscribers get a fresh full set, and the changes missed.
 type session struct {
-	entries  map[string]*entry
+	initial  *load // the initial values, until they are all in
 	init     bool
 	ready    chan struct{}
 	lastDseq uint64
@@ -58,7 +59,7 @@ func (i *Instancer) watchLoop() {
 			i.failWith(fmt.Errorf("%w: %w", ErrWatchLost, err))
 			// Retry soon (a restarted server's JetStream is up moments
 			// after its client port), backing off to retryWait.
-			wait := min(25*time.Millisecond<<min(failures, 10), i.opts.retryWait)
+			wait := backoff.Policy{Base: min(25*time.Millisecond, i.opts.retryWait), Cap: i.opts.retryWait}.Ceiling(failures)
 			failures++
 			select {
 			case <-i.ctx.Done():
@@ -150,8 +151,9 @@ func (i *Instancer) waitConnected(status chan nats.Status) {
 }
 
 func (i *Instancer) startSession() (*session, error) {
-	s := &session{entries: map[string]*entry{}, ready: make(chan struct{}), failed: make(chan error, 1)}
+	s := &session{ready: make(chan struct{}), failed: make(chan error, 1)}
 	i.mu.Lock()
+	s.initial = i.st.newLoad()
 	i.cur = s
 	i.mu.Unlock()
 	hb := i.opts.watchHeartbeat
@@ -209,9 +211,9 @@ func (i *Instancer) startSession() (*session, error) {
 	s.cc = cc
 	if info.NumPending == 0 {
 		i.mu.Lock()
-		cs := i.finishInit(s)
+		u := i.finishInit(s, time.Now())
 		i.mu.Unlock()
-		i.recordChanges(cs)
+		i.emit(u)
 	}
 	return s, nil
 }
@@ -241,34 +243,16 @@ func (i *Instancer) deleteConsumer(name string) {
 	_ = i.b.js.DeleteConsumer(ctx, i.b.stream(), name)
 }
 
-// finishInit makes a session's initial values the published state. The lock
-// is held.
-func (i *Instancer) finishInit(s *session) []Change {
+// finishInit makes a session's initial values the state. The lock is held.
+func (i *Instancer) finishInit(s *session, now time.Time) update {
 	if s.init || i.cur != s {
-		return nil
+		return update{}
 	}
 	s.init = true
-	// Changes relative to what was published before (none on the first
-	// session), so a rebuilt watch still reports removals it missed.
-	var cs []Change
-	for k, e := range s.entries {
-		if old, ok := i.entries[k]; !ok {
-			cs = append(cs, Change{Kind: ChangeAdded, Key: k, Instance: e.inst, Revision: e.rev})
-		} else if old.rev != e.rev {
-			cs = append(cs, Change{Kind: ChangeUpdated, Key: k, Instance: e.inst, Revision: e.rev})
-		}
-	}
-	for k, old := range i.entries {
-		if _, ok := s.entries[k]; !ok {
-			cs = append(cs, Change{Kind: ChangeDeleted, Key: k, Instance: old.inst, Revision: old.rev})
-		}
-	}
-	i.entries = s.entries
-	i.up = true
-	cs = append(cs, i.markStale(time.Now())...)
-	i.publish(i.lastErr != nil || !i.hasLast)
+	u := i.st.replace(s.initial, now)
+	s.initial = nil
 	close(s.ready)
-	return cs
+	return u
 }
 
 // handle is the consumer's callback: messages of one session arrive in order
@@ -276,7 +260,6 @@ func (i *Instancer) finishInit(s *session) []Change {
 func (i *Instancer) handle(s *session, msg jetstream.Msg) {
 	now := time.Now()
 	meta, err := msg.Metadata()
-	var cs []Change
 	i.mu.Lock()
 	if i.cur != s {
 		i.mu.Unlock()
@@ -294,34 +277,43 @@ func (i *Instancer) handle(s *session, msg jetstream.Msg) {
 		return
 	}
 	s.lastDseq = meta.Sequence.Consumer
-	key := strings.TrimPrefix(msg.Subject(), i.prefix)
-	op := opOf(msg.Headers())
+	r := record{key: strings.TrimPrefix(msg.Subject(), i.prefix), op: opOf(msg.Headers()), data: msg.Data(),
+		rev: meta.Sequence.Stream, seen: now}
+	var u update
 	if !s.init {
-		seen := meta.Timestamp
-		if seen.After(now) {
-			seen = now
-		}
-		if c, ok := i.apply(s.entries, key, op, msg.Data(), meta.Sequence.Stream, seen); ok && c.Kind == ChangeSkipped {
-			cs = append(cs, c) // other initial changes are reported by finishInit
-		}
+		r.seen = meta.Timestamp // an initial value is as old as its write
+		s.initial.add(r)
 		if meta.NumPending == 0 {
-			cs = append(cs, i.finishInit(s)...)
+			u = i.finishInit(s, now)
 		}
-		i.mu.Unlock()
-		i.recordChanges(cs)
-		return
-	}
-	c, ok := i.apply(i.entries, key, op, msg.Data(), meta.Sequence.Stream, now)
-	i.mu.Unlock()
-	if !ok {
-		return
-	}
-	// The change is told (and counted) before subscribers get the event it
-	// causes.
-	i.recordChanges([]Change{c})
-	i.mu.Lock()
-	if i.cur == s {
-		i.publish(false)
+	} else {
+		u = i.st.apply(r)
 	}
 	i.mu.Unlock()
+	// The changes are told (and counted) before subscribers get the event
+	// they cause.
+	i.emit(u)
+}
+
+// opOf reads the KV operation of a message: a put, a clean delete, a purge,
+// or a server-side expiry (a limit marker).
+func opOf(h nats.Header) ChangeKind {
+	if len(h) == 0 {
+		return ChangeUpdated
+	}
+	switch h.Get("KV-Operation") {
+	case "DEL":
+		return ChangeDeleted
+	case "PURGE":
+		return ChangePurged
+	}
+	switch h.Get(jetstream.MarkerReasonHeader) {
+	case "MaxAge":
+		return ChangeExpired
+	case "Purge":
+		return ChangePurged
+	case "Remove":
+		return ChangeDeleted
+	}
+	return ChangeUpdated
 }
