@@ -3,6 +3,9 @@ package lb
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"sync/atomic"
+	"weak"
 
 	"github.com/go-kit/kit/endpoint"
 	kitlb "github.com/go-kit/kit/sd/lb"
@@ -33,11 +36,12 @@ type Balancer interface {
 	// can be picked; when every instance has been tried, Pick may return one
 	// of them again. Pick does not modify tried and does not allocate.
 	//
-	// The balancers of this package rank candidates: available (see
-	// Available) before unavailable, then untried before tried, then ACTIVE
-	// before STANDBY (Attributes). So a retry never returns to a tried
-	// instance while an untried available one remains, and prefers a tried
-	// available instance to an untried one whose breaker is open.
+	// The balancers of this package rank candidates (Instance.Rank):
+	// available (see Available) before unavailable, then untried before
+	// tried, then ACTIVE before STANDBY (Attributes). So a retry never
+	// returns to a tried instance while an untried available one remains,
+	// and prefers a tried available instance to an untried one whose
+	// breaker is open.
 	Pick(ctx context.Context, tried []string) (Pick, error)
 }
 
@@ -55,4 +59,107 @@ type Available interface {
 	Available() bool
 }
 
-var _ kitlb.Balancer = Balancer(nil)
+// Policy is a balancing algorithm: it turns each View of a set into the
+// Picker that serves picks until the next view, as grpc-go's
+// base.PickerBuilder turns ready SubConns into a picker. Build runs off the
+// pick path, once per view, so it is where a policy pays for whatever makes
+// its picks cheap (a ring, prefix sums); the picks themselves must neither
+// lock nor allocate.
+//
+// Build is never called with an empty view (the balancer answers View.Err
+// for one) and must return a non-nil Picker. The calls for one balancer come
+// one at a time, in the order the set publishes its views; a Policy shared by
+// several balancers must make Build safe for concurrent use.
+type Policy interface {
+	Build(v *View) Picker
+}
+
+// Picker chooses among the instances of the View it was built from. Pick
+// must follow the shared rules: an eligible ACTIVE instance
+// (Instance.Eligible) if the policy's choice is one, else View.Fallback's.
+// It returns nil only to refuse every instance; the pick then fails with
+// ErrNoInstances. It must not modify tried, and it runs concurrently with
+// other picks and with the building of the next picker.
+type Picker interface {
+	Pick(ctx context.Context, tried []string) *Instance
+}
+
+// PolicyFunc lets a function be a Policy.
+type PolicyFunc func(v *View) Picker
+
+// Build calls f(v).
+func (f PolicyFunc) Build(v *View) Picker { return f(v) }
+
+// PickerFunc lets a function be a Picker.
+type PickerFunc func(ctx context.Context, tried []string) *Instance
+
+// Pick calls f(ctx, tried).
+func (f PickerFunc) Pick(ctx context.Context, tried []string) *Instance { return f(ctx, tried) }
+
+// PolicyBalancer runs a Policy over an EndpointSet: it builds a picker from
+// every view the set publishes, as soon as the set publishes it, and picks
+// with the newest. It is a Balancer and a go-kit lb.Balancer. Every balancer
+// of this package is one, with its own policy.
+//
+// It subscribes to the set (EndpointSet.Subscribe) for as long as it is
+// reachable: there is nothing to close, and a balancer dropped by its user
+// stops costing the set anything once it has been garbage collected.
+type PolicyBalancer struct {
+	state atomic.Pointer[pickerState]
+}
+
+// pickerState pairs a view with the picker built from it, so a pick never
+// sees one without the other. picker is nil for an empty view.
+type pickerState struct {
+	view   *View
+	picker Picker
+}
+
+// NewPolicyBalancer returns a balancer that picks from set by policy. The
+// picker for the set's current view is built before it returns.
+func NewPolicyBalancer(set *EndpointSet, policy Policy) *PolicyBalancer {
+	b := &PolicyBalancer{}
+	// The set holds the balancer weakly, so the balancer's user alone keeps
+	// it alive; the cleanup ends the subscription once nobody does.
+	wb := weak.Make(b)
+	cancel := set.Subscribe(func(v *View) {
+		if b := wb.Value(); b != nil {
+			b.update(v, policy)
+		}
+	})
+	runtime.AddCleanup(b, func(cancel func()) { cancel() }, cancel)
+	return b
+}
+
+func (b *PolicyBalancer) update(v *View, policy Policy) {
+	st := &pickerState{view: v}
+	if v.Len() > 0 {
+		st.picker = policy.Build(v)
+	}
+	b.state.Store(st)
+}
+
+// Endpoint satisfies go-kit's lb.Balancer: it is Pick with a background
+// context and nothing tried.
+func (b *PolicyBalancer) Endpoint() (endpoint.Endpoint, error) {
+	p, err := b.Pick(context.Background(), nil)
+	return p.Endpoint, err
+}
+
+// Pick asks the picker of the newest view for an instance.
+func (b *PolicyBalancer) Pick(ctx context.Context, tried []string) (Pick, error) {
+	st := b.state.Load()
+	if st.picker == nil {
+		return Pick{}, st.view.err
+	}
+	in := st.picker.Pick(ctx, tried)
+	if in == nil {
+		return Pick{}, ErrNoInstances
+	}
+	return in.pick(), nil
+}
+
+var (
+	_ kitlb.Balancer = Balancer(nil)
+	_ Balancer       = (*PolicyBalancer)(nil)
+)

@@ -3,24 +3,13 @@ package lb
 import (
 	"context"
 	"sync/atomic"
-
-	"github.com/go-kit/kit/endpoint"
-	kitlb "github.com/go-kit/kit/sd/lb"
 )
 
-// The rules every balancer here follows, in order of precedence:
-//
-//  1. An instance whose closer reports Available() == false (an open circuit
-//     breaker) is never picked while an available one exists. When every
-//     instance is unavailable one of them is picked anyway, so the caller gets
-//     the breaker's own error at once rather than a generic ErrNoInstances.
-//  2. Instances in tried are passed over while an available untried one
-//     exists; an available tried instance beats an unavailable untried one.
-//  3. ACTIVE instances are preferred over STANDBY ones (Attributes.Standby).
-//
-// Within the best class each balancer applies its own policy. Picks load the
-// set's current snapshot with one atomic read: they neither lock nor
-// allocate, and they may run concurrently with membership changes.
+// The policies of this package: round robin, random, least loaded (power of
+// two choices) and sticky (sticky.go). Each is a Policy, and a NewX(set)
+// shorthand runs it in a PolicyBalancer. A policy's state that must outlive
+// one view (the round robin's counter, the random source) lives in the
+// policy, so a new view does not restart the rotation.
 
 // BalancerOption configures a balancer.
 type BalancerOption func(*balancerOptions)
@@ -56,135 +45,139 @@ func newBalancerOptions(opts []BalancerOption) balancerOptions {
 	return o
 }
 
-// RoundRobin hands out instances in turn, starting at a random offset so
-// that many clients started together do not all hit the first instance
-// (go-kit's round robin starts at 0). An instance that is skipped (rules
-// above) hands its turn to the next one.
-type RoundRobin struct {
-	set  *EndpointSet
-	next roundRobinCounter
-}
-
-// roundRobinCounter sits on its own cache line: every pick writes it.
-type roundRobinCounter struct {
+// counter sits on its own cache line: every round robin pick writes it.
+type counter struct {
 	_ [64]byte
 	n atomic.Uint64
 	_ [56]byte
 }
 
-// NewRoundRobin returns a round robin balancer over set.
-func NewRoundRobin(set *EndpointSet, opts ...BalancerOption) *RoundRobin {
-	o := newBalancerOptions(opts)
-	r := &RoundRobin{set: set}
-	r.next.n.Store(newSource(o.seed, o.seeded).uint64())
-	return r
+// next returns the counter's value before the increment.
+func (c *counter) next() uint64 { return c.n.Add(1) - 1 }
+
+func newCounter(o balancerOptions) *counter {
+	c := &counter{}
+	// A random start, so that many clients started together do not all
+	// hit the first instance.
+	c.n.Store(newSource(o.seed, o.seeded).uint64())
+	return c
 }
 
-// Endpoint satisfies go-kit's lb.Balancer.
-func (r *RoundRobin) Endpoint() (endpoint.Endpoint, error) {
-	p, err := r.Pick(context.Background(), nil)
-	return p.Endpoint, err
+// RoundRobinPolicy hands out instances in turn, starting at a random offset
+// so that many clients started together do not all hit the first instance
+// (go-kit's round robin starts at 0). An instance that is skipped (not
+// eligible) hands its turn to the next one.
+func RoundRobinPolicy(opts ...BalancerOption) Policy {
+	return &roundRobin{next: newCounter(newBalancerOptions(opts))}
 }
 
-// Pick returns the next instance in turn.
-func (r *RoundRobin) Pick(_ context.Context, tried []string) (Pick, error) {
-	snap := r.set.snap.Load()
-	if len(snap.insts) == 0 {
-		return Pick{}, snap.err
-	}
-	return roundRobinPick(snap, r.next.n.Add(1)-1, tried), nil
+// NewRoundRobin returns a round robin balancer over set (RoundRobinPolicy).
+func NewRoundRobin(set *EndpointSet, opts ...BalancerOption) *PolicyBalancer {
+	return NewPolicyBalancer(set, RoundRobinPolicy(opts...))
 }
 
-func roundRobinPick(snap *snapshot, n uint64, tried []string) Pick {
-	if tier := snap.tiers[0]; len(tier) > 0 {
+type roundRobin struct{ next *counter }
+
+func (r *roundRobin) Build(v *View) Picker {
+	return &roundRobinPicker{view: v, next: r.next}
+}
+
+type roundRobinPicker struct {
+	view *View
+	next *counter
+}
+
+func (p *roundRobinPicker) Pick(_ context.Context, tried []string) *Instance {
+	return roundRobinPick(p.view, p.next.next(), tried)
+}
+
+func roundRobinPick(v *View, n uint64, tried []string) *Instance {
+	if tier := v.tiers[0]; len(tier) > 0 {
 		if in := tier[n%uint64(len(tier))]; in.score(tried) == 0 {
-			return in.pick()
+			return in
 		}
 	}
-	return snap.scan(n, tried).pick()
+	return v.Fallback(n, tried)
 }
 
-// Random picks uniformly at random. Unlike go-kit's NewRandom it is safe for
-// concurrent use, and it neither locks nor allocates.
-type Random struct {
-	set *EndpointSet
-	rnd *source
-}
-
-// NewRandom returns a random balancer over set.
-func NewRandom(set *EndpointSet, opts ...BalancerOption) *Random {
+// RandomPolicy picks uniformly at random. Unlike go-kit's NewRandom it is
+// safe for concurrent use, and it neither locks nor allocates.
+func RandomPolicy(opts ...BalancerOption) Policy {
 	o := newBalancerOptions(opts)
-	return &Random{set: set, rnd: newSource(o.seed, o.seeded)}
+	return &random{rnd: newSource(o.seed, o.seeded)}
 }
 
-// Endpoint satisfies go-kit's lb.Balancer.
-func (r *Random) Endpoint() (endpoint.Endpoint, error) {
-	p, err := r.Pick(context.Background(), nil)
-	return p.Endpoint, err
+// NewRandom returns a random balancer over set (RandomPolicy).
+func NewRandom(set *EndpointSet, opts ...BalancerOption) *PolicyBalancer {
+	return NewPolicyBalancer(set, RandomPolicy(opts...))
 }
 
-// randomDraws is how many uniform draws a random pick tries before it scans
-// from the last one: a few draws keep the choice uniform among the healthy
-// instances when some are skipped, the scan bounds the cost.
+type random struct{ rnd *source }
+
+func (r *random) Build(v *View) Picker { return &randomPicker{view: v, rnd: r.rnd} }
+
+type randomPicker struct {
+	view *View
+	rnd  *source
+}
+
+// randomDraws is how many uniform draws a random pick tries before it falls
+// back from the last one: a few draws keep the choice uniform among the
+// eligible instances when some are skipped, the fallback bounds the cost.
 const randomDraws = 3
 
-// Pick returns a random instance.
-func (r *Random) Pick(_ context.Context, tried []string) (Pick, error) {
-	snap := r.set.snap.Load()
-	if len(snap.insts) == 0 {
-		return Pick{}, snap.err
-	}
-	x := r.rnd.uint64()
-	if tier := snap.tiers[0]; len(tier) > 0 {
+func (p *randomPicker) Pick(_ context.Context, tried []string) *Instance {
+	x := p.rnd.uint64()
+	if tier := p.view.tiers[0]; len(tier) > 0 {
 		for i := 0; ; i++ {
 			if in := tier[bounded(x, len(tier))]; in.score(tried) == 0 {
-				return in.pick(), nil
+				return in
 			}
 			if i == randomDraws-1 {
 				break
 			}
-			x = r.rnd.uint64()
+			x = p.rnd.uint64()
 		}
 	}
-	return snap.scan(x, tried).pick(), nil
+	return p.view.Fallback(x, tried)
 }
 
-// LeastLoaded picks by the power of two random choices, the default of
-// Finagle and Envoy: it draws two distinct instances at random and takes the
-// one with fewer requests in flight (with WithLatencyWeighting, the lower
-// (in-flight + 1) × latency average). It approaches the balance of a full
-// least-loaded search at the cost of two reads, and it does not herd every
-// client onto the single least-loaded instance.
-type LeastLoaded struct {
-	set     *EndpointSet
+// LeastLoadedPolicy picks by the power of two random choices, the default
+// of Finagle and Envoy: it draws two distinct instances at random and takes
+// the one with fewer requests in flight (with WithLatencyWeighting, the
+// lower (in-flight + 1) × latency average). It approaches the balance of a
+// full least-loaded search at the cost of two reads, and it does not herd
+// every client onto the single least-loaded instance.
+func LeastLoadedPolicy(opts ...BalancerOption) Policy {
+	o := newBalancerOptions(opts)
+	return &leastLoaded{rnd: newSource(o.seed, o.seeded), latency: o.latency}
+}
+
+// NewLeastLoaded returns a power-of-two-choices balancer over set
+// (LeastLoadedPolicy).
+func NewLeastLoaded(set *EndpointSet, opts ...BalancerOption) *PolicyBalancer {
+	return NewPolicyBalancer(set, LeastLoadedPolicy(opts...))
+}
+
+type leastLoaded struct {
 	rnd     *source
 	latency bool
 }
 
-// NewLeastLoaded returns a power-of-two-choices balancer over set.
-func NewLeastLoaded(set *EndpointSet, opts ...BalancerOption) *LeastLoaded {
-	o := newBalancerOptions(opts)
-	return &LeastLoaded{set: set, rnd: newSource(o.seed, o.seeded), latency: o.latency}
+func (l *leastLoaded) Build(v *View) Picker { return &leastLoadedPicker{view: v, leastLoaded: l} }
+
+type leastLoadedPicker struct {
+	view *View
+	*leastLoaded
 }
 
-// Endpoint satisfies go-kit's lb.Balancer.
-func (l *LeastLoaded) Endpoint() (endpoint.Endpoint, error) {
-	p, err := l.Pick(context.Background(), nil)
-	return p.Endpoint, err
-}
-
-// Pick returns the less loaded of two random instances.
-func (l *LeastLoaded) Pick(_ context.Context, tried []string) (Pick, error) {
-	snap := l.set.snap.Load()
-	if len(snap.insts) == 0 {
-		return Pick{}, snap.err
-	}
-	x := l.rnd.uint64()
-	tier := snap.tiers[0]
+func (p *leastLoadedPicker) Pick(_ context.Context, tried []string) *Instance {
+	x := p.rnd.uint64()
+	tier := p.view.tiers[0]
 	switch n := len(tier); {
 	case n == 1:
 		if in := tier[0]; in.score(tried) == 0 {
-			return in.pick(), nil
+			return in
 		}
 	case n > 1:
 		// One draw gives both choices: the high half picks i, the low
@@ -196,138 +189,20 @@ func (l *LeastLoaded) Pick(_ context.Context, tried []string) (Pick, error) {
 		}
 		a, b := tier[i], tier[j]
 		sa, sb := a.score(tried), b.score(tried)
-		if sb < sa || (sb == sa && l.cost(b) < l.cost(a)) {
+		if sb < sa || (sb == sa && p.cost(b) < p.cost(a)) {
 			a, sa = b, sb
 		}
 		if sa == 0 {
-			return a.pick(), nil
+			return a
 		}
 	}
-	return snap.scan(x, tried).pick(), nil
+	return p.view.Fallback(x, tried)
 }
 
-func (l *LeastLoaded) cost(in *instance) uint64 {
-	n := uint64(max(in.inflight.Load(), 0))
+func (l *leastLoaded) cost(in *Instance) uint64 {
+	n := uint64(max(in.m.inflight.Load(), 0))
 	if !l.latency {
 		return n
 	}
-	return (n + 1) * uint64(max(in.ewma.Load(), 1))
+	return (n + 1) * uint64(max(in.m.ewma.Load(), 1))
 }
-
-// Sticky sends requests with the same key (WithStickyKey) to the same
-// instance while it can take them: a cache-friendly or session-affine
-// balancer.
-//
-// Keys map to instances by consistent hashing on a ring with a fixed number
-// of points per instance (WithVirtualNodes, default 100), built when the
-// snapshot is built; a pick is one hash and one binary search, O(log N·V)
-// with no allocation. Adding or removing one of N instances moves only the
-// keys that the ring assigns to or from it, about 1/N of them (the test
-// measures it), and every client maps a key to the same instance. Rendezvous
-// hashing would move the same share but costs O(N) per pick, too slow for
-// thousands of instances; jump hash cannot remove an arbitrary instance
-// without remapping others.
-//
-// When the key's instance cannot be picked (unavailable or tried), the pick
-// walks the ring to the next instance that can, so one instance's keys spread
-// over the others rather than piling onto a neighbour. ACTIVE instances have
-// their own ring; the STANDBY ring is used only when no ACTIVE instance can
-// be picked. A preferred instance (WithPreferredInstance) wins over the key
-// while it is available and untried, ACTIVE or STANDBY. A request with no
-// key is balanced round robin.
-type Sticky struct {
-	set  *EndpointSet
-	next roundRobinCounter
-}
-
-// NewSticky returns a sticky balancer over set.
-func NewSticky(set *EndpointSet, opts ...BalancerOption) *Sticky {
-	o := newBalancerOptions(opts)
-	s := &Sticky{set: set}
-	s.next.n.Store(newSource(o.seed, o.seeded).uint64())
-	set.useRings()
-	return s
-}
-
-// Endpoint satisfies go-kit's lb.Balancer. With no context there is no key,
-// so it is round robin.
-func (s *Sticky) Endpoint() (endpoint.Endpoint, error) {
-	p, err := s.Pick(context.Background(), nil)
-	return p.Endpoint, err
-}
-
-// Pick returns the preferred instance, else the key's instance, else the
-// next one round robin.
-func (s *Sticky) Pick(ctx context.Context, tried []string) (Pick, error) {
-	snap := s.set.snap.Load()
-	if len(snap.insts) == 0 {
-		return Pick{}, snap.err
-	}
-	if name, ok := PreferredInstance(ctx); ok {
-		if in := snap.byName[name]; in != nil && in.score(tried) == 0 {
-			return in.pick(), nil
-		}
-	}
-	key, ok := StickyKey(ctx)
-	if !ok {
-		return roundRobinPick(snap, s.next.n.Add(1)-1, tried), nil
-	}
-	return stickyPick(snap, hashString(key), tried).pick(), nil
-}
-
-// stickyPick walks each tier's ring from the key's point.
-func stickyPick(snap *snapshot, h uint64, tried []string) *instance {
-	rings := snap.getRings()
-	var best *instance
-	bestScore := scoreWorst
-	for t := range rings {
-		if bestScore <= t {
-			break
-		}
-		r, tier := rings[t], snap.tiers[t]
-		if len(tier) == 0 {
-			continue
-		}
-		first := 0
-		if len(r) > 0 {
-			p := r.search(h)
-			first = r.owner(p)
-			last := -1
-			for range min(maxRingWalk, len(r)) {
-				if o := r.owner(p); o != last {
-					last = o
-					in := tier[o]
-					if sc := t + in.score(tried); sc < bestScore {
-						best, bestScore = in, sc
-						if sc == t {
-							return best
-						}
-					}
-				}
-				if p++; p == len(r) {
-					p = 0
-				}
-			}
-		}
-		// Mostly unpickable instances: finish with a scan of the tier,
-		// from the key's instance so the choice is still the key's.
-		for i := range tier {
-			in := tier[(first+i)%len(tier)]
-			if sc := t + in.score(tried); sc < bestScore {
-				best, bestScore = in, sc
-				if sc == t {
-					return best
-				}
-			}
-		}
-	}
-	return best
-}
-
-var (
-	_ Balancer       = (*RoundRobin)(nil)
-	_ Balancer       = (*Random)(nil)
-	_ Balancer       = (*LeastLoaded)(nil)
-	_ Balancer       = (*Sticky)(nil)
-	_ kitlb.Balancer = (*Sticky)(nil)
-)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"strconv"
 	"testing"
 
 	"github.com/go-kit/kit/endpoint"
@@ -13,6 +14,7 @@ import (
 	"github.com/go-kit/log"
 
 	"github.com/aegis-sdk/kitnats/lb"
+	"github.com/aegis-sdk/kitnats/lb/weighted"
 )
 
 func nopFactory(instance string) (endpoint.Endpoint, io.Closer, error) {
@@ -22,6 +24,7 @@ func nopFactory(instance string) (endpoint.Endpoint, io.Closer, error) {
 // BenchmarkPick compares go-kit's round robin over sd.NewEndpointer (the
 // baseline) with this package's balancers, picking from all goroutines at
 // once. Sticky picks cycle through 1024 keys; the others carry no key.
+// Instances weigh 1 to 10 (metadata), which only the weighted policy reads.
 func BenchmarkPick(b *testing.B) {
 	for _, n := range []int{10, 1000} {
 		insts := names(n)
@@ -46,7 +49,7 @@ func BenchmarkPick(b *testing.B) {
 			})
 		})
 
-		set := lb.NewEndpointSet(sd.FixedInstancer(insts), nopFactory, nil)
+		set := lb.NewEndpointSet(sd.FixedInstancer(insts), nopFactory, nil, lb.WithAttributes(benchWeights))
 		ctxs := make([]context.Context, 1024)
 		for i := range ctxs {
 			ctxs[i] = lb.WithStickyKey(context.Background(), fmt.Sprintf("user-%d", i))
@@ -113,4 +116,10 @@ func BenchmarkSnapshot(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchWeights weighs inst-NNNN 1 to 10 by its last digit.
+func benchWeights(instance string) lb.Attributes {
+	w := 1 + int(instance[len(instance)-1]-'0')
+	return lb.Attributes{Metadata: map[string]string{weighted.Key: strconv.Itoa(w)}}
 }

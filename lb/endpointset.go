@@ -3,7 +3,6 @@ package lb
 import (
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -12,15 +11,18 @@ import (
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/kit/sd"
 	"github.com/go-kit/log"
+
+	"github.com/aegis-sdk/kitnats/internal/backoff"
+	"github.com/aegis-sdk/kitnats/internal/mailbox"
 )
 
 // ErrClosed is returned by picks and Endpoints after EndpointSet.Close. It
 // matches ErrNoInstances under errors.Is.
 var ErrClosed = fmt.Errorf("%w (endpoint set closed)", ErrNoInstances)
 
-// Attributes are what a balancer needs to know about an instance beyond its
-// name. The EndpointSet asks for them (WithAttributes) whenever it builds a
-// snapshot.
+// Attributes are what a policy needs to know about an instance beyond its
+// name. The EndpointSet learns them from its instancer (Describer) or from
+// WithAttributes whenever it builds a view.
 type Attributes struct {
 	// Standby instances take requests only when no ACTIVE (non-standby)
 	// instance can: every balancer picks them after the available, untried
@@ -57,17 +59,12 @@ type setOptions struct {
 	vnodes            int
 }
 
-// WithAttributes tells the set how to learn an instance's attributes. fn is
-// called for every instance each time a snapshot is built (membership change,
-// factory retry, Refresh), from the set's own goroutine; it must be fast and
-// must not call back into the set. With the natskv registry:
-//
-//	lb.WithAttributes(func(s string) lb.Attributes {
-//		in, _ := instancer.Lookup(s)
-//		return lb.Attributes{Standby: in.Status == "STANDBY"}
-//	})
-//
-// Without it every instance is ACTIVE.
+// WithAttributes tells the set how to learn an instance's attributes,
+// overriding the instancer's Describer if it has one. fn is called for every
+// instance each time a view is built (membership change, factory retry,
+// Refresh), from the set's own goroutine; it must be fast and must not call
+// back into the set. Without it, and over an instancer that is not a
+// Describer, every instance is ACTIVE with no metadata.
 func WithAttributes(fn func(instance string) Attributes) Option {
 	return func(o *setOptions) { o.attributes = fn }
 }
@@ -98,10 +95,10 @@ func WithFactoryRetry(initial, limit time.Duration) Option {
 	}
 }
 
-// WithVirtualNodes sets how many points each instance gets on the sticky
-// balancer's consistent-hash ring (default 100). More points spread keys more
+// WithVirtualNodes sets how many points each instance gets on the
+// consistent-hash ring of a sticky policy over the set (default 100). More points spread keys more
 // evenly, and bound the keys moved by a membership change closer to 1/N, at
-// the cost of memory (12 bytes per point) and snapshot build time.
+// the cost of memory (12 bytes per point) and view build time.
 func WithVirtualNodes(n int) Option {
 	return func(o *setOptions) {
 		if n > 0 {
@@ -114,45 +111,57 @@ func WithVirtualNodes(n int) Option {
 // endpoint reaches. It subscribes to an sd.Instancer, builds one endpoint per
 // instance with an sd.Factory, closes the endpoints of instances that leave,
 // retries instances whose factory failed, and on every change publishes an
-// immutable snapshot that the balancers of this package pick from without
-// locks or allocations.
+// immutable View, from which each balancer over the set builds its picker at
+// once (Subscribe).
 //
 // Every endpoint is wrapped once, when it is built, to count requests in
-// flight and keep a moving average of latency; the least-loaded balancer
-// weighs them and Stats reports them.
+// flight and keep a moving average of latency; policies may weigh them
+// (Instance.InFlight, Instance.Latency) and Stats reports them.
 type EndpointSet struct {
-	instancer sd.Instancer
-	factory   sd.Factory
-	logger    log.Logger
-	opts      setOptions
+	instancer  sd.Instancer
+	factory    sd.Factory
+	logger     log.Logger
+	opts       setOptions
+	attributes func(instance string) Attributes // nil: every instance ACTIVE
+	retryDelay backoff.Policy
 
-	snap  atomic.Pointer[snapshot]
-	rings atomic.Bool // a sticky balancer uses the set: build rings eagerly
+	view atomic.Pointer[View]
+
+	// pubMu orders publications and subscriptions, so every subscriber
+	// sees every view after its first, in order. It is held while
+	// subscribers build their pickers, never while a factory runs.
+	pubMu       sync.Mutex
+	subscribers map[*subscription]struct{}
 
 	ch     chan sd.Event
-	wake   chan struct{} // cap 1: an event is pending
+	events *mailbox.Latest[pending] // from the receiver to the worker
 	stop   chan struct{}
 	wg     sync.WaitGroup
 	closer sync.Once
-
-	// pending holds what the receiver has taken off ch and the worker has not
-	// applied yet: the newest instance set, and an error newer than it.
-	pendingMu  sync.Mutex
-	pendingSet []string
-	hasSet     bool
-	pendingErr error
 
 	// mu guards the rest; the worker holds it while it applies an event.
 	mu          sync.Mutex
 	closed      bool
 	current     []string // sorted, deduplicated, owned copy of the last good set
-	cache       map[string]*instance
+	cache       map[string]*member
 	failed      map[string]struct{}
 	retryTimer  *time.Timer
 	retryStep   int
 	err         error // instancer error not yet superseded
 	invalidTime *time.Timer
 }
+
+// pending is what the receiver has taken off the instancer's channel and the
+// worker has not applied yet: the newest instance set, and an error newer
+// than it. Events merge into it, so a slow factory never makes the
+// instancer wait and the worker never replays a backlog.
+type pending struct {
+	set    []string
+	hasSet bool
+	err    error
+}
+
+type subscription struct{ fn func(*View) }
 
 var _ sd.Endpointer = (*EndpointSet)(nil)
 
@@ -165,25 +174,34 @@ func NewEndpointSet(instancer sd.Instancer, factory sd.Factory, logger log.Logge
 		logger = log.NewNopLogger()
 	}
 	s := &EndpointSet{
-		instancer: instancer,
-		factory:   factory,
-		logger:    logger,
-		opts:      setOptions{retryMin: 250 * time.Millisecond, retryMax: 30 * time.Second, vnodes: 100},
-		ch:        make(chan sd.Event),
-		wake:      make(chan struct{}, 1),
-		stop:      make(chan struct{}),
-		cache:     map[string]*instance{},
-		failed:    map[string]struct{}{},
+		instancer:   instancer,
+		factory:     factory,
+		logger:      logger,
+		opts:        setOptions{retryMin: 250 * time.Millisecond, retryMax: 30 * time.Second, vnodes: 100},
+		subscribers: map[*subscription]struct{}{},
+		ch:          make(chan sd.Event),
+		events:      mailbox.NewLatest[pending](),
+		stop:        make(chan struct{}),
+		cache:       map[string]*member{},
+		failed:      map[string]struct{}{},
 	}
 	for _, o := range options {
 		o(&s.opts)
+	}
+	s.retryDelay = backoff.Policy{Base: s.opts.retryMin, Cap: s.opts.retryMax}
+	s.attributes = s.opts.attributes
+	if d, ok := instancer.(Describer); ok && s.attributes == nil {
+		s.attributes = func(instance string) Attributes {
+			attrs, _ := d.Describe(instance)
+			return attrs
+		}
 	}
 	// The worker goroutine serves both timers; stopped timers never fire.
 	s.retryTimer = time.NewTimer(time.Hour)
 	s.retryTimer.Stop()
 	s.invalidTime = time.NewTimer(time.Hour)
 	s.invalidTime.Stop()
-	s.snap.Store(newSnapshot(nil, nil, s.opts.vnodes, nil))
+	s.view.Store(newView(nil, nil, s.opts.vnodes, nil))
 
 	// Register in the background and apply what it sends before returning,
 	// so a set over a go-kit instancer is ready when it is returned.
@@ -214,17 +232,13 @@ func (s *EndpointSet) receive() {
 	for {
 		select {
 		case ev := <-s.ch:
-			s.pendingMu.Lock()
-			if ev.Err == nil {
-				s.pendingSet, s.hasSet, s.pendingErr = ev.Instances, true, nil
-			} else {
-				s.pendingErr = ev.Err
-			}
-			s.pendingMu.Unlock()
-			select {
-			case s.wake <- struct{}{}:
-			default:
-			}
+			s.events.Update(func(p pending, _ bool) pending {
+				if ev.Err != nil {
+					p.err = ev.Err // newer than the set held: applied after it
+					return p
+				}
+				return pending{set: ev.Instances, hasSet: true}
+			})
 		case <-s.stop:
 			return
 		}
@@ -239,16 +253,16 @@ func (s *EndpointSet) work() {
 			s.retry()
 		case <-s.invalidTime.C:
 			s.invalidate()
-		case <-s.wake:
-			s.pendingMu.Lock()
-			set, hasSet, err := s.pendingSet, s.hasSet, s.pendingErr
-			s.pendingSet, s.hasSet, s.pendingErr = nil, false, nil
-			s.pendingMu.Unlock()
-			if hasSet {
-				s.apply(sd.Event{Instances: set})
+		case <-s.events.Ready():
+			p, ok := s.events.Take()
+			if !ok {
+				continue
 			}
-			if err != nil {
-				s.apply(sd.Event{Err: err})
+			if p.hasSet {
+				s.apply(sd.Event{Instances: p.set})
+			}
+			if p.err != nil {
+				s.apply(sd.Event{Err: p.err})
 			}
 		case <-s.stop:
 			return
@@ -283,16 +297,16 @@ func (s *EndpointSet) apply(ev sd.Event) {
 }
 
 // sync makes the cache match s.current: it builds missing endpoints (retrying
-// failed ones), closes departed ones and publishes a snapshot. s.mu is held.
+// failed ones), closes departed ones and publishes a view. s.mu is held.
 func (s *EndpointSet) sync() {
 	want := make(map[string]struct{}, len(s.current))
 	for _, name := range s.current {
 		want[name] = struct{}{}
 	}
-	for name, in := range s.cache {
+	for name, m := range s.cache {
 		if _, ok := want[name]; !ok {
 			delete(s.cache, name)
-			s.closeInstance(in)
+			s.closeMember(m)
 		}
 	}
 	clear(s.failed)
@@ -309,54 +323,81 @@ func (s *EndpointSet) sync() {
 			s.failed[name] = struct{}{}
 			continue
 		}
-		s.cache[name] = newInstance(name, ep, closer)
+		s.cache[name] = newMember(name, ep, closer)
 	}
 	if len(s.failed) == 0 {
 		s.retryStep = 0
 		s.retryTimer.Stop()
 	} else {
-		s.retryTimer.Reset(s.backoff())
+		s.retryTimer.Reset(s.retryDelay.Equal(s.retryStep))
+		s.retryStep++
 	}
-	s.publish()
+	s.publish(s.buildView())
 }
 
-func (s *EndpointSet) backoff() time.Duration {
-	d := s.opts.retryMin << min(s.retryStep, 30)
-	if d <= 0 || d > s.opts.retryMax {
-		d = s.opts.retryMax
-	}
-	s.retryStep++
-	return d/2 + rand.N(d) // ±50%
-}
-
-// publish swaps in a snapshot of the cache. s.mu is held.
-func (s *EndpointSet) publish() {
-	insts := make([]*instance, 0, len(s.cache))
+// buildView makes a view of the cache, with fresh attributes. s.mu is held.
+func (s *EndpointSet) buildView() *View {
+	members := make([]*member, 0, len(s.cache))
 	for _, name := range s.current {
-		if in, ok := s.cache[name]; ok {
-			insts = append(insts, in)
+		if m, ok := s.cache[name]; ok {
+			members = append(members, m)
 		}
 	}
 	var attrs []Attributes
-	if s.opts.attributes != nil {
-		attrs = make([]Attributes, len(insts))
-		for i, in := range insts {
-			attrs[i] = s.opts.attributes(in.name)
+	if s.attributes != nil {
+		attrs = make([]Attributes, len(members))
+		for i, m := range members {
+			attrs[i] = s.attributes(m.name)
 		}
 	}
-	snap := newSnapshot(insts, attrs, s.opts.vnodes, nil)
-	if s.rings.Load() {
-		snap.buildRings(s.snap.Load())
-	}
-	s.snap.Store(snap)
+	return newView(members, attrs, s.opts.vnodes, nil)
 }
 
-func (s *EndpointSet) closeInstance(in *instance) {
-	if in.closer == nil {
+// publish makes v the current view and has every subscriber build from it
+// before it returns, so Refresh and Close return with every balancer
+// already picking from the new view. s.mu is held.
+func (s *EndpointSet) publish(v *View) {
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
+	s.view.Store(v)
+	for sub := range s.subscribers {
+		sub.fn(v)
+	}
+}
+
+// Subscribe calls fn with the set's current view, then with every view the
+// set publishes, in order, until cancel is called. A view is published on
+// every membership change, factory retry, Refresh, invalidation and on
+// Close (an empty view whose Err is ErrClosed, the last one fn sees).
+//
+// This is how a PolicyBalancer builds its pickers as soon as a view exists
+// rather than on the next pick; use it too for anything else that must
+// follow the set (metrics of its instances, say). fn runs on the goroutine
+// that publishes, before the publication returns, while other publications
+// wait: it must be quick, and must not call Subscribe, a cancel function,
+// Refresh or Close. Cancel may be called more than once.
+func (s *EndpointSet) Subscribe(fn func(*View)) (cancel func()) {
+	sub := &subscription{fn: fn}
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
+	fn(s.view.Load())
+	if s.subscribers == nil { // closed: the view fn just saw was the last
+		return func() {}
+	}
+	s.subscribers[sub] = struct{}{}
+	return func() {
+		s.pubMu.Lock()
+		defer s.pubMu.Unlock()
+		delete(s.subscribers, sub)
+	}
+}
+
+func (s *EndpointSet) closeMember(m *member) {
+	if m.closer == nil {
 		return
 	}
-	if err := in.closer.Close(); err != nil {
-		s.logger.Log("instance", in.name, "during", "close", "err", err)
+	if err := m.closer.Close(); err != nil {
+		s.logger.Log("instance", m.name, "during", "close", "err", err)
 	}
 }
 
@@ -377,14 +418,14 @@ func (s *EndpointSet) invalidate() {
 	if s.closed || s.err == nil {
 		return
 	}
-	for name, in := range s.cache {
+	for name, m := range s.cache {
 		delete(s.cache, name)
-		s.closeInstance(in)
+		s.closeMember(m)
 	}
 	clear(s.failed)
 	s.retryTimer.Stop()
 	s.current = nil
-	s.snap.Store(newSnapshot(nil, nil, s.opts.vnodes, errors.Join(ErrNoInstances, s.err)))
+	s.publish(newView(nil, nil, s.opts.vnodes, errors.Join(ErrNoInstances, s.err)))
 }
 
 // Endpoints satisfies go-kit's sd.Endpointer: the endpoints of the current
@@ -393,19 +434,23 @@ func (s *EndpointSet) invalidate() {
 // with WithInvalidateOnError, it returns the instancer's error once the
 // timeout has passed.
 func (s *EndpointSet) Endpoints() ([]endpoint.Endpoint, error) {
-	snap := s.snap.Load()
-	if len(snap.insts) == 0 && snap.err != ErrNoInstances {
-		return nil, snap.err
+	v := s.view.Load()
+	if len(v.all) == 0 && v.err != ErrNoInstances {
+		return nil, v.err
 	}
-	return snap.endpoints, nil
+	return v.endpoints, nil
 }
+
+// View returns the set's current view: what a balancer over the set picks
+// from now.
+func (s *EndpointSet) View() *View { return s.view.Load() }
 
 // Instances returns the instances the set can pick from now, sorted: those
 // the instancer reported and whose factory succeeded.
 func (s *EndpointSet) Instances() []string {
-	snap := s.snap.Load()
-	names := make([]string, len(snap.insts))
-	for i, in := range snap.insts {
+	v := s.view.Load()
+	names := make([]string, len(v.all))
+	for i, in := range v.all {
 		names[i] = in.name
 	}
 	return names
@@ -424,26 +469,26 @@ type InstanceStats struct {
 // Stats reports the current instances' load, sorted by instance, for metrics
 // and diagnostics.
 func (s *EndpointSet) Stats() []InstanceStats {
-	snap := s.snap.Load()
-	stats := make([]InstanceStats, len(snap.insts))
-	for i, in := range snap.insts {
+	v := s.view.Load()
+	stats := make([]InstanceStats, len(v.all))
+	for i, in := range v.all {
 		stats[i] = InstanceStats{
 			Instance:  in.name,
-			Standby:   snap.standby[i],
-			Available: in.available(),
-			InFlight:  in.inflight.Load(),
-			Calls:     in.calls.Load(),
-			Latency:   time.Duration(in.ewma.Load()),
+			Standby:   in.Standby(),
+			Available: in.Available(),
+			InFlight:  in.InFlight(),
+			Calls:     in.Calls(),
+			Latency:   in.Latency(),
 		}
 	}
 	return stats
 }
 
-// Refresh rebuilds the snapshot with fresh attributes (WithAttributes) and
-// retries failed factories. Call it when an instance's attributes change
-// without a membership change — an instance going STANDBY — if the
-// instancer does not send an event for it. It returns once the new snapshot
-// is in place.
+// Refresh rebuilds the view with fresh attributes (Describer or
+// WithAttributes) and retries failed factories. Call it when an instance's
+// attributes change without a membership change — an instance going
+// STANDBY — if the instancer does not send an event for it (natskv's does).
+// It returns once every balancer over the set picks from the new view.
 func (s *EndpointSet) Refresh() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -451,15 +496,6 @@ func (s *EndpointSet) Refresh() {
 		return
 	}
 	s.sync()
-}
-
-// useRings makes every future snapshot carry the sticky balancer's rings, and
-// builds those of the current one.
-func (s *EndpointSet) useRings() *snapshot {
-	s.rings.Store(true)
-	snap := s.snap.Load()
-	snap.getRings()
-	return snap
 }
 
 // Close unregisters the set from the instancer, stops its goroutines and
@@ -478,10 +514,13 @@ func (s *EndpointSet) Close() {
 		s.closed = true
 		s.retryTimer.Stop()
 		s.invalidTime.Stop()
-		s.snap.Store(newSnapshot(nil, nil, s.opts.vnodes, ErrClosed))
+		s.publish(newView(nil, nil, s.opts.vnodes, ErrClosed))
+		s.pubMu.Lock()
+		s.subscribers = nil // no view follows: let them go
+		s.pubMu.Unlock()
 		for _, name := range s.current {
-			if in, ok := s.cache[name]; ok {
-				s.closeInstance(in)
+			if m, ok := s.cache[name]; ok {
+				s.closeMember(m)
 			}
 		}
 		clear(s.cache)

@@ -84,13 +84,9 @@ func ExampleNewSticky() {
 	// preferred: cart-2
 }
 
-// Attributes come from the registry. With natskv the function is
-//
-//	func(s string) lb.Attributes {
-//		in, _ := instancer.Lookup(s)
-//		return lb.Attributes{Standby: in.Status == "STANDBY"}
-//	}
-//
+// Attributes come from the registry: an instancer that implements
+// lb.Describer, as natskv's does, supplies them with no option. Where the
+// instancer knows nothing of them, WithAttributes tells the set.
 // STANDBY instances are picked only when no ACTIVE one can be.
 func ExampleWithAttributes() {
 	status := map[string]string{"db-1": "STANDBY", "db-2": "ACTIVE"}
@@ -142,4 +138,49 @@ func ExampleBalancer_pick() {
 	}
 	// Output:
 	// svc-c answered
+}
+
+// A policy of your own, on the exported seam only: prefer instances in the
+// caller's zone (from the registry's metadata), and leave everything else to
+// the shared rules. Build runs once per view, so the zone's instances are
+// found there, not on every pick.
+func ExampleNewPolicyBalancer() {
+	sameZone := func(zone string) lb.Policy {
+		return lb.PolicyFunc(func(v *lb.View) lb.Picker {
+			var local []*lb.Instance
+			for _, in := range v.Active() {
+				if in.Attributes().Metadata["zone"] == zone {
+					local = append(local, in)
+				}
+			}
+			return lb.PickerFunc(func(_ context.Context, tried []string) *lb.Instance {
+				for _, in := range local {
+					if in.Eligible(tried) {
+						return in
+					}
+				}
+				return v.Fallback(0, tried) // elsewhere, by the shared rules
+			})
+		})
+	}
+
+	zones := map[string]string{"api-1": "us", "api-2": "eu", "api-3": "us", "api-4": "eu"}
+	set := lb.NewEndpointSet(sd.FixedInstancer{"api-1", "api-2", "api-3", "api-4"}, echoFactory, nil,
+		lb.WithAttributes(func(s string) lb.Attributes { // natskv's Instancer does this itself
+			return lb.Attributes{Metadata: map[string]string{"zone": zones[s]}}
+		}))
+	defer set.Close()
+	balancer := lb.NewPolicyBalancer(set, sameZone("eu"))
+
+	var tried []string
+	for range 4 {
+		pick, _ := balancer.Pick(context.Background(), tried)
+		fmt.Println(pick.Instance, zones[pick.Instance])
+		tried = append(tried, pick.Instance)
+	}
+	// Output:
+	// api-2 eu
+	// api-4 eu
+	// api-1 us
+	// api-3 us
 }

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/aegis-sdk/kitnats/lb"
+	"github.com/aegis-sdk/kitnats/lb/weighted"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -177,6 +178,9 @@ var balancers = []balancerCase{
 	{"random", func(s *lb.EndpointSet, o ...lb.BalancerOption) lb.Balancer { return lb.NewRandom(s, o...) }},
 	{"sticky", func(s *lb.EndpointSet, o ...lb.BalancerOption) lb.Balancer { return lb.NewSticky(s, o...) }},
 	{"leastloaded", func(s *lb.EndpointSet, o ...lb.BalancerOption) lb.Balancer { return lb.NewLeastLoaded(s, o...) }},
+	// The weighted policy lives outside lb, on the exported seam only; it
+	// must keep the same rules. It has its own options.
+	{"weighted", func(s *lb.EndpointSet, _ ...lb.BalancerOption) lb.Balancer { return weighted.New(s) }},
 }
 
 // contexts a test picks with: sticky balancers see keys, the others ignore them.

@@ -3,60 +3,58 @@ package lb
 import (
 	"context"
 	"io"
-	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-kit/kit/endpoint"
 )
 
-// instance is one live member of an EndpointSet. It outlives snapshots: the
-// same *instance is carried into every snapshot built while the instance stays
-// in the set, so its load figures are continuous across membership changes.
-type instance struct {
+// member is one live endpoint of an EndpointSet. It outlives views: the same
+// *member backs every view built while its instance stays in the set, so its
+// load figures are continuous across membership changes.
+type member struct {
 	name   string
 	next   endpoint.Endpoint // from the factory
 	ep     endpoint.Endpoint // next wrapped by serve; built once
 	closer io.Closer
 	avail  Available // nil when the closer does not implement Available
 
-	_        [64]byte // keep the hot counters of neighbouring instances apart
+	_        [64]byte // keep the hot counters of neighbouring members apart
 	inflight atomic.Int64
 	calls    atomic.Uint64
 	ewma     atomic.Int64 // latency moving average in nanoseconds; 0 until the first call
 	_        [64]byte
 }
 
-func newInstance(name string, ep endpoint.Endpoint, closer io.Closer) *instance {
-	in := &instance{name: name, next: ep, closer: closer}
-	in.avail, _ = closer.(Available)
-	in.ep = in.serve
-	return in
+func newMember(name string, ep endpoint.Endpoint, closer io.Closer) *member {
+	m := &member{name: name, next: ep, closer: closer}
+	m.avail, _ = closer.(Available)
+	m.ep = m.serve
+	return m
 }
 
 // serve counts the call in flight and feeds its latency into the moving
-// average that the least-loaded balancer weighs. A failed call never lowers
-// the average: an instance that fails fast must not look fast.
-func (in *instance) serve(ctx context.Context, request any) (any, error) {
-	in.inflight.Add(1)
-	in.calls.Add(1)
+// average that policies may weigh. A failed call never lowers the average:
+// an instance that fails fast must not look fast.
+func (m *member) serve(ctx context.Context, request any) (any, error) {
+	m.inflight.Add(1)
+	m.calls.Add(1)
 	start := time.Now()
-	response, err := in.next(ctx, request)
-	in.observe(int64(time.Since(start)), err != nil)
-	in.inflight.Add(-1)
+	response, err := m.next(ctx, request)
+	m.observe(int64(time.Since(start)), err != nil)
+	m.inflight.Add(-1)
 	return response, err
 }
 
 // ewmaShift sets the weight of a new latency sample to 1/2^ewmaShift.
 const ewmaShift = 3
 
-func (in *instance) observe(d int64, failed bool) {
+func (m *member) observe(d int64, failed bool) {
 	if d <= 0 {
 		d = 1
 	}
 	for {
-		old := in.ewma.Load()
+		old := m.ewma.Load()
 		v := d
 		if old != 0 {
 			v = old + (d-old)>>ewmaShift
@@ -64,96 +62,190 @@ func (in *instance) observe(d int64, failed bool) {
 		if failed && v < old {
 			return
 		}
-		if in.ewma.CompareAndSwap(old, v) {
+		if m.ewma.CompareAndSwap(old, v) {
 			return
 		}
 	}
 }
 
-func (in *instance) available() bool {
-	return in.avail == nil || in.avail.Available()
+// Instance is one member of a View: its name and attributes as of the view,
+// and live load figures shared with every other view of the same endpoint.
+//
+// The name, endpoint and availability check are copied out of the member so
+// that the checks every pick makes cost no extra pointer chase.
+type Instance struct {
+	name  string
+	ep    endpoint.Endpoint
+	avail Available
+	m     *member
+	attrs Attributes
 }
 
-// Scores order candidates: lower is better. A balancer returns the first
-// candidate of the lowest score it finds, so availability outranks "not yet
-// tried", which outranks ACTIVE over STANDBY (the tier).
+// Name is the instance as the instancer reported it.
+func (in *Instance) Name() string { return in.name }
+
+// Attributes are what the set learnt of the instance when it built the view
+// (Describer or WithAttributes). Their Metadata map is shared: read it only.
+func (in *Instance) Attributes() Attributes { return in.attrs }
+
+// Standby is Attributes().Standby, without copying the attributes.
+func (in *Instance) Standby() bool { return in.attrs.Standby }
+
+// Available is what the instance's closer reports now (see Available); true
+// when it reports nothing. It is read live, not frozen in the view, so an
+// opening breaker takes effect on the next pick.
+func (in *Instance) Available() bool { return in.avail == nil || in.avail.Available() }
+
+// InFlight is how many requests through the instance's endpoint have not
+// returned yet.
+func (in *Instance) InFlight() int64 { return in.m.inflight.Load() }
+
+// Calls is how many requests went through the instance's endpoint since it
+// was built.
+func (in *Instance) Calls() uint64 { return in.m.calls.Load() }
+
+// Latency is the moving average of the endpoint's latency (a new call weighs
+// 1/8; failures never lower it); 0 before the first call.
+func (in *Instance) Latency() time.Duration { return time.Duration(in.m.ewma.Load()) }
+
+// Ranks order candidates under the shared rules; lower is better. The order
+// of precedence is availability, then "not yet tried", then ACTIVE over
+// STANDBY, so the worst rank of one class is still better than the best of
+// the next.
 const (
-	scoreTried       = 2
-	scoreUnavailable = 4
-	scoreWorst       = 8
+	rankStandby     = 1
+	rankTried       = 2
+	rankUnavailable = 4
+	rankWorst       = 8
 )
 
-// score is 0 for an available instance not in tried; the caller adds the tier.
-func (in *instance) score(tried []string) int {
+// Eligible reports whether the instance is available and not in tried: the
+// rules allow picking it now, before any instance that is not eligible. A
+// picker that finds an eligible instance among View.Active may return it at
+// once; one that finds none calls View.Fallback. (An eligible STANDBY
+// instance still ranks below an eligible ACTIVE one; see Rank.)
+//
+// Eligible costs one comparison per tried name and one Available call.
+func (in *Instance) Eligible(tried []string) bool {
+	return in.score(tried) == 0
+}
+
+// Rank places the instance under the shared rules: 0 is an eligible ACTIVE
+// instance; an eligible STANDBY one comes next, then tried instances, then
+// unavailable ones. Lower is better. A policy that compares candidates by
+// its own measure (load, weight) should compare their ranks first.
+func (in *Instance) Rank(tried []string) int {
+	r := in.score(tried)
+	if in.attrs.Standby {
+		r += rankStandby
+	}
+	return r
+}
+
+// score is Rank without the tier.
+func (in *Instance) score(tried []string) int {
 	s := 0
 	for _, t := range tried {
 		if t == in.name {
-			s = scoreTried
+			s = rankTried
 			break
 		}
 	}
-	if !in.available() {
-		s += scoreUnavailable
+	if !in.Available() {
+		s += rankUnavailable
 	}
 	return s
 }
 
-func (in *instance) pick() Pick { return Pick{Instance: in.name, Endpoint: in.ep} }
+func (in *Instance) pick() Pick { return Pick{Instance: in.name, Endpoint: in.ep} }
 
-// snapshot is the immutable picker state an EndpointSet publishes on every
-// membership change, in the manner of a grpc-go balancer.Picker: pickers load
-// it with one atomic read and never lock. Only the consistent-hash rings are
-// filled in after publication, once, behind ringOnce.
-type snapshot struct {
-	insts     []*instance // sorted by name
+// View is the immutable state of an EndpointSet at one moment: the instances
+// it can pick from, with their attributes. The set builds one on every
+// change (membership, attributes, a factory retry) and hands it to every
+// Policy subscribed to it, as grpc-go's balancer/base hands ready SubConns
+// to a PickerBuilder; pickers read it without locks.
+//
+// Every slice a View returns is shared by all its readers: do not modify it.
+type View struct {
+	all       []*Instance // sorted by name
 	endpoints []endpoint.Endpoint
-	standby   []bool // standby[i] is insts[i]'s attribute
 	// tiers[0] holds the ACTIVE instances, tiers[1] the STANDBY ones, each
 	// sorted by name. A tier may be empty.
-	tiers  [2][]*instance
-	byName map[string]*instance
-	err    error // returned by picks when insts is empty
-
-	vnodes     int
-	ringOnce   sync.Once
-	ringsBuilt atomic.Bool
-	rings      [2]ring
+	tiers  [2][]*Instance
+	byName map[string]*Instance
+	err    error // what picks return while the view is empty
+	vnodes int   // points per instance on a sticky ring (WithVirtualNodes)
 }
 
-func newSnapshot(insts []*instance, attrs []Attributes, vnodes int, err error) *snapshot {
-	s := &snapshot{
-		insts:     insts,
-		endpoints: make([]endpoint.Endpoint, len(insts)),
-		standby:   make([]bool, len(insts)),
-		byName:    make(map[string]*instance, len(insts)),
+func newView(members []*member, attrs []Attributes, vnodes int, err error) *View {
+	v := &View{
+		all:       make([]*Instance, len(members)),
+		endpoints: make([]endpoint.Endpoint, len(members)),
+		byName:    make(map[string]*Instance, len(members)),
 		err:       err,
 		vnodes:    vnodes,
 	}
-	if s.err == nil {
-		s.err = ErrNoInstances
+	if v.err == nil {
+		v.err = ErrNoInstances
 	}
-	for i, in := range insts {
-		s.endpoints[i] = in.ep
-		s.byName[in.name] = in
-		t := 0
-		if attrs != nil && attrs[i].Standby {
-			t = 1
-			s.standby[i] = true
+	backing := make([]Instance, len(members))
+	for i, m := range members {
+		in := &backing[i]
+		*in = Instance{name: m.name, ep: m.ep, avail: m.avail, m: m}
+		if attrs != nil {
+			in.attrs = attrs[i]
 		}
-		s.tiers[t] = append(s.tiers[t], in)
+		v.all[i] = in
+		v.endpoints[i] = m.ep
+		v.byName[m.name] = in
+		t := 0
+		if in.attrs.Standby {
+			t = 1
+		}
+		v.tiers[t] = append(v.tiers[t], in)
 	}
-	return s
+	return v
 }
 
-// scan returns the best-scoring instance, visiting each tier from position
-// start onwards; it stops at the first instance that cannot be beaten.
-// It is the fallback of every balancer and costs O(n) only when most
-// instances are unavailable or tried.
-func (s *snapshot) scan(start uint64, tried []string) *instance {
-	var best *instance
-	bestScore := scoreWorst
-	for t, tier := range s.tiers {
-		if bestScore <= t {
+// Len is the number of instances. A policy never sees an empty view: the
+// balancer answers Err for it without asking the picker.
+func (v *View) Len() int { return len(v.all) }
+
+// Err is what a pick returns while the view is empty: ErrNoInstances, or an
+// error that wraps it (ErrClosed, an instancer's error under
+// WithInvalidateOnError).
+func (v *View) Err() error { return v.err }
+
+// Instances returns every instance, sorted by name.
+func (v *View) Instances() []*Instance { return v.all }
+
+// Active returns the ACTIVE (not STANDBY) instances, sorted by name: the
+// instances a policy chooses among while one of them is eligible.
+func (v *View) Active() []*Instance { return v.tiers[0] }
+
+// Standby returns the STANDBY instances, sorted by name. View.Fallback
+// reaches them when no ACTIVE instance is eligible.
+func (v *View) Standby() []*Instance { return v.tiers[1] }
+
+// Lookup returns the instance named name, or nil.
+func (v *View) Lookup(name string) *Instance { return v.byName[name] }
+
+// Fallback returns the best-ranked instance (Rank) for tried: the first
+// eligible ACTIVE instance at or after position start of Active (wrapping),
+// else the first eligible STANDBY one at or after start of Standby, else the
+// best of the rest in the same order. It is the shared last resort of every
+// policy: call it when the policy's own choice is not eligible, and the
+// rules are kept whatever the policy does. start spreads the fallback
+// picks; pass the policy's counter or random draw.
+//
+// It stops at the first instance that cannot be beaten, so it costs O(n)
+// only when most instances are tried or unavailable. It returns nil only for
+// an empty view.
+func (v *View) Fallback(start uint64, tried []string) *Instance {
+	var best *Instance
+	bestRank := rankWorst
+	for t, tier := range v.tiers {
+		if bestRank <= t {
 			break
 		}
 		n := uint64(len(tier))
@@ -163,9 +255,9 @@ func (s *snapshot) scan(start uint64, tried []string) *instance {
 		i := start % n
 		for range n {
 			in := tier[i]
-			if sc := t + in.score(tried); sc < bestScore {
-				best, bestScore = in, sc
-				if sc == t {
+			if r := t + in.score(tried); r < bestRank {
+				best, bestRank = in, r
+				if r == t {
 					break
 				}
 			}
@@ -175,105 +267,4 @@ func (s *snapshot) scan(start uint64, tried []string) *instance {
 		}
 	}
 	return best
-}
-
-// ring is a consistent-hash ring: vnodes points per instance of one tier,
-// sorted. A point packs the top 40 bits of its hash above the index of its
-// instance in the tier (24 bits), so the ring is one []uint64 that sorts
-// fast, and equal hashes break ties on the instance, sorted by name: every
-// client builds the same ring from the same membership.
-type ring []uint64
-
-const (
-	ownerBits = 24
-	ownerMask = 1<<ownerBits - 1
-	// maxRingInstances bounds the instances of a tier on a ring; beyond it
-	// the sticky balancer falls back to scanning (far beyond any real use).
-	maxRingInstances = 1 << ownerBits
-)
-
-// getRings builds the rings on first use. An EndpointSet that serves a sticky
-// balancer builds them before it publishes the snapshot, so picks never pay
-// for it.
-func (s *snapshot) getRings() *[2]ring {
-	s.buildRings(nil)
-	return &s.rings
-}
-
-// buildRings builds the rings once, reusing prev's for a tier whose
-// membership did not change.
-func (s *snapshot) buildRings(prev *snapshot) {
-	s.ringOnce.Do(func() {
-		for t, tier := range s.tiers {
-			if prev != nil && prev.ringsBuilt.Load() && prev.vnodes == s.vnodes && sameNames(prev.tiers[t], tier) {
-				s.rings[t] = prev.rings[t]
-				continue
-			}
-			s.rings[t] = buildRing(tier, s.vnodes)
-		}
-		s.ringsBuilt.Store(true)
-	})
-}
-
-func sameNames(a, b []*instance) bool {
-	return slices.EqualFunc(a, b, func(x, y *instance) bool { return x.name == y.name })
-}
-
-func buildRing(tier []*instance, vnodes int) ring {
-	if len(tier) == 0 || len(tier) > maxRingInstances {
-		return nil
-	}
-	r := make(ring, 0, len(tier)*vnodes)
-	for i, in := range tier {
-		h := hashString(in.name)
-		for v := range vnodes {
-			r = append(r, mix64(h+uint64(v+1)*golden)&^ownerMask|uint64(i))
-		}
-	}
-	slices.Sort(r)
-	return r
-}
-
-// search returns the index of the first point at or after hash h, wrapping.
-func (r ring) search(h uint64) int {
-	h &^= ownerMask
-	lo, hi := 0, len(r)
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		if r[m] < h {
-			lo = m + 1
-		} else {
-			hi = m
-		}
-	}
-	if lo == len(r) {
-		lo = 0
-	}
-	return lo
-}
-
-func (r ring) owner(i int) int { return int(r[i] & ownerMask) }
-
-// maxRingWalk bounds how many ring points a sticky pick visits looking for a
-// healthy successor before it falls back to scanning the tier.
-const maxRingWalk = 256
-
-const golden = 0x9e3779b97f4a7c15
-
-// mix64 is the splitmix64 finaliser: a bijection with full avalanche.
-func mix64(z uint64) uint64 {
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
-	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
-	return z ^ (z >> 31)
-}
-
-// hashString is FNV-1a finished by mix64. It is stable across processes and
-// versions, so every client maps a sticky key to the same instance.
-func hashString(s string) uint64 {
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(s); i++ {
-		h ^= uint64(s[i])
-		h *= 1099511628211
-	}
-	return mix64(h)
 }

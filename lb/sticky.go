@@ -1,0 +1,214 @@
+package lb
+
+import (
+	"context"
+	"slices"
+	"sync"
+)
+
+// StickyPolicy sends requests with the same key (WithStickyKey) to the same
+// instance while it can take them: a cache-friendly or session-affine
+// policy.
+//
+// Keys map to instances by consistent hashing on a ring with a fixed number
+// of points per instance (WithVirtualNodes on the set, default 100), built
+// when the picker is built; a pick is one hash and one binary search,
+// O(log N·V) with no allocation. Adding or removing one of N instances moves
+// only the keys that the ring assigns to or from it, about 1/N of them (the
+// test measures it), and every client maps a key to the same instance.
+// Rendezvous hashing would move the same share but costs O(N) per pick, too
+// slow for thousands of instances; jump hash cannot remove an arbitrary
+// instance without remapping others.
+//
+// When the key's instance is not eligible (unavailable or tried), the pick
+// walks the ring to the next instance that is, so one instance's keys spread
+// over the others rather than piling onto a neighbour. ACTIVE instances have
+// their own ring; the STANDBY ring is used only when no ACTIVE instance is
+// eligible. A preferred instance (WithPreferredInstance) wins over the key
+// while it is eligible, ACTIVE or STANDBY. A request with no key is balanced
+// round robin.
+//
+// A tier's ring is reused from the previous picker while the tier's
+// membership is unchanged, so a view that only changes attributes elsewhere
+// does not pay for a new ring.
+func StickyPolicy(opts ...BalancerOption) Policy {
+	return &sticky{next: newCounter(newBalancerOptions(opts))}
+}
+
+// NewSticky returns a sticky balancer over set (StickyPolicy). With no
+// context, Endpoint has no key, so it is round robin.
+func NewSticky(set *EndpointSet, opts ...BalancerOption) *PolicyBalancer {
+	return NewPolicyBalancer(set, StickyPolicy(opts...))
+}
+
+type sticky struct {
+	next *counter // for requests without a key
+
+	mu        sync.Mutex // Build may be called by several balancers at once
+	lastNames [2][]string
+	lastRings [2]ring
+	lastNodes int
+}
+
+func (s *sticky) Build(v *View) Picker {
+	p := &stickyPicker{view: v, next: s.next}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for t, tier := range v.tiers {
+		if s.lastNodes == v.vnodes && slices.EqualFunc(s.lastNames[t], tier, func(n string, in *Instance) bool { return n == in.name }) {
+			p.rings[t] = s.lastRings[t]
+			continue
+		}
+		p.rings[t] = buildRing(tier, v.vnodes)
+		s.lastRings[t] = p.rings[t]
+		s.lastNames[t] = make([]string, len(tier))
+		for i, in := range tier {
+			s.lastNames[t][i] = in.name
+		}
+	}
+	s.lastNodes = v.vnodes
+	return p
+}
+
+type stickyPicker struct {
+	view  *View
+	next  *counter
+	rings [2]ring // rings[t] is over view.tiers[t]
+}
+
+// Pick returns the preferred instance, else the key's instance, else the
+// next one round robin.
+func (p *stickyPicker) Pick(ctx context.Context, tried []string) *Instance {
+	if name, ok := PreferredInstance(ctx); ok {
+		if in := p.view.byName[name]; in != nil && in.score(tried) == 0 {
+			return in
+		}
+	}
+	key, ok := StickyKey(ctx)
+	if !ok {
+		return roundRobinPick(p.view, p.next.next(), tried)
+	}
+	return p.walk(hashString(key), tried)
+}
+
+// walk walks each tier's ring from the key's point.
+func (p *stickyPicker) walk(h uint64, tried []string) *Instance {
+	var best *Instance
+	bestRank := rankWorst
+	for t := range p.rings {
+		if bestRank <= t {
+			break
+		}
+		r, tier := p.rings[t], p.view.tiers[t]
+		if len(tier) == 0 {
+			continue
+		}
+		first := 0
+		if len(r) > 0 {
+			i := r.search(h)
+			first = r.owner(i)
+			last := -1
+			for range min(maxRingWalk, len(r)) {
+				if o := r.owner(i); o != last {
+					last = o
+					in := tier[o]
+					if rk := t + in.score(tried); rk < bestRank {
+						best, bestRank = in, rk
+						if rk == t {
+							return best
+						}
+					}
+				}
+				if i++; i == len(r) {
+					i = 0
+				}
+			}
+		}
+		// Mostly ineligible instances: finish with a scan of the tier,
+		// from the key's instance so the choice is still the key's.
+		for i := range tier {
+			in := tier[(first+i)%len(tier)]
+			if rk := t + in.score(tried); rk < bestRank {
+				best, bestRank = in, rk
+				if rk == t {
+					return best
+				}
+			}
+		}
+	}
+	return best
+}
+
+// ring is a consistent-hash ring: vnodes points per instance of one tier,
+// sorted. A point packs the top 40 bits of its hash above the index of its
+// instance in the tier (24 bits), so the ring is one []uint64 that sorts
+// fast, and equal hashes break ties on the instance, sorted by name: every
+// client builds the same ring from the same membership.
+type ring []uint64
+
+const (
+	ownerBits = 24
+	ownerMask = 1<<ownerBits - 1
+	// maxRingInstances bounds the instances of a tier on a ring; beyond it
+	// the sticky policy falls back to scanning (far beyond any real use).
+	maxRingInstances = 1 << ownerBits
+)
+
+func buildRing(tier []*Instance, vnodes int) ring {
+	if len(tier) == 0 || len(tier) > maxRingInstances {
+		return nil
+	}
+	r := make(ring, 0, len(tier)*vnodes)
+	for i, in := range tier {
+		h := hashString(in.name)
+		for v := range vnodes {
+			r = append(r, mix64(h+uint64(v+1)*golden)&^ownerMask|uint64(i))
+		}
+	}
+	slices.Sort(r)
+	return r
+}
+
+// search returns the index of the first point at or after hash h, wrapping.
+func (r ring) search(h uint64) int {
+	h &^= ownerMask
+	lo, hi := 0, len(r)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if r[m] < h {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo == len(r) {
+		lo = 0
+	}
+	return lo
+}
+
+func (r ring) owner(i int) int { return int(r[i] & ownerMask) }
+
+// maxRingWalk bounds how many ring points a sticky pick visits looking for an
+// eligible successor before it falls back to scanning the tier.
+const maxRingWalk = 256
+
+const golden = 0x9e3779b97f4a7c15
+
+// mix64 is the splitmix64 finaliser: a bijection with full avalanche.
+func mix64(z uint64) uint64 {
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
+}
+
+// hashString is FNV-1a finished by mix64. It is stable across processes and
+// versions, so every client maps a sticky key to the same instance.
+func hashString(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return mix64(h)
+}
