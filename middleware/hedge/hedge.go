@@ -1,0 +1,351 @@
+package hedge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-kit/kit/endpoint"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/aegis-sdk/kitnats/lb"
+	"github.com/aegis-sdk/kitnats/middleware/retry"
+)
+
+// ScopeName is the instrumentation scope of the meter.
+const ScopeName = "github.com/aegis-sdk/kitnats/middleware/hedge"
+
+// Metric names, counters of unit {request}.
+const (
+	// SentMetric counts backup requests sent.
+	SentMetric = "kitnats.hedge.sent"
+	// WonMetric counts backup requests whose response was returned: the
+	// first attempt was slower, or failed.
+	WonMetric = "kitnats.hedge.won"
+	// BudgetExhaustedMetric counts backup requests that were due but that
+	// the budget refused.
+	BudgetExhaustedMetric = "kitnats.hedge.budget_exhausted"
+)
+
+// ErrLost is the cause (context.Cause) of the cancellation of the attempt
+// that lost the race: the other one answered first. Its ctx.Err() is
+// context.Canceled, which the breaker package does not count against the
+// instance.
+var ErrLost = errors.New("kitnats/hedge: another attempt answered first")
+
+// Balancer is an lb.Balancer that hedges the calls marked idempotent: Pick
+// returns the instance the balancer beneath picked, with an endpoint that
+// sends a backup request to another instance when the first one has not
+// answered after the hedge delay, and returns the first success. Calls that
+// are not marked go through untouched.
+//
+// A Balancer is safe for concurrent use. Build one per method: its delay
+// tracks that method's latency.
+type Balancer struct {
+	next   lb.Balancer
+	delay  *tracker
+	budget *Budget
+
+	mSent, mWon, mExhausted metric.Int64Counter
+	attrs                   metric.AddOption
+
+	calls, sent, won, exhausted, alone atomic.Uint64
+}
+
+// Stats are a Balancer's counts since New.
+type Stats struct {
+	Calls           uint64        // calls that could be hedged: marked idempotent, an instance picked
+	Sent            uint64        // backup requests sent
+	Won             uint64        // backup requests whose response was returned
+	BudgetExhausted uint64        // backup requests due but refused by the budget
+	NoOtherInstance uint64        // backup requests due but with no other instance to go to
+	Delay           time.Duration // the hedge delay now
+}
+
+var _ lb.Balancer = (*Balancer)(nil)
+
+// New returns a Balancer that hedges the idempotent calls (retry.Idempotent,
+// retry.WithIdempotent) that next balances. See the package documentation.
+func New(next lb.Balancer, opts ...Option) (*Balancer, error) {
+	if next == nil {
+		return nil, fmt.Errorf("%w: nil balancer", ErrInvalidOption)
+	}
+	o := options{q: DefaultQuantile, minDelay: DefaultMinDelay, initial: DefaultInitialDelay}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	h := &Balancer{next: next, budget: o.budget}
+	if !o.budgetSet {
+		h.budget, _ = NewBudget(DefaultBudgetRatio, DefaultBudgetBurst)
+	}
+	if o.fixed > 0 {
+		h.delay = newFixed(o.fixed)
+	} else {
+		h.delay = newTracker(o.q, o.minDelay, o.initial)
+	}
+
+	mp := o.mp
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	m := mp.Meter(ScopeName)
+	var err error
+	counter := func(name, desc string) metric.Int64Counter {
+		c, cerr := m.Int64Counter(name, metric.WithUnit("{request}"), metric.WithDescription(desc))
+		err = errors.Join(err, cerr)
+		return c
+	}
+	h.mSent = counter(SentMetric, "Backup requests sent by hedging.")
+	h.mWon = counter(WonMetric, "Backup requests whose response was returned.")
+	h.mExhausted = counter(BudgetExhaustedMetric, "Backup requests due but refused by the hedging budget.")
+	if err != nil {
+		otel.Handle(err) // the API hands back no-op instruments with the error
+	}
+	h.attrs = metric.WithAttributeSet(attribute.NewSet(o.attributes...))
+	return h, nil
+}
+
+// Endpoint satisfies go-kit's lb.Balancer. It is Pick with a background
+// context, which is never marked idempotent: it is never hedged.
+func (h *Balancer) Endpoint() (endpoint.Endpoint, error) { return h.next.Endpoint() }
+
+// Pick asks the balancer beneath for an instance. When ctx is marked
+// idempotent it returns that instance with an endpoint that hedges; the
+// backup request goes to an instance the balancer beneath picks from those
+// neither in tried nor the first one. Pick allocates one closure for the
+// calls it hedges, nothing for the others.
+func (h *Balancer) Pick(ctx context.Context, tried []string) (lb.Pick, error) {
+	p, err := h.next.Pick(ctx, tried)
+	if err != nil || !retry.IsIdempotent(ctx) {
+		return p, err
+	}
+	return lb.Pick{
+		Instance: p.Instance,
+		Endpoint: func(ctx context.Context, request any) (any, error) {
+			return h.serve(ctx, request, p, tried)
+		},
+	}, nil
+}
+
+// Stats returns the counts since New, for reports; the same counts go to the
+// OpenTelemetry counters.
+func (h *Balancer) Stats() Stats {
+	return Stats{
+		Calls:           h.calls.Load(),
+		Sent:            h.sent.Load(),
+		Won:             h.won.Load(),
+		BudgetExhausted: h.exhausted.Load(),
+		NoOtherInstance: h.alone.Load(),
+		Delay:           h.delay.delay(),
+	}
+}
+
+// Attempt is one side of a hedged call that failed.
+type Attempt struct {
+	Instance string
+	Err      error
+}
+
+// Error is returned when both the first attempt and the backup failed. It
+// unwraps to both errors, the first attempt's first, so errors.Is and
+// errors.As (and the retry package's classifier) reach each of them.
+type Error struct {
+	Primary, Backup Attempt
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("kitnats/hedge: both attempts failed: %s: %v; backup %s: %v",
+		e.Primary.Instance, e.Primary.Err, e.Backup.Instance, e.Backup.Err)
+}
+
+// Unwrap returns the first attempt's error, then the backup's.
+func (e *Error) Unwrap() []error { return []error{e.Primary.Err, e.Backup.Err} }
+
+// IsBackup reports whether ctx is the context of a backup request, for
+// middleware beneath the balancer (logging, tracing) that wants to tell.
+func IsBackup(ctx context.Context) bool {
+	_, ok := ctx.Value(backupKey{}).(bool)
+	return ok
+}
+
+type backupKey struct{}
+
+// backupCtx is the context of a backup request. When the call runs beneath
+// a retry endpoint, it answers retry.AttemptFromContext with the retry's
+// attempt but the backup's instance, so that per-instance middleware (the
+// tracing package's Factory) labels the backup's span with the instance it
+// went to, not the first attempt's.
+type backupCtx struct {
+	context.Context
+	attempt *retry.Attempt // nil when not beneath retry
+}
+
+func (c *backupCtx) Value(key any) any {
+	if key == (backupKey{}) {
+		return true
+	}
+	v := c.Context.Value(key)
+	if c.attempt != nil {
+		if _, ok := v.(*retry.Attempt); ok {
+			return c.attempt
+		}
+	}
+	return v
+}
+
+// race is one hedged call: the first attempt runs on the caller's
+// goroutine, the backup on the timer's. mu orders their ends.
+type race struct {
+	h       *Balancer
+	ctx     context.Context
+	request any
+	primary string
+	tried   []string
+	pcancel context.CancelCauseFunc
+
+	mu          sync.Mutex
+	primaryDone bool // the first attempt returned
+	primaryWon  bool // … with success, before the backup did
+	launched    bool // the backup was sent: done, bcancel and backup are set
+	backup      string
+	bcancel     context.CancelCauseFunc
+	done        chan struct{} // closed when the backup returned
+	bResp       any
+	bErr        error
+	backupWon   bool
+}
+
+func (h *Balancer) serve(ctx context.Context, request any, primary lb.Pick, tried []string) (any, error) {
+	h.calls.Add(1)
+	if h.budget != nil {
+		h.budget.Deposit()
+	}
+	pctx, pcancel := context.WithCancelCause(ctx)
+	r := &race{h: h, ctx: ctx, request: request, primary: primary.Instance, tried: tried, pcancel: pcancel}
+	timer := time.AfterFunc(h.delay.delay(), r.fire)
+
+	// The first attempt runs here rather than on a goroutine of its own: no
+	// goroutine and no hand-off for the calls that are not hedged (most).
+	// When the backup wins, it cancels pctx and the first attempt returns at
+	// once — endpoints honour their context, as natsrpc's do.
+	start := time.Now()
+	resp, err := primary.Endpoint(pctx, request)
+	elapsed := time.Since(start)
+
+	r.mu.Lock()
+	r.primaryDone = true
+	if !r.launched {
+		// No backup was sent, and none will be: fire checks primaryDone.
+		r.mu.Unlock()
+		timer.Stop()
+		pcancel(nil)
+		if err == nil {
+			h.delay.observe(elapsed)
+		}
+		return resp, err
+	}
+	switch {
+	case r.backupWon:
+		// The backup answered first and cancelled this attempt; its
+		// latency is unknown (longer than elapsed) and is not recorded —
+		// recording elapsed would feed the delay back into itself.
+		r.mu.Unlock()
+		pcancel(nil)
+		return r.bResp, nil
+	case err == nil:
+		r.primaryWon = true
+		r.mu.Unlock()
+		r.bcancel(ErrLost)
+		pcancel(nil)
+		h.delay.observe(elapsed)
+		return resp, nil
+	}
+	// The first attempt failed; the backup is still running, or failed.
+	done, bcancel := r.done, r.bcancel
+	r.mu.Unlock()
+	pcancel(nil)
+	select {
+	case <-done:
+	case <-ctx.Done():
+		bcancel(ctx.Err())
+		return nil, err
+	}
+	if r.bErr == nil {
+		return r.bResp, nil
+	}
+	return nil, &Error{Primary: Attempt{primary.Instance, err}, Backup: Attempt{r.backup, r.bErr}}
+}
+
+// fire runs on the timer's goroutine when the first attempt has not answered
+// within the delay: it picks another instance, takes a backup from the
+// budget and sends the backup request.
+func (r *race) fire() {
+	h := r.h
+	r.mu.Lock()
+	done := r.primaryDone
+	r.mu.Unlock()
+	if done {
+		return
+	}
+	// A copy: the caller (retry) appends to its tried slice later on.
+	exclude := append(slices.Clip(r.tried), r.primary)
+	p, err := h.next.Pick(r.ctx, exclude)
+	if err != nil || slices.Contains(exclude, p.Instance) {
+		h.alone.Add(1)
+		return
+	}
+	if h.budget != nil && !h.budget.TryWithdraw() {
+		// The counter first, then Stats: once Stats counts it, so does
+		// the counter.
+		h.mExhausted.Add(r.ctx, 1, h.attrs)
+		h.exhausted.Add(1)
+		return
+	}
+	bctx, bcancel := context.WithCancelCause(r.ctx)
+	bc := &backupCtx{Context: bctx}
+	if a, ok := retry.AttemptFromContext(r.ctx); ok {
+		a.Instance = p.Instance
+		bc.attempt = &a
+	}
+
+	r.mu.Lock()
+	if r.primaryDone {
+		r.mu.Unlock()
+		bcancel(nil)
+		if h.budget != nil {
+			h.budget.refund()
+		}
+		return
+	}
+	r.launched, r.backup, r.bcancel, r.done = true, p.Instance, bcancel, make(chan struct{})
+	r.mu.Unlock()
+	h.mSent.Add(r.ctx, 1, h.attrs)
+	h.sent.Add(1)
+
+	resp, err := p.Endpoint(bc, r.request)
+
+	r.mu.Lock()
+	r.bResp, r.bErr = resp, err
+	won := err == nil && !r.primaryWon
+	r.backupWon = won
+	if won {
+		// Counted before the caller can return, so that the counts read
+		// after a call include it.
+		h.mWon.Add(r.ctx, 1, h.attrs)
+		h.won.Add(1)
+	}
+	close(r.done)
+	r.mu.Unlock()
+	if won {
+		r.pcancel(ErrLost)
+	}
+	bcancel(nil)
+}
