@@ -16,8 +16,69 @@ import (
 	"github.com/aegis-sdk/kitnats/lb"
 )
 
-// defaultTimeout is gobreaker's open period when Settings.Timeout is not set.
-const defaultTimeout = 60 * time.Second
+// Defaults for RPC over NATS, used for every Settings field WithSettings
+// leaves zero. gobreaker's own (never clear the counts, trip on six
+// consecutive failures, stay open a minute) fit a remote service called a
+// few times a minute; an RPC client makes hundreds of calls a second to a
+// handful of instances, and an instance that came back should take traffic
+// again within seconds.
+const (
+	// DefaultTimeout is the open period: an ejected instance is probed
+	// again after it.
+	DefaultTimeout = 5 * time.Second
+	// DefaultMaxRequests is how many probes a half-open breaker lets
+	// through; that many successes in a row close it, one failure opens it
+	// again.
+	DefaultMaxRequests = 3
+	// DefaultInterval is the rolling window of the closed state's counts,
+	// in buckets of DefaultBucketPeriod: old failures age out, so a rare
+	// error never adds up to a trip.
+	DefaultInterval     = 10 * time.Second
+	DefaultBucketPeriod = time.Second
+	// DefaultConsecutiveFailures, DefaultMinRequests and DefaultFailureRatio
+	// make DefaultReadyToTrip.
+	DefaultConsecutiveFailures = 5
+	DefaultMinRequests         = 10
+	DefaultFailureRatio        = 0.5
+)
+
+// DefaultReadyToTrip opens a breaker when, within the rolling window,
+// DefaultConsecutiveFailures calls in a row failed, or at least
+// DefaultFailureRatio of at least DefaultMinRequests counted calls did. The
+// minimum keeps a single unlucky call from ejecting an instance; the ratio
+// catches an instance that fails every other call, which a run of
+// consecutive failures would miss.
+func DefaultReadyToTrip(c gobreaker.Counts) bool {
+	if c.ConsecutiveFailures >= DefaultConsecutiveFailures {
+		return true
+	}
+	counted := c.TotalSuccesses + c.TotalFailures
+	return counted >= DefaultMinRequests && float64(c.TotalFailures) >= DefaultFailureRatio*float64(counted)
+}
+
+// DefaultSettings returns the settings New and Factory use when WithSettings
+// is not given.
+func DefaultSettings() gobreaker.Settings {
+	return withDefaults(gobreaker.Settings{})
+}
+
+// withDefaults fills the zero fields of st with this package's defaults.
+// A negative Interval keeps gobreaker's meaning: counts never cleared.
+func withDefaults(st gobreaker.Settings) gobreaker.Settings {
+	if st.Timeout <= 0 {
+		st.Timeout = DefaultTimeout
+	}
+	if st.MaxRequests == 0 {
+		st.MaxRequests = DefaultMaxRequests
+	}
+	if st.Interval == 0 {
+		st.Interval, st.BucketPeriod = DefaultInterval, DefaultBucketPeriod
+	}
+	if st.ReadyToTrip == nil {
+		st.ReadyToTrip = DefaultReadyToTrip
+	}
+	return st
+}
 
 // Option configures New and Factory.
 type Option func(*config)
@@ -26,6 +87,10 @@ type config struct {
 	settings gobreaker.Settings
 	business func(error) bool
 	hook     StateHook
+	conn     *nats.Conn
+	grace    time.Duration
+	share    float64
+	window   time.Duration
 }
 
 // StateHook is told of every state change of a breaker, with the breaker's
@@ -36,10 +101,15 @@ type config struct {
 type StateHook = func(name string, from, to gobreaker.State)
 
 // WithSettings sets gobreaker's settings: trip policy (ReadyToTrip), the
-// open period before a half-open probe (Timeout) and how many probes pass
-// (MaxRequests). Name is overridden by New's name and by Factory's instance.
-// IsExcluded and IsSuccessful, when set, are consulted after this
-// package's own rules; OnStateChange is called before WithStateChange's hook.
+// open period before a half-open probe (Timeout), how many probes pass
+// (MaxRequests) and the window of the counts (Interval, BucketPeriod).
+// Fields left zero take this package's defaults (DefaultSettings), not
+// gobreaker's: a zero Timeout is DefaultTimeout, not a minute; a zero
+// Interval is DefaultInterval in buckets of DefaultBucketPeriod (a negative
+// one never clears the counts). Name is overridden by New's name and by
+// Factory's instance. IsExcluded and IsSuccessful, when set, are consulted
+// besides this package's own rules; OnStateChange is called before
+// WithStateChange's hook.
 func WithSettings(st gobreaker.Settings) Option {
 	return func(c *config) { c.settings = st }
 }
@@ -57,6 +127,40 @@ func WithStateChange(hook StateHook) Option {
 	return func(c *config) { c.hook = hook }
 }
 
+// WithConn tells the breakers which NATS connection their calls use, so that
+// a fault of the connection is not blamed on the instances. A failed call is
+// not counted when the connection is not connected at the time, when it
+// changed status (disconnected, reconnected) while the call ran — a request
+// sent before a disconnect can fail after the reconnection — or when the
+// call failed within the reconnect grace after the connection came back
+// (WithReconnectGrace). The connection is watched by one goroutine, shared
+// by every breaker of the connection, which ends when the connection
+// closes. Calls that succeed pay one atomic load for it.
+func WithConn(nc *nats.Conn) Option {
+	return func(c *config) { c.conn = nc }
+}
+
+// WithReconnectGrace sets how long after the connection of WithConn comes
+// back failures are still not counted (default DefaultReconnectGrace): the
+// instances' own connections are reconnecting too, and a request may find
+// no responders until they have re-subscribed. 0 disables the grace.
+func WithReconnectGrace(d time.Duration) Option {
+	return func(c *config) { c.grace = max(d, 0) }
+}
+
+// WithCorrelation sets the correlation rule of Factory's breakers: a failure
+// is not counted against its instance when, counting it, at least
+// max(2, ⌈share × instances⌉) of the Factory's instances failed the same way
+// (a timeout, no responders, an error reply, anything else) within window.
+// When most instances fail at once the fault is the caller's, its
+// network's or a shared dependency's, and ejecting instances would take
+// healthy ones out of rotation; a single failing instance still trips. The
+// defaults are DefaultCorrelationShare and DefaultCorrelationWindow; a share
+// or window of 0 disables the rule. New's breakers, alone, ignore it.
+func WithCorrelation(share float64, window time.Duration) Option {
+	return func(c *config) { c.share, c.window = share, window }
+}
+
 // IsBusinessError reports whether err is an answer the server returned
 // deliberately. By the transport contract such an error implements
 // interface{ Retryable() bool } returning false, while errors proving the
@@ -70,45 +174,99 @@ func IsBusinessError(err error) bool {
 	return !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout)
 }
 
-// excluded marks an error that must not move the breaker: the caller gave
-// up, the instance did nothing wrong.
-type excluded struct{ err error }
+// failure carries a failed attempt's error to the breaker's IsExcluded with
+// what the rules need to judge it. Middleware unwraps it before returning.
+type failure struct {
+	err      error
+	epoch    uint64 // transportEpoch when the attempt started
+	canceled bool   // the caller canceled the attempt's context
+}
 
-func (e *excluded) Error() string { return e.err.Error() }
-func (e *excluded) Unwrap() error { return e.err }
+func (f *failure) Error() string { return f.err.Error() }
+func (f *failure) Unwrap() error { return f.err }
 
 func newConfig(opts []Option) config {
-	c := config{business: IsBusinessError}
+	c := config{
+		business: IsBusinessError,
+		grace:    DefaultReconnectGrace,
+		share:    DefaultCorrelationShare,
+		window:   DefaultCorrelationWindow,
+	}
 	for _, o := range opts {
 		o(&c)
 	}
+	c.settings = withDefaults(c.settings)
 	return c
 }
 
-// settings returns the gobreaker settings for the breaker called name.
-// settingsFor returns the gobreaker settings for the breaker called name;
-// own, when set, hears state changes first.
-func (c config) settingsFor(name string, own StateHook) gobreaker.Settings {
-	st := c.settings
-	st.Name = name
-	userExcluded, userSuccessful, userHook := st.IsExcluded, st.IsSuccessful, st.OnStateChange
-	st.IsExcluded = func(err error) bool {
-		if err == nil {
-			return false
-		}
-		var x *excluded
-		if errors.As(err, &x) || errors.Is(err, context.Canceled) {
+// rules are what a breaker's IsExcluded consults besides the user's.
+type rules struct {
+	conn   *connWatch // nil without WithConn
+	grace  time.Duration
+	corr   *detector // nil for New's breakers, or when disabled
+	slot   *slot
+	isSucc func(error) bool
+	isExcl func(error) bool // the user's, or nil
+}
+
+// excluded reports whether the failure err must not count: the caller
+// canceled it, it proves a transport fault, the user says so, the
+// connection was not up throughout, or it is correlated with the failures
+// of the other instances.
+func (r *rules) excluded(err error) bool {
+	if err == nil {
+		return false
+	}
+	f, known := err.(*failure)
+	if known {
+		err = f.err
+		if f.canceled {
 			return true
 		}
-		return userExcluded != nil && userExcluded(err)
 	}
+	if errors.Is(err, context.Canceled) || IsTransportError(err) || r.isExcl != nil && r.isExcl(err) {
+		return true
+	}
+	if r.isSucc(err) {
+		return false // counted as a success
+	}
+	at := now()
+	// Record the failure even when the connection rule excuses it: after a
+	// reconnection the instances' connections come back one by one, and
+	// their failures then are correlated with the ones just before.
+	correlated := r.corr != nil && r.corr.failed(r.slot, kindOf(err), at)
+	if r.conn != nil {
+		var epoch uint64
+		if known {
+			epoch = f.epoch
+		}
+		if r.conn.excuses(epoch, known, r.grace, at) {
+			return true
+		}
+	}
+	return correlated
+}
+
+// settingsFor returns the gobreaker settings for the breaker called name
+// with rules r (conn, grace and corr set); own, when set, hears state
+// changes first.
+func (c config) settingsFor(name string, r *rules, own StateHook) gobreaker.Settings {
+	st := c.settings
+	st.Name = name
+	userSuccessful, userHook := st.IsSuccessful, st.OnStateChange
+	r.isExcl = st.IsExcluded
 	business := c.business
-	st.IsSuccessful = func(err error) bool {
+	r.isSucc = func(err error) bool {
+		if f, ok := err.(*failure); ok {
+			err = f.err
+		}
 		if err == nil || business != nil && business(err) {
 			return true
 		}
 		return userSuccessful != nil && userSuccessful(err)
 	}
+	st.IsExcluded = r.excluded
+	st.IsSuccessful = r.isSucc
 	if hook := c.hook; hook != nil || userHook != nil || own != nil {
 		st.OnStateChange = func(name string, from, to gobreaker.State) {
 			if own != nil {
@@ -125,20 +283,35 @@ func (c config) settingsFor(name string, own StateHook) gobreaker.Settings {
 	return st
 }
 
-// New returns a circuit breaker for Middleware. Its settings exclude the
-// caller's cancellation (gobreaker's IsExcluded: neither success nor
-// failure) and count business errors as successes, so a breaker opens only
-// for an instance that fails, not for callers that give up or requests that
-// are refused on their merits.
+// rules returns the rules of one breaker, without correlation.
+func (c config) rules() *rules {
+	r := &rules{grace: c.grace}
+	if c.conn != nil {
+		r.conn = watch(c.conn)
+	}
+	return r
+}
+
+// New returns a circuit breaker for Middleware, with DefaultSettings unless
+// WithSettings says otherwise. Its settings exclude the caller's
+// cancellation and transport faults (gobreaker's IsExcluded: neither
+// success nor failure, see IsTransportError and WithConn), and count
+// business errors as successes, so a breaker opens only for an instance
+// that fails, not for callers that give up, a connection that dropped, or
+// requests that are refused on their merits.
 func New(name string, opts ...Option) *gobreaker.CircuitBreaker[any] {
 	c := newConfig(opts)
-	return gobreaker.NewCircuitBreaker[any](c.settingsFor(name, nil))
+	return gobreaker.NewCircuitBreaker[any](c.settingsFor(name, c.rules(), nil))
 }
 
 // RejectedError is returned when the breaker refuses a request: it is open,
 // or half-open with its probes in flight. The request never left, so it is
-// Retryable, and it matches gobreaker.ErrOpenState or ErrTooManyRequests
-// under errors.Is.
+// Retryable — the retry middleware moves on to another instance, and,
+// seeing Rejected, takes nothing from its budget — and it matches
+// gobreaker.ErrOpenState or ErrTooManyRequests under errors.Is. Middleware
+// outside this package find both methods through errors.As with
+// interface{ Retryable() bool } and interface{ Rejected() bool }, without
+// importing gobreaker.
 type RejectedError struct {
 	Name string // the breaker's name: the instance, for Factory's breakers
 	Err  error  // gobreaker.ErrOpenState or gobreaker.ErrTooManyRequests
@@ -154,6 +327,10 @@ func (e *RejectedError) Unwrap() error { return e.Err }
 // Retryable reports true: a rejected request was never sent.
 func (e *RejectedError) Retryable() bool { return true }
 
+// Rejected reports true: the request was refused at the client, before it
+// was sent, so retrying it adds no load to any instance.
+func (e *RejectedError) Rejected() bool { return true }
+
 // Middleware guards the next endpoint with cb, as go-kit's
 // circuitbreaker.Gobreaker does, but for gobreaker v2 and with two fixes:
 //
@@ -163,17 +340,23 @@ func (e *RejectedError) Retryable() bool { return true }
 //     out of time is a failure: a hung instance must trip its breaker;
 //   - refusals come back as *RejectedError, which the retry middleware
 //     retries on another instance.
+//
+// With a cb built by New or Factory, the rules of WithConn and
+// WithCorrelation apply too. A cb built elsewhere sees failures wrapped in a
+// type of this package; errors.Is and errors.As reach the endpoint's error.
+// The endpoint's own error is what the caller gets.
 func Middleware(cb *gobreaker.CircuitBreaker[any]) endpoint.Middleware {
 	open := &RejectedError{Name: cb.Name(), Err: gobreaker.ErrOpenState}
 	tooMany := &RejectedError{Name: cb.Name(), Err: gobreaker.ErrTooManyRequests}
 	return func(next endpoint.Endpoint) endpoint.Endpoint {
 		return func(ctx context.Context, request any) (any, error) {
 			resp, err := cb.Execute(func() (any, error) {
+				epoch := transportEpoch.Load()
 				resp, err := next(ctx, request)
-				if err != nil && errors.Is(ctx.Err(), context.Canceled) {
-					return resp, &excluded{err}
+				if err != nil {
+					return resp, &failure{err: err, epoch: epoch, canceled: errors.Is(ctx.Err(), context.Canceled)}
 				}
-				return resp, err
+				return resp, nil
 			})
 			if err == nil {
 				return resp, nil
@@ -184,8 +367,8 @@ func Middleware(cb *gobreaker.CircuitBreaker[any]) endpoint.Middleware {
 			case gobreaker.ErrTooManyRequests:
 				return nil, tooMany
 			}
-			if x, ok := err.(*excluded); ok {
-				err = x.err
+			if f, ok := err.(*failure); ok {
+				err = f.err
 			}
 			return resp, err
 		}
@@ -200,6 +383,8 @@ type Closer struct {
 	timeout   time.Duration
 	openUntil atomic.Int64 // unix nanoseconds; 0 while not open
 	inner     io.Closer
+	corr      *detector
+	slot      *slot
 	once      sync.Once
 	err       error
 }
@@ -230,9 +415,13 @@ func (c *Closer) stateChanged(_ string, _, to gobreaker.State) {
 // Breaker returns the instance's breaker, for state and counts.
 func (c *Closer) Breaker() *gobreaker.CircuitBreaker[any] { return c.cb }
 
-// Close closes the closer of the wrapped factory, once.
+// Close takes the instance out of the correlation rule's count and closes
+// the closer of the wrapped factory, once.
 func (c *Closer) Close() error {
 	c.once.Do(func() {
+		if c.corr != nil {
+			c.corr.remove(c.slot)
+		}
 		if c.inner != nil {
 			c.err = c.inner.Close()
 		}
@@ -245,19 +434,29 @@ func (c *Closer) Close() error {
 // opens, its Closer reports not Available, and picks go elsewhere) and, once
 // the breaker's Timeout passes, probed with MaxRequests half-open requests
 // before it takes full traffic again. This is outlier ejection at the
-// client, as Envoy does it. The options are New's.
+// client, as Envoy does it. The options are New's, with DefaultSettings
+// unless WithSettings says otherwise.
+//
+// Only failures that are the instance's own count. Besides New's rules, the
+// breakers of one Factory share a correlation rule (WithCorrelation): when
+// most instances fail the same way at once, none of them is blamed. Pass
+// WithConn so that the outages of the client's NATS connection are not
+// blamed either.
 func Factory(f sd.Factory, opts ...Option) sd.Factory {
 	c := newConfig(opts)
+	corr := newDetector(c.share, c.window)
 	return func(instance string) (endpoint.Endpoint, io.Closer, error) {
 		e, closer, err := f(instance)
 		if err != nil {
 			return nil, nil, err
 		}
-		cl := &Closer{inner: closer, timeout: c.settings.Timeout}
-		if cl.timeout <= 0 {
-			cl.timeout = defaultTimeout
+		cl := &Closer{inner: closer, timeout: c.settings.Timeout, corr: corr}
+		r := c.rules()
+		if corr != nil {
+			cl.slot = corr.add()
+			r.corr, r.slot = corr, cl.slot
 		}
-		cl.cb = gobreaker.NewCircuitBreaker[any](c.settingsFor(instance, cl.stateChanged))
+		cl.cb = gobreaker.NewCircuitBreaker[any](c.settingsFor(instance, r, cl.stateChanged))
 		return Middleware(cl.cb)(e), cl, nil
 	}
 }

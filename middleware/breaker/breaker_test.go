@@ -128,7 +128,11 @@ func TestBusinessErrors(t *testing.T) {
 		})}, 5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cb := breaker.New("x", tc.opts...)
+			// Never trips, so the counts are not cleared by a trip.
+			opts := append(tc.opts, breaker.WithSettings(gobreaker.Settings{
+				ReadyToTrip: func(gobreaker.Counts) bool { return false },
+			}))
+			cb := breaker.New("x", opts...)
 			e := breaker.Middleware(cb)(func(context.Context, any) (any, error) { return nil, business{} })
 			for range 5 {
 				if _, err := e(context.Background(), nil); err != (business{}) {

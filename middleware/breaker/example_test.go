@@ -13,6 +13,7 @@ import (
 
 	"github.com/aegis-sdk/kitnats/lb"
 	"github.com/aegis-sdk/kitnats/middleware/breaker"
+	"github.com/aegis-sdk/kitnats/transport/natsrpc"
 )
 
 func ExampleFactory() {
@@ -56,4 +57,27 @@ func ExampleMiddleware() {
 	fmt.Println(errors.Is(err, context.Canceled), cb.Counts().TotalFailures, cb.Counts().TotalExclusions)
 	// Output:
 	// true 0 1
+}
+
+func ExampleDefaultSettings() {
+	st := breaker.DefaultSettings()
+	fmt.Println("open for", st.Timeout, "then", st.MaxRequests, "probes")
+	fmt.Println("counts over", st.Interval, "in buckets of", st.BucketPeriod)
+	fmt.Println("4 failures in a row trip:", st.ReadyToTrip(gobreaker.Counts{ConsecutiveFailures: 4, TotalFailures: 4}))
+	fmt.Println("5 failures in a row trip:", st.ReadyToTrip(gobreaker.Counts{ConsecutiveFailures: 5, TotalFailures: 5}))
+	fmt.Println("5 failures of 10 trip:", st.ReadyToTrip(gobreaker.Counts{ConsecutiveFailures: 1, TotalFailures: 5, TotalSuccesses: 5}))
+	// Output:
+	// open for 5s then 3 probes
+	// counts over 10s in buckets of 1s
+	// 4 failures in a row trip: false
+	// 5 failures in a row trip: true
+	// 5 failures of 10 trip: true
+}
+
+func ExampleWithConn() {
+	var nc *nats.Conn // the client's connection
+	// One breaker per instance, with the defaults; outages of nc, and
+	// failures shared by most instances, are not blamed on any instance.
+	factory := breaker.Factory(natsrpc.JSONFactory[string](nc, "greeter", "hello"), breaker.WithConn(nc))
+	_ = factory // for lb.NewEndpointSet or kitnats.NewEndpointSet
 }
