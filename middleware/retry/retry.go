@@ -11,7 +11,6 @@ import (
 
 	"github.com/go-kit/kit/endpoint"
 	"github.com/nats-io/nats.go"
-	"github.com/sony/gobreaker/v2"
 
 	"github.com/aegis-sdk/kitnats/internal/backoff"
 	"github.com/aegis-sdk/kitnats/lb"
@@ -56,9 +55,9 @@ type Classifier func(err error, idempotent bool) Action
 //
 //   - an error with a Retryable() bool method (found by errors.As) is retried
 //     on another instance when it returns true, and stopped when it returns
-//     false — the transport's word is final, but for timeouts;
-//   - nats.ErrNoResponders and gobreaker's ErrOpenState/ErrTooManyRequests
-//     are retried on another instance;
+//     false — the transport's word is final, but for timeouts; a circuit
+//     breaker's refusal (breaker.RejectedError) is such an error;
+//   - nats.ErrNoResponders is retried on another instance;
 //   - lb.ErrNoInstances is retried after a backoff, never in a spin;
 //   - an attempt timeout (ErrAttemptTimeout) is retried after a backoff only
 //     when the call is idempotent: the instance may have processed it;
@@ -76,9 +75,7 @@ func DefaultClassifier(err error, idempotent bool) Action {
 		return Stop
 	case known:
 		return Stop
-	case errors.Is(err, nats.ErrNoResponders),
-		errors.Is(err, gobreaker.ErrOpenState),
-		errors.Is(err, gobreaker.ErrTooManyRequests):
+	case errors.Is(err, nats.ErrNoResponders):
 		return Retry
 	case errors.Is(err, lb.ErrNoInstances):
 		return RetryAfterBackoff
@@ -202,8 +199,9 @@ func (e *attemptTimeoutError) Unwrap() []error { return []error{ErrAttemptTimeou
 // full jitter between them (WithBackoff), within a retry budget (WithBudget),
 // on an instance not tried yet while one remains, for errors the classifier
 // deems safe to retry (DefaultClassifier). A retry after a circuit breaker
-// refused the attempt (gobreaker.ErrOpenState, ErrTooManyRequests) takes
-// nothing from the budget: the refused request never left the client.
+// refused the attempt (an error with a Rejected() bool method that returns
+// true, as breaker.RejectedError has) takes nothing from the budget: the
+// refused request never left the client.
 //
 // Unlike go-kit's lb.Retry, which retries at once on the same balancer and
 // spins when it has no endpoints, New knows which instance served each
@@ -363,7 +361,8 @@ func (r *retrier) call(ctx context.Context, request any) (any, error) {
 		if !slices.Contains(tried, pick.Instance) {
 			tried = append(tried, pick.Instance)
 		}
-		free = errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests)
+		var rejected interface{ Rejected() bool }
+		free = errors.As(err, &rejected) && rejected.Rejected()
 		if action = r.o.classify(err, r.idempotent(ctx)); action == Stop {
 			return nil, fail(nil)
 		}

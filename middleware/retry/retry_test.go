@@ -13,10 +13,10 @@ import (
 
 	"github.com/go-kit/kit/endpoint"
 	"github.com/nats-io/nats.go"
-	"github.com/sony/gobreaker/v2"
 	"go.uber.org/goleak"
 
 	"github.com/aegis-sdk/kitnats/lb"
+	"github.com/aegis-sdk/kitnats/middleware/breaker"
 	"github.com/aegis-sdk/kitnats/middleware/retry"
 )
 
@@ -506,8 +506,9 @@ func TestDefaultClassifier(t *testing.T) {
 		{&transient{"x"}, false, retry.Retry},
 		{business{}, false, retry.Stop},
 		{business{}, true, retry.Stop},
-		{gobreaker.ErrOpenState, false, retry.Retry},
-		{gobreaker.ErrTooManyRequests, false, retry.Retry},
+		// A breaker's refusals, known by their Retryable method.
+		{&breaker.RejectedError{Name: "a", Err: errOpen}, false, retry.Retry},
+		{fmt.Errorf("wrapped: %w", &breaker.RejectedError{Name: "a", Err: errTooMany}), false, retry.Retry},
 		{lb.ErrNoInstances, false, retry.RetryAfterBackoff},
 		{fmt.Errorf("%w: %w", retry.ErrAttemptTimeout, context.DeadlineExceeded), false, retry.Stop},
 		{fmt.Errorf("%w: %w", retry.ErrAttemptTimeout, context.DeadlineExceeded), true, retry.RetryAfterBackoff},
@@ -598,12 +599,19 @@ func TestConcurrentUse(t *testing.T) {
 	}
 }
 
+// The errors a breaker's refusal wraps; retry knows refusals by their
+// methods, not by these.
+var (
+	errOpen    = errors.New("circuit breaker is open")
+	errTooMany = errors.New("too many requests")
+)
+
 func TestBreakerRefusalIsFreeOfBudget(t *testing.T) {
 	budget, err := retry.NewBudget(0, 0, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := newFake("a", fails(gobreaker.ErrOpenState), "b", answers("ok"))
+	b := newFake("a", fails(&breaker.RejectedError{Name: "a", Err: errOpen}), "b", answers("ok"))
 	e := mustNew(t, b, retry.WithBudget(budget))
 	for range 5 {
 		if _, err := e(context.Background(), nil); err != nil {
