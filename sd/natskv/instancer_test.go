@@ -787,3 +787,19 @@ func TestDescribe(t *testing.T) {
 		t.Fatalf("Describe(a) after STANDBY = %+v, %v", attrs, ok)
 	}
 }
+
+// The one name limit: an instance ID of MaxInstanceIDLen bytes registers and
+// is discovered (the transport calls it by the same rules); one byte more is
+// refused with the shared name error.
+func TestLongestInstanceID(t *testing.T) {
+	_, b := newBucket(t, natskv.BucketConfig{})
+	id := strings.Repeat("i", natskv.MaxInstanceIDLen)
+	register(t, b, inst("svc", id))
+	i := newInstancer(t, b, "svc")
+	waitSet(t, subscribe(t, i), id)
+	_, err := natskv.NewRegistrar(b, inst("svc", id+"x"), nil)
+	var ne *natskv.NameError
+	if !errors.Is(err, natskv.ErrInvalidName) || !errors.As(err, &ne) || ne.Kind != "instance" {
+		t.Fatalf("an ID over the limit: want a NameError for the instance, have %v", err)
+	}
+}

@@ -1,0 +1,134 @@
+package natskv
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A bucket that is never used: the constructors refuse bad options before
+// they touch it.
+func fakeBucket(msgTTL bool) *Bucket {
+	return &Bucket{caps: Capabilities{Bucket: "b", MsgTTL: msgTTL, Markers: msgTTL}}
+}
+
+var validInst = Instance{ServiceName: "svc", InstanceID: "a", Version: "1.0.0"}
+
+func TestBadOptionsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		reg  []RegistrarOption
+		ins  []InstancerOption
+		in   string // in the error
+	}{
+		{name: "zero heartbeat", reg: []RegistrarOption{WithHeartbeat(0)}, in: "WithHeartbeat"},
+		{name: "negative heartbeat", reg: []RegistrarOption{WithHeartbeat(-time.Second)}, ins: []InstancerOption{WithHeartbeat(-1)}, in: "WithHeartbeat"},
+		{name: "sub-second TTL", reg: []RegistrarOption{WithTTL(500 * time.Millisecond)}, ins: []InstancerOption{WithTTL(0)}, in: "WithTTL"},
+		{name: "TTL within a heartbeat", reg: []RegistrarOption{WithTTL(2 * time.Second), WithHeartbeat(5 * time.Second)},
+			ins: []InstancerOption{WithHeartbeat(2 * time.Second), WithTTL(2 * time.Second)}, in: "outlast the heartbeat"},
+		{name: "TTL under the default heartbeat", reg: []RegistrarOption{WithTTL(5 * time.Second)}, in: "WithTTL"},
+		{name: "zero retry wait", reg: []RegistrarOption{WithRetryWait(0)}, ins: []InstancerOption{WithRetryWait(-1)}, in: "WithRetryWait"},
+		{name: "unknown layout", reg: []RegistrarOption{WithLayout(Layout(7))}, ins: []InstancerOption{WithLayout(-1)}, in: "unknown layout"},
+		{name: "bad option in a bundle", reg: []RegistrarOption{Options(WithLayout(LayoutAegis), WithHeartbeat(0))},
+			ins: []InstancerOption{Options(nil, WithRetryWait(0))}, in: "natskv: invalid option"},
+		{name: "zero poll interval", ins: []InstancerOption{WithPolling(0)}, in: "WithPolling"},
+		{name: "negative poll interval", ins: []InstancerOption{WithPolling(-time.Second)}, in: "WithPolling"},
+		{name: "nil formatter", ins: []InstancerOption{WithFormatter(nil)}, in: "WithFormatter"},
+		{name: "nil change func", ins: []InstancerOption{WithChangeFunc(nil)}, in: "WithChangeFunc"},
+		{name: "nil meter provider", ins: []InstancerOption{WithMeterProvider(nil)}, in: "WithMeterProvider"},
+		{name: "zero watch heartbeat", ins: []InstancerOption{WithWatchHeartbeat(0)}, in: "WithWatchHeartbeat"},
+		{name: "watch heartbeat without a watch", ins: []InstancerOption{WithPolling(time.Second), WithWatchHeartbeat(time.Second)}, in: "WithPolling"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.reg != nil {
+				_, err := NewRegistrar(fakeBucket(true), validInst, nil, tc.reg...)
+				if !errors.Is(err, ErrInvalidOption) || !strings.Contains(err.Error(), tc.in) {
+					t.Errorf("NewRegistrar: want ErrInvalidOption naming %q, have %v", tc.in, err)
+				}
+			}
+			if tc.ins != nil {
+				i, err := NewInstancer(fakeBucket(true), "svc", nil, tc.ins...)
+				if !errors.Is(err, ErrInvalidOption) || !strings.Contains(err.Error(), tc.in) {
+					t.Errorf("NewInstancer: want ErrInvalidOption naming %q, have %v", tc.in, err)
+				}
+				if i != nil {
+					i.Stop()
+				}
+			}
+		})
+	}
+	if _, err := NewRegistrar(nil, validInst, nil); err == nil {
+		t.Error("NewRegistrar(nil bucket): want an error")
+	}
+	if _, err := NewInstancer(nil, "svc", nil); err == nil {
+		t.Error("NewInstancer(nil bucket): want an error")
+	}
+}
+
+// Options that concern only an Instancer are not RegistrarOptions: passing
+// one to NewRegistrar does not compile. Options of both are both.
+func TestOptionTypes(t *testing.T) {
+	for name, o := range map[string]any{
+		"WithStaleAfter": WithStaleAfter(time.Second), "WithFormatter": WithFormatter(func(Instance) string { return "" }),
+		"WithExcludeStandby": WithExcludeStandby(), "WithPolling": WithPolling(time.Second),
+		"WithChangeFunc": WithChangeFunc(func(Change) {}), "WithWatchHeartbeat": WithWatchHeartbeat(time.Second),
+	} {
+		if _, ok := o.(RegistrarOption); ok {
+			t.Errorf("%s is a RegistrarOption", name)
+		}
+		if _, ok := o.(InstancerOption); !ok {
+			t.Errorf("%s is not an InstancerOption", name)
+		}
+	}
+	for name, o := range map[string]any{
+		"WithLayout": WithLayout(LayoutAegis), "WithHeartbeat": WithHeartbeat(time.Second), "WithTTL": WithTTL(time.Second),
+		"WithRetryWait": WithRetryWait(time.Second), "Options": Options(),
+	} {
+		_, r := o.(RegistrarOption)
+		_, i := o.(InstancerOption)
+		if !r || !i {
+			t.Errorf("%s: RegistrarOption %v, InstancerOption %v; want both", name, r, i)
+		}
+	}
+}
+
+func TestRegistrarTTL(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		msgTTL bool
+		opts   []RegistrarOption
+		want   time.Duration
+	}{
+		{"default: 3 heartbeats", true, nil, 30 * time.Second},
+		{"rounded up to whole seconds", true, []RegistrarOption{Options(WithHeartbeat(200*time.Millisecond), WithTTL(1500*time.Millisecond))}, 2 * time.Second},
+		{"a short default heartbeat: at least 1 s", true, []RegistrarOption{WithHeartbeat(50 * time.Millisecond)}, time.Second},
+		{"no per-write TTL on the bucket", false, []RegistrarOption{WithHeartbeat(time.Second), WithTTL(3 * time.Second)}, 0},
+		{"nil options are skipped", true, []RegistrarOption{nil, WithHeartbeat(time.Second), nil}, 3 * time.Second},
+	} {
+		r, err := NewRegistrar(fakeBucket(tc.msgTTL), validInst, nil, tc.opts...)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if r.TTL() != tc.want {
+			t.Errorf("%s: TTL want %v, have %v", tc.name, tc.want, r.TTL())
+		}
+	}
+}
+
+func TestOptionDefaults(t *testing.T) {
+	o := instancerOptions{commonOptions: defaultCommon()}
+	if _, err := configure(fakeBucket(false), nil, []InstancerOption{WithHeartbeat(2 * time.Second)}, InstancerOption.applyInstancer, &o, &o.commonOptions); err != nil {
+		t.Fatal(err)
+	}
+	if o.retryWait != 500*time.Millisecond || o.layout != LayoutDotted {
+		t.Errorf("defaults: %+v", o.commonOptions)
+	}
+	o = instancerOptions{commonOptions: defaultCommon()}
+	if _, err := configure(fakeBucket(false), nil, []InstancerOption{Options(WithLayout(LayoutAegis), WithRetryWait(time.Minute))}, InstancerOption.applyInstancer, &o, &o.commonOptions); err != nil {
+		t.Fatal(err)
+	}
+	if o.retryWait != time.Minute || o.layout != LayoutAegis || o.heartbeat != DefaultHeartbeat {
+		t.Errorf("bundled: %+v", o.commonOptions)
+	}
+}
