@@ -2,6 +2,7 @@ package natskv_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -126,4 +127,65 @@ func ExampleBindBucket() {
 	// Output:
 	// bucket service_registry: R1, history 1, no per-key TTL or expiry markers: a crashed instance is detected by heartbeat age only
 	// service-instances__echo-service__go-1
+}
+
+// The settings both sides of a bucket must agree on, set once for both;
+// what concerns only the Instancer goes beside them. Bad values are refused.
+func ExampleOptions() {
+	ctx := context.Background()
+	srv, _ := natstest.Run(natstest.Config{})
+	defer srv.Shutdown()
+	nc, _ := natstest.Dial(srv.URL())
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	bucket, _ := natskv.CreateBucket(ctx, js, natskv.BucketConfig{})
+
+	liveness := natskv.Options(natskv.WithHeartbeat(time.Second), natskv.WithTTL(3*time.Second))
+	reg, _ := natskv.NewRegistrar(bucket, natskv.Instance{ServiceName: "echo", InstanceID: "echo-1", Version: "1.0.0"},
+		nil, liveness)
+	instancer, _ := natskv.NewInstancer(bucket, "echo", nil, liveness, natskv.WithExcludeStandby())
+	defer instancer.Stop()
+	fmt.Println("TTL", reg.TTL())
+
+	_, err := natskv.NewInstancer(bucket, "echo", nil, natskv.WithPolling(0))
+	fmt.Println(errors.Is(err, natskv.ErrInvalidOption), err)
+	// Output:
+	// TTL 3s
+	// true natskv: invalid option: WithPolling: interval 0s is not positive
+}
+
+// What balancers learn of an instance beyond its name: lb.EndpointSet asks
+// the Instancer (an lb.Describer) on every event, so a STANDBY instance is
+// used only when no ACTIVE one can serve.
+func ExampleInstancer_Describe() {
+	ctx := context.Background()
+	srv, _ := natstest.Run(natstest.Config{})
+	defer srv.Shutdown()
+	nc, _ := natstest.Dial(srv.URL())
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	bucket, _ := natskv.CreateBucket(ctx, js, natskv.BucketConfig{})
+
+	reg, _ := natskv.NewRegistrar(bucket, natskv.Instance{ServiceName: "echo", InstanceID: "echo-1", Version: "1.0.0",
+		Metadata: map[string]string{"zone": "eu-1"}}, nil)
+	_ = reg.RegisterContext(ctx)
+	defer reg.Close()
+	instancer, _ := natskv.NewInstancer(bucket, "echo", nil)
+	defer instancer.Stop()
+	events := make(chan sd.Event, 1)
+	instancer.Register(events)
+	defer instancer.Deregister(events)
+
+	fmt.Println((<-events).Instances)
+	attrs, _ := instancer.Describe("echo-1")
+	fmt.Println("standby:", attrs.Standby, "zone:", attrs.Metadata["zone"])
+	_ = reg.SetStatus(ctx, natskv.StatusStandby)
+	fmt.Println((<-events).Instances) // the same set, sent again
+	attrs, _ = instancer.Describe("echo-1")
+	fmt.Println("standby:", attrs.Standby)
+	// Output:
+	// [echo-1]
+	// standby: false zone: eu-1
+	// [echo-1]
+	// standby: true
 }

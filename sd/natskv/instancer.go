@@ -70,8 +70,8 @@ type Change struct {
 
 // Instancer yields the healthy instances of one service from a registry
 // bucket, kept current by a watch (or, WithPolling, by re-listing). It
-// implements go-kit's sd.Instancer; Instances and Lookup give the rich view
-// (status, metadata) for balancers and for discovery without go-kit.
+// implements go-kit's sd.Instancer and lb.Describer; Instances and Lookup
+// give the whole records (status, metadata) for discovery without go-kit.
 //
 // Every subscriber has a mailbox that holds only the newest event: a slow
 // subscriber gets the latest set when it is ready, never a backlog, and never

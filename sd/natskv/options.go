@@ -284,8 +284,8 @@ func WithMeterProvider(mp metric.MeterProvider) InstancerOption {
 // added, updated, deleted cleanly, purged, expired on the server, gone stale,
 // skipped as malformed. A change is told before subscribers get the event it
 // causes. It runs on the Instancer's goroutines, possibly two at once, and
-// must not block or call the Instancer's methods other than Instances,
-// Lookup and Describe. It must not be nil.
+// must not block: not even on the Instancer's Refresh or Stop, which wait
+// for those goroutines. It must not be nil.
 func WithChangeFunc(f func(Change)) InstancerOption {
 	return instancerOption(func(o *instancerOptions) error {
 		if f == nil {
