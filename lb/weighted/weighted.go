@@ -90,9 +90,9 @@ func (p *policy) rand() uint64 {
 	return z ^ (z >> 31)
 }
 
-// Build lays out, per tier, the instances of positive weight and the
-// running sums of their weights: a pick is then one draw and one binary
-// search.
+// Build lays out, per tier, an alias table of the instances of positive
+// weight: a pick is then one draw and two loads, whatever the number of
+// instances.
 func (p *policy) Build(v *lb.View) lb.Picker {
 	return &picker{
 		policy: p,
@@ -101,60 +101,70 @@ func (p *policy) Build(v *lb.View) lb.Picker {
 	}
 }
 
-// table is one tier's instances of positive weight, in view order, with
-// cum[i] the sum of the weights of insts[0..i].
+// table is one tier's instances of positive weight, in view order, as
+// Walker's alias table (built by Vose's method, in integers so that it is
+// exact): n columns of capacity total, column i holding prob[i] of
+// instance i's weight and the rest of alias[i]'s. A uniform column and a
+// uniform point within it land on instance i with probability
+// weight(i)/total.
 type table struct {
-	insts []*lb.Instance
-	cum   []uint64
+	insts   []*lb.Instance
+	weights []uint64 // for the exact search
+	prob    []uint64 // in [0, total]
+	alias   []uint32
+	total   uint64
 }
 
 func newTable(tier []*lb.Instance) table {
 	var t table
-	var sum uint64
 	for _, in := range tier {
-		w, _ := Weight(in.Attributes())
-		if w == 0 {
-			continue
+		if w, _ := Weight(in.Attributes()); w > 0 {
+			t.insts = append(t.insts, in)
+			t.weights = append(t.weights, uint64(w))
+			t.total += uint64(w)
 		}
-		sum += uint64(w)
-		t.insts = append(t.insts, in)
-		t.cum = append(t.cum, sum)
+	}
+	n := len(t.insts)
+	t.prob = make([]uint64, n)
+	t.alias = make([]uint32, n)
+	// Each weight scaled by n: the n columns hold n·total in all. Columns
+	// under capacity (small) are topped up from one over it (large). With
+	// integers nothing is lost to rounding, so both lists run out together.
+	scaled := make([]uint64, n)
+	var small, large []uint32
+	for i, w := range t.weights {
+		scaled[i] = w * uint64(n)
+		if scaled[i] < t.total {
+			small = append(small, uint32(i))
+		} else {
+			large = append(large, uint32(i))
+		}
+	}
+	for len(small) > 0 && len(large) > 0 {
+		s, l := small[len(small)-1], large[len(large)-1]
+		small = small[:len(small)-1]
+		t.prob[s], t.alias[s] = scaled[s], l
+		scaled[l] -= t.total - scaled[s]
+		if scaled[l] < t.total {
+			large = large[:len(large)-1]
+			small = append(small, l)
+		}
+	}
+	for _, i := range append(small, large...) {
+		t.prob[i], t.alias[i] = t.total, i // full: the column is its own
 	}
 	return t
 }
 
-func (t *table) total() uint64 {
-	if len(t.cum) == 0 {
-		return 0
-	}
-	return t.cum[len(t.cum)-1]
-}
-
-// at returns the instance that owns point x·total/2⁶⁴ of the weight line:
-// instance i with probability weight(i)/total.
+// at maps a uniform draw to an instance by weight. The high half of x·n
+// picks the column; the low half, uniform given the column, picks the point
+// within it.
 func (t *table) at(x uint64) *lb.Instance {
-	r, _ := bits.Mul64(x, t.total())
-	// The first running sum above r. The halving search has no
-	// data-dependent branch (the compiler turns the if into a conditional
-	// move): random draws would mispredict half of them, which costs more
-	// than the search itself.
-	cum := t.cum
-	base, n := 0, len(cum)
-	for n > 1 {
-		half := n >> 1
-		if cum[base+half-1] <= r {
-			base += half
-		}
-		n -= half
+	col, frac := bits.Mul64(x, uint64(len(t.prob)))
+	if point, _ := bits.Mul64(frac, t.total); point < t.prob[col] {
+		return t.insts[col]
 	}
-	return t.insts[base]
-}
-
-func (t *table) weight(i int) uint64 {
-	if i == 0 {
-		return t.cum[0]
-	}
-	return t.cum[i] - t.cum[i-1]
+	return t.insts[t.alias[col]]
 }
 
 // draws is how many weighted draws a pick makes before it turns to an
@@ -166,18 +176,16 @@ const draws = 4
 
 // pick chooses among the table's eligible instances in proportion to their
 // weights, or returns nil when none is eligible.
-func (t *table) pick(p *policy, x uint64, tried []string) *lb.Instance {
+func (t *table) pick(p *policy, tried []string) *lb.Instance {
 	if len(t.insts) == 0 {
 		return nil
 	}
-	for i := 0; ; i++ {
-		if in := t.at(x); in.Eligible(tried) {
+	// Every draw is fresh: a rejected one is known to land on ineligible
+	// weight, and reusing any of its bits would skew the next choice.
+	for range draws {
+		if in := t.at(p.rand()); in.Eligible(tried) {
 			return in
 		}
-		if i == draws-1 {
-			break
-		}
-		x = p.rand()
 	}
 	// Exact, in two passes: the eligible weight, then the instance that
 	// owns a point of it. An instance whose availability flips between the
@@ -185,18 +193,18 @@ func (t *table) pick(p *policy, x uint64, tried []string) *lb.Instance {
 	var eligible uint64
 	for i, in := range t.insts {
 		if in.Eligible(tried) {
-			eligible += t.weight(i)
+			eligible += t.weights[i]
 		}
 	}
 	if eligible == 0 {
 		return nil
 	}
-	r, _ := bits.Mul64(x, eligible)
+	r, _ := bits.Mul64(p.rand(), eligible)
 	for i, in := range t.insts {
 		if !in.Eligible(tried) {
 			continue
 		}
-		w := t.weight(i)
+		w := t.weights[i]
 		if r < w {
 			return in
 		}
@@ -216,13 +224,12 @@ type picker struct {
 // of weight 0; else an eligible STANDBY one (by weight again, weight 0
 // last); else the best-ranked of the rest, as every policy does.
 func (p *picker) Pick(_ context.Context, tried []string) *lb.Instance {
-	x := p.rand()
-	if in := p.tiers[0].pick(p.policy, x, tried); in != nil {
+	if in := p.tiers[0].pick(p.policy, tried); in != nil {
 		return in
 	}
-	best := p.view.Fallback(x, tried)
+	best := p.view.Fallback(p.rand(), tried)
 	if best.Standby() && best.Eligible(tried) {
-		if in := p.tiers[1].pick(p.policy, p.rand(), tried); in != nil {
+		if in := p.tiers[1].pick(p.policy, tried); in != nil {
 			return in
 		}
 	}
