@@ -36,8 +36,10 @@ const (
 	DefaultInterval     = 10 * time.Second
 	DefaultBucketPeriod = time.Second
 	// DefaultConsecutiveFailures, DefaultMinRequests and DefaultFailureRatio
-	// make DefaultReadyToTrip.
-	DefaultConsecutiveFailures = 5
+	// make DefaultReadyToTrip. The run of consecutive failures is
+	// gobreaker's own (more than five), so the trip point of a steadily
+	// failing instance stays where gobreaker's users expect it.
+	DefaultConsecutiveFailures = 6
 	DefaultMinRequests         = 10
 	DefaultFailureRatio        = 0.5
 )
@@ -151,7 +153,8 @@ func WithReconnectGrace(d time.Duration) Option {
 // WithCorrelation sets the correlation rule of Factory's breakers: a failure
 // is not counted against its instance when, counting it, at least
 // max(2, ⌈share × instances⌉) of the Factory's instances failed the same way
-// (a timeout, no responders, an error reply, anything else) within window.
+// (a timeout, no responders, an error reply, anything else) within window;
+// instances whose breaker is open are not counted.
 // When most instances fail at once the fault is the caller's, its
 // network's or a shared dependency's, and ejecting instances would take
 // healthy ones out of rotation; a single failing instance still trips. The
@@ -409,6 +412,9 @@ func (c *Closer) stateChanged(_ string, _, to gobreaker.State) {
 		c.openUntil.Store(time.Now().Add(c.timeout).UnixNano())
 	} else {
 		c.openUntil.Store(0)
+	}
+	if c.slot != nil {
+		c.slot.open.Store(to == gobreaker.StateOpen)
 	}
 }
 

@@ -26,7 +26,8 @@ const (
 // the breakers one Factory makes: each instance owns a slot holding the time
 // and kind of its latest failure. A failure is correlated when, counting
 // itself, at least max(2, ⌈share × instances⌉) instances failed the same
-// way (same kind) within the window: then the fault lies with what the
+// way (same kind) within the window, instances whose breaker is open left
+// out: then the fault lies with what the
 // calls have in common — the client, its connection, the network, a shared
 // dependency — and ejecting instances would only take the healthy ones out
 // of rotation.
@@ -41,9 +42,12 @@ type detector struct {
 	slots  atomic.Pointer[[]*slot]
 }
 
-// slot is one instance's latest failure: now() << kindBits | kind, 0 for
-// none.
-type slot struct{ last atomic.Uint64 }
+// slot is one instance's latest failure, now() << kindBits | kind (0 for
+// none), and whether its breaker is open.
+type slot struct {
+	last atomic.Uint64
+	open atomic.Bool
+}
 
 func newDetector(share float64, window time.Duration) *detector {
 	if share <= 0 || window <= 0 {
@@ -73,22 +77,25 @@ func (d *detector) remove(s *slot) {
 }
 
 // failed records a failure of s's instance at time at and reports whether
-// it is correlated with the failures of the others.
+// it is correlated with the failures of the others. Instances whose breaker
+// is open are out of the count: they take no calls, so they cannot fail
+// with the others, and an instance ejected for its own fault must not keep
+// a later fault of all the rest from being seen as shared.
 func (d *detector) failed(s *slot, k kind, at int64) bool {
 	s.last.Store(uint64(at)<<kindBits | uint64(k))
 	slots := *d.slots.Load()
-	need := max(2, int(math.Ceil(d.share*float64(len(slots)))))
-	if len(slots) < need {
-		return false
-	}
-	same := 0
+	live, same := 0, 0
 	for _, o := range slots {
+		if o.open.Load() && o != s {
+			continue
+		}
+		live++
 		v := o.last.Load()
 		if v != 0 && kind(v&(1<<kindBits-1)) == k && at-int64(v>>kindBits) <= d.window {
 			same++
 		}
 	}
-	return same >= need
+	return same >= max(2, int(math.Ceil(d.share*float64(live))))
 }
 
 // kind sorts failures for the correlation rule: failures are correlated

@@ -31,8 +31,8 @@
 //     (WithReconnectGrace, default one second) — the instances' connections
 //     come back after the client's;
 //   - with Factory, correlated failures (WithCorrelation): when, within a
-//     second, at least three quarters of the instances — and at least two —
-//     fail the same way (time out, find no responders, answer with an error
+//     second, at least three quarters of the instances not ejected — and at
+//     least two — fail the same way (time out, find no responders, answer with an error
 //     status), the fault is what they have in common — the client, the
 //     network, a dependency they share — and ejecting them would leave
 //     nothing to call. The first failures of such a fault count until enough
@@ -58,8 +58,8 @@
 // New and Factory use DefaultSettings for every field WithSettings leaves
 // zero:
 //
-//   - trip (DefaultReadyToTrip) after 5 consecutive failures, or when at
-//     least half of at least 10 counted calls failed;
+//   - trip (DefaultReadyToTrip) after 6 consecutive failures, gobreaker's own
+//     count, or when at least half of at least 10 counted calls failed;
 //   - counts over a rolling window of 10 s, in buckets of 1 s;
 //   - open for 5 s, then half-open: 3 probes pass, 3 successes in a row
 //     close the breaker, a failure opens it again.

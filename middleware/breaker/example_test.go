@@ -63,14 +63,14 @@ func ExampleDefaultSettings() {
 	st := breaker.DefaultSettings()
 	fmt.Println("open for", st.Timeout, "then", st.MaxRequests, "probes")
 	fmt.Println("counts over", st.Interval, "in buckets of", st.BucketPeriod)
-	fmt.Println("4 failures in a row trip:", st.ReadyToTrip(gobreaker.Counts{ConsecutiveFailures: 4, TotalFailures: 4}))
 	fmt.Println("5 failures in a row trip:", st.ReadyToTrip(gobreaker.Counts{ConsecutiveFailures: 5, TotalFailures: 5}))
+	fmt.Println("6 failures in a row trip:", st.ReadyToTrip(gobreaker.Counts{ConsecutiveFailures: 6, TotalFailures: 6}))
 	fmt.Println("5 failures of 10 trip:", st.ReadyToTrip(gobreaker.Counts{ConsecutiveFailures: 1, TotalFailures: 5, TotalSuccesses: 5}))
 	// Output:
 	// open for 5s then 3 probes
 	// counts over 10s in buckets of 1s
-	// 4 failures in a row trip: false
-	// 5 failures in a row trip: true
+	// 5 failures in a row trip: false
+	// 6 failures in a row trip: true
 	// 5 failures of 10 trip: true
 }
 

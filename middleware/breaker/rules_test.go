@@ -32,8 +32,8 @@ func TestDefaultSettings(t *testing.T) {
 		c    gobreaker.Counts
 		want bool
 	}{
-		{gobreaker.Counts{ConsecutiveFailures: 4, TotalFailures: 4}, false},
-		{gobreaker.Counts{ConsecutiveFailures: 5, TotalFailures: 5}, true},
+		{gobreaker.Counts{ConsecutiveFailures: 5, TotalFailures: 5}, false},
+		{gobreaker.Counts{ConsecutiveFailures: 6, TotalFailures: 6}, true},
 		// Half of ten: the ratio rule.
 		{gobreaker.Counts{ConsecutiveFailures: 1, TotalFailures: 5, TotalSuccesses: 5}, true},
 		{gobreaker.Counts{ConsecutiveFailures: 1, TotalFailures: 4, TotalSuccesses: 6}, false},
@@ -60,7 +60,7 @@ func TestDefaultSettings(t *testing.T) {
 			}
 		}))
 	e := breaker.Middleware(cb)(func(context.Context, any) (any, error) { return nil, errDown })
-	for i := range 4 {
+	for i := range breaker.DefaultConsecutiveFailures - 1 {
 		_, _ = e(context.Background(), nil)
 		if cb.State() != gobreaker.StateClosed {
 			t.Fatalf("open after %d failures", i+1)
@@ -68,7 +68,7 @@ func TestDefaultSettings(t *testing.T) {
 	}
 	_, _ = e(context.Background(), nil)
 	if cb.State() != gobreaker.StateOpen {
-		t.Fatalf("closed after 5 consecutive failures")
+		t.Fatalf("closed after %d consecutive failures", breaker.DefaultConsecutiveFailures)
 	}
 	waitFor(t, "half-open", func() bool { return cb.State() == gobreaker.StateHalfOpen })
 	if reopened < 50*time.Millisecond {
@@ -282,11 +282,30 @@ func TestCorrelatedFailuresExcluded(t *testing.T) {
 		fl.errs["a"] = context.DeadlineExceeded
 		fl.errs["b"] = nats.ErrNoResponders
 		fl.errs["c"] = errDown
-		for range 5 {
+		for range breaker.DefaultConsecutiveFailures {
 			fl.round(abc...)
 		}
 		if want, have := 3, len(fl.open()); want != have {
 			t.Errorf("open breakers: want %d, have %d", want, have)
+		}
+	})
+	t.Run("ejected instances are out of the count", func(t *testing.T) {
+		// a is ejected for its own fault; then b and c, all that is
+		// left, fail the same way at once.
+		fl := newFleet(t, abc)
+		fl.errs["a"] = errDown
+		for range breaker.DefaultConsecutiveFailures {
+			fl.round(abc...)
+		}
+		if want, have := []string{"a"}, fl.open(); fmt.Sprint(want) != fmt.Sprint(have) {
+			t.Fatalf("open breakers: want %v, have %v", want, have)
+		}
+		fl.errs["b"], fl.errs["c"] = errDown, errDown
+		for range 20 {
+			fl.round("b", "c")
+		}
+		if want, have := []string{"a"}, fl.open(); fmt.Sprint(want) != fmt.Sprint(have) {
+			t.Errorf("open breakers: want %v, have %v", want, have)
 		}
 	})
 	t.Run("disabled", func(t *testing.T) {
@@ -294,7 +313,7 @@ func TestCorrelatedFailuresExcluded(t *testing.T) {
 		for _, name := range abc {
 			fl.errs[name] = errDown
 		}
-		for range 5 {
+		for range breaker.DefaultConsecutiveFailures {
 			fl.round(abc...)
 		}
 		if want, have := 3, len(fl.open()); want != have {
@@ -318,7 +337,7 @@ func TestCorrelatedFailuresExcluded(t *testing.T) {
 		for _, name := range abc {
 			fl.errs[name] = errDown
 		}
-		for range 5 {
+		for range breaker.DefaultConsecutiveFailures {
 			fl.round(abc...)
 			time.Sleep(time.Millisecond)
 		}
@@ -332,7 +351,7 @@ func TestSingleBadInstanceTrips(t *testing.T) {
 	t.Run("one of three", func(t *testing.T) {
 		fl := newFleet(t, abc)
 		fl.errs["b"] = context.DeadlineExceeded
-		for i := range 5 {
+		for i := range breaker.DefaultConsecutiveFailures {
 			if open := fl.open(); len(open) > 0 {
 				t.Fatalf("open after %d failures: %v", i, open)
 			}
@@ -349,7 +368,7 @@ func TestSingleBadInstanceTrips(t *testing.T) {
 		// By default the whole fleet must fail for a correlated fault.
 		fl := newFleet(t, abc)
 		fl.errs["a"], fl.errs["b"] = errDown, errDown
-		for range 5 {
+		for range breaker.DefaultConsecutiveFailures {
 			fl.round(abc...)
 		}
 		if want, have := 2, len(fl.open()); want != have {
@@ -369,7 +388,7 @@ func TestSingleBadInstanceTrips(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		for range 5 {
+		for range breaker.DefaultConsecutiveFailures {
 			fl.round("a")
 		}
 		if want, have := gobreaker.StateOpen, fl.closers["a"].Breaker().State(); want != have {
@@ -384,7 +403,7 @@ func TestHalfOpenProbesClose(t *testing.T) {
 		breaker.WithSettings(gobreaker.Settings{Timeout: 50 * time.Millisecond}), // the rest by default
 		breaker.WithStateChange(hooks.hook))
 	fl.errs["a"] = errDown
-	for range 5 {
+	for range breaker.DefaultConsecutiveFailures {
 		fl.round(abc...)
 	}
 	a := fl.closers["a"]
