@@ -13,7 +13,6 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/goleak"
 
-	"github.com/aegis-sdk/kitnats"
 	"github.com/aegis-sdk/kitnats/internal/natstest"
 	"github.com/aegis-sdk/kitnats/lb"
 	"github.com/aegis-sdk/kitnats/middleware/breaker"
@@ -40,7 +39,7 @@ type echoResponse struct {
 }
 
 // fastLiveness keeps leases short so a crash leaves the registry quickly.
-var fastLiveness = []natskv.Option{natskv.WithHeartbeat(200 * time.Millisecond), natskv.WithTTL(time.Second)}
+var fastLiveness = natskv.Options(natskv.WithHeartbeat(200*time.Millisecond), natskv.WithTTL(time.Second))
 
 func newBucket(tb testing.TB, nc *nats.Conn) *natskv.Bucket {
 	tb.Helper()
@@ -79,7 +78,7 @@ func startEcho(tb testing.TB, url string, b *natskv.Bucket, id string) *echoInst
 	if err != nil {
 		tb.Fatal(err)
 	}
-	reg, err := natskv.NewRegistrar(b, natskv.Instance{ServiceName: service, InstanceID: id, Version: "1.0.0"}, nil, fastLiveness...)
+	reg, err := natskv.NewRegistrar(b, natskv.Instance{ServiceName: service, InstanceID: id, Version: "1.0.0"}, nil, fastLiveness)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -122,14 +121,14 @@ type chain struct {
 func newChain(tb testing.TB, nc *nats.Conn, b *natskv.Bucket, retryOpts ...retry.Option) *chain {
 	tb.Helper()
 	otel := tracing.WithTracerProvider(noop.NewTracerProvider())
-	instancer, err := natskv.NewInstancer(b, service, nil, fastLiveness...)
+	instancer, err := natskv.NewInstancer(b, service, nil, fastLiveness)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	factory := natsrpc.JSONFactory[echoResponse](nc, service, method)
 	factory = breaker.Factory(factory, breaker.WithSettings(gobreaker.Settings{Timeout: time.Second}))
 	factory = tracing.Factory(factory, service, method, otel)
-	set := kitnats.NewEndpointSet(instancer, factory, nil)
+	set := lb.NewEndpointSet(instancer, factory, nil)
 	tb.Cleanup(func() {
 		set.Close()
 		instancer.Stop()

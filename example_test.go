@@ -8,7 +8,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/aegis-sdk/kitnats"
 	"github.com/aegis-sdk/kitnats/internal/natstest"
 	"github.com/aegis-sdk/kitnats/lb"
 	"github.com/aegis-sdk/kitnats/middleware/breaker"
@@ -52,7 +51,7 @@ func Example() {
 	instancer, _ := natskv.NewInstancer(bucket, "greeter", nil)
 	defer instancer.Stop()
 	factory := tracing.Factory(breaker.Factory(natsrpc.JSONFactory[string](nc, "greeter", "hello")), "greeter", "hello")
-	set := kitnats.NewEndpointSet(instancer, factory, nil) // lb.NewEndpointSet, told STANDBY from ACTIVE
+	set := lb.NewEndpointSet(instancer, factory, nil) // STANDBY and metadata come from the instancer
 	defer set.Close()
 	call, _ := retry.New(lb.NewRoundRobin(set), retry.WithMaxAttempts(3))
 	call = tracing.Client("greeter", "hello")(call)

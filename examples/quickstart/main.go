@@ -31,7 +31,6 @@ import (
 	"github.com/sony/gobreaker/v2"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
-	"github.com/aegis-sdk/kitnats"
 	"github.com/aegis-sdk/kitnats/internal/natstest"
 	"github.com/aegis-sdk/kitnats/lb"
 	"github.com/aegis-sdk/kitnats/middleware/breaker"
@@ -149,7 +148,7 @@ func run(cfg config) error {
 			say("breaker %s: %s → %s", name, from, to)
 		}))
 	factory = tracing.Factory(factory, service, method, otel)
-	set := kitnats.NewEndpointSet(instancer, factory, nil) // STANDBY instances only when no ACTIVE one can serve
+	set := lb.NewEndpointSet(instancer, factory, nil) // STANDBY instances only when no ACTIVE one can serve
 	defer set.Close()
 	hello, err := retry.New(lb.NewLeastLoaded(set),
 		retry.WithMaxAttempts(4),
