@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/aegis-sdk/kitnats/internal/natstest"
+	"github.com/aegis-sdk/kitnats/lb"
+	"github.com/aegis-sdk/kitnats/lb/weighted"
 	"github.com/aegis-sdk/kitnats/middleware/retry"
 	"github.com/aegis-sdk/kitnats/sd/natskv"
 	"github.com/aegis-sdk/kitnats/transport/natsrpc"
@@ -150,4 +152,52 @@ func TestStandbyAvoided(t *testing.T) {
 		t.Fatal(err)
 	}
 	until("active again", func(m map[string]int) bool { return m["echo-a"] > 0 })
+}
+
+// TestWeightsFromRegistry: weights an instance registers reach a policy
+// written outside lb, with no wiring — the Instancer describes its
+// instances to the endpoint set.
+func TestWeightsFromRegistry(t *testing.T) {
+	s := natstest.Start(t)
+	nc := natstest.Connect(t, s.URL())
+	bucket := newBucket(t, nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for id, weight := range map[string]string{"echo-light": "1", "echo-heavy": "3"} {
+		reg, err := natskv.NewRegistrar(bucket, natskv.Instance{
+			ServiceName: service, InstanceID: id, Version: "1.0.0",
+			Metadata: map[string]string{weighted.Key: weight},
+		}, nil, fastLiveness)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := reg.RegisterContext(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { reg.Close() })
+	}
+	instancer, err := natskv.NewInstancer(bucket, service, nil, fastLiveness)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer instancer.Stop()
+	set := lb.NewEndpointSet(instancer, natsrpc.JSONFactory[echoResponse](nc, service, method), nil)
+	defer set.Close()
+	c := &chain{set: set}
+	c.waitInstances(t, 2)
+
+	balancer := weighted.New(set, weighted.WithSeed(1))
+	const picks = 10000
+	counts := map[string]int{}
+	for range picks {
+		p, err := balancer.Pick(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts[p.Instance]++
+	}
+	// ±2 points of traffic: over 4.6 standard deviations.
+	if share := float64(counts["echo-heavy"]) / picks; share < 0.73 || share > 0.77 {
+		t.Errorf("weights 1:3: echo-heavy's share %.3f, want 0.75 ± 0.02 (%v)", share, counts)
+	}
 }
