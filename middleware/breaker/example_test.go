@@ -79,5 +79,5 @@ func ExampleWithConn() {
 	// One breaker per instance, with the defaults; outages of nc, and
 	// failures shared by most instances, are not blamed on any instance.
 	factory := breaker.Factory(natsrpc.JSONFactory[string](nc, "greeter", "hello"), breaker.WithConn(nc))
-	_ = factory // for lb.NewEndpointSet or kitnats.NewEndpointSet
+	_ = factory // for lb.NewEndpointSet
 }
