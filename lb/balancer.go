@@ -63,7 +63,7 @@ type Available interface {
 // Picker that serves picks until the next view, as grpc-go's
 // base.PickerBuilder turns ready SubConns into a picker. Build runs off the
 // pick path, once per view, so it is where a policy pays for whatever makes
-// its picks cheap (a ring, prefix sums); the picks themselves must neither
+// its picks cheap (a ring, a table); the picks themselves must neither
 // lock nor allocate.
 //
 // Build is never called with an empty view (the balancer answers View.Err

@@ -79,7 +79,7 @@ func BenchmarkPick(b *testing.B) {
 }
 
 // BenchmarkSnapshot measures what the set pays off the pick path: "refresh"
-// rebuilds the snapshot of an unchanged membership (attributes re-read, the
+// rebuilds the view of an unchanged membership (attributes re-read, the
 // sticky rings reused); "change" applies an instancer event that adds or
 // removes one instance (one factory call, the rings rebuilt).
 func BenchmarkSnapshot(b *testing.B) {

@@ -50,7 +50,7 @@
 // State that must outlive a view (a counter, a random source) belongs to the
 // Policy, not the Picker. Run it with NewPolicyBalancer; PolicyFunc and
 // PickerFunc save declaring types. The example of NewPolicyBalancer is a
-// complete policy in a dozen lines, and package weighted a larger one; both
+// complete policy in a few lines, and package weighted a larger one; both
 // use nothing but the exported API, and the tests of this package run
 // weighted through the same rule tests as the built-in policies.
 //

@@ -330,7 +330,7 @@ func TestEndpointSetStats(t *testing.T) {
 
 // TestConcurrentPicksDuringMembershipChanges runs every balancer from several
 // goroutines while the membership churns; under -race it checks the
-// lock-free snapshot swap, and it checks that every pick's endpoint reaches
+// lock-free view swap, and it checks that every pick's endpoint reaches
 // the instance the pick names.
 func TestConcurrentPicksDuringMembershipChanges(t *testing.T) {
 	inst := newFakeInstancer(names(8)...)
