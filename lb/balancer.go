@@ -68,8 +68,10 @@ type Available interface {
 //
 // Build is never called with an empty view (the balancer answers View.Err
 // for one) and must return a non-nil Picker. The calls for one balancer come
-// one at a time, in the order the set publishes its views; a Policy shared by
-// several balancers must make Build safe for concurrent use.
+// one at a time, in the order the set publishes its views, on the goroutine
+// that publishes them (see EndpointSet.Subscribe: no Refresh, Close or
+// Subscribe from Build); a Policy shared by several balancers must make
+// Build safe for concurrent use.
 type Policy interface {
 	Build(v *View) Picker
 }
