@@ -91,52 +91,45 @@ func (p *stickyPicker) Pick(ctx context.Context, tried []string) *Instance {
 	return p.walk(hashString(key), tried)
 }
 
-// walk walks each tier's ring from the key's point.
+// walk returns the first eligible instance on the ACTIVE ring from the
+// key's point; else, when no ACTIVE instance is eligible, the first on the
+// STANDBY ring; else what the shared rules rank best.
 func (p *stickyPicker) walk(h uint64, tried []string) *Instance {
-	var best *Instance
-	bestRank := rankWorst
-	for t := range p.rings {
-		if bestRank <= t {
-			break
-		}
-		r, tier := p.rings[t], p.view.tiers[t]
-		if len(tier) == 0 {
-			continue
-		}
-		first := 0
-		if len(r) > 0 {
-			i := r.search(h)
-			first = r.owner(i)
-			last := -1
-			for range min(maxRingWalk, len(r)) {
-				if o := r.owner(i); o != last {
-					last = o
-					in := tier[o]
-					if rk := t + in.score(tried); rk < bestRank {
-						best, bestRank = in, rk
-						if rk == t {
-							return best
-						}
-					}
-				}
-				if i++; i == len(r) {
-					i = 0
-				}
-			}
-		}
-		// Mostly ineligible instances: finish with a scan of the tier,
-		// from the key's instance so the choice is still the key's.
-		for i := range tier {
-			in := tier[(first+i)%len(tier)]
-			if rk := t + in.score(tried); rk < bestRank {
-				best, bestRank = in, rk
-				if rk == t {
-					return best
-				}
-			}
+	if in := p.walkRing(0, h, tried); in != nil {
+		return in
+	}
+	// Fallback also covers an eligible ACTIVE instance beyond the walk's
+	// reach, and a tier too large for a ring. Starting it at the key's
+	// hash keeps the choice the key's.
+	best := p.view.Fallback(h, tried)
+	if best.Standby() && best.Eligible(tried) {
+		if in := p.walkRing(1, h, tried); in != nil {
+			return in
 		}
 	}
 	return best
+}
+
+// walkRing returns the first eligible instance of tier t at or after the
+// key's point on its ring, or nil when none is within maxRingWalk points.
+func (p *stickyPicker) walkRing(t int, h uint64, tried []string) *Instance {
+	r, tier := p.rings[t], p.view.tiers[t]
+	if len(r) == 0 {
+		return nil
+	}
+	i, last := r.search(h), -1
+	for range min(maxRingWalk, len(r)) {
+		if o := r.owner(i); o != last {
+			last = o
+			if in := tier[o]; in.score(tried) == 0 {
+				return in
+			}
+		}
+		if i++; i == len(r) {
+			i = 0
+		}
+	}
+	return nil
 }
 
 // ring is a consistent-hash ring: vnodes points per instance of one tier,
@@ -190,7 +183,7 @@ func (r ring) search(h uint64) int {
 func (r ring) owner(i int) int { return int(r[i] & ownerMask) }
 
 // maxRingWalk bounds how many ring points a sticky pick visits looking for an
-// eligible successor before it falls back to scanning the tier.
+// eligible successor before it falls back to View.Fallback.
 const maxRingWalk = 256
 
 const golden = 0x9e3779b97f4a7c15
