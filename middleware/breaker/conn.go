@@ -10,10 +10,13 @@ import (
 )
 
 // DefaultReconnectGrace is how long after its connection comes back a
-// breaker built WithConn keeps excluding failures: the client is back on
-// the server before the instances' own connections are, and until they have
-// re-subscribed their requests find no responders.
-const DefaultReconnectGrace = time.Second
+// breaker built WithConn keeps excluding failures. The client is often back
+// on the server before the instances' own connections are, and until they
+// have re-subscribed their requests find no responders or, caught
+// mid-handshake, no reply. Instances reconnect within one reconnect wait of
+// the server's return — nats.go's default is 2 s, with jitter — so the
+// grace outlasts it.
+const DefaultReconnectGrace = 3 * time.Second
 
 // clockBase starts this package's monotonic clock.
 var clockBase = time.Now()

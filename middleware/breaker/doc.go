@@ -28,16 +28,16 @@
 //   - with WithConn, any failure while the client's NATS connection is not
 //     connected, of a call that was in flight when the connection went down
 //     or came back, or within the reconnect grace after it came back
-//     (WithReconnectGrace, default one second) — the instances' connections
-//     come back after the client's;
+//     (WithReconnectGrace, default 3 s) — the instances' connections may
+//     come back after the client's, up to nats.go's reconnect wait later;
 //   - with Factory, correlated failures (WithCorrelation): when, within a
 //     second, at least three quarters of the instances not ejected — and at
-//     least two — fail the same way (time out, find no responders, answer with an error
-//     status), the fault is what they have in common — the client, the
-//     network, a dependency they share — and ejecting them would leave
-//     nothing to call. The first failures of such a fault count until enough
-//     instances have failed; one failing instance, or two of three, still
-//     trip as before.
+//     least two — fail the same way (time out, find no responders, answer
+//     with an error status), the fault is what they have in common — the
+//     client, the network, a dependency they share — and ejecting them
+//     would leave nothing to call. The first failures of such a fault count
+//     until enough instances have failed; one failing instance, or two of
+//     three, still trip.
 //
 // Business errors (IsBusinessError: answers the server gave on purpose) count
 // as successes. Timeouts of a connected client count as failures: a hung
