@@ -85,6 +85,14 @@
 // exactly — unlike the retry package's time-windowed Budget: the bound a
 // report promises is the bound that holds, and tests can count it.
 //
+// A call the budget refuses a backup asks again at twice the wait (after d,
+// 2d, 4d… in all), while other calls fill the budget. Without that, a spell
+// of slowness that empties the budget — a stalled machine makes every call
+// pass the delay at once — would leave the calls in flight to an instance
+// that crashes just then to wait out their whole timeout; with it, the
+// budget goes to the calls that have waited longest, which are the likeliest
+// to be stuck for good.
+//
 // # Metrics
 //
 // Counters through the OpenTelemetry metric API (SentMetric, WonMetric,

@@ -28,8 +28,9 @@ const (
 	// WonMetric counts backup requests whose response was returned: the
 	// first attempt was slower, or failed.
 	WonMetric = "kitnats.hedge.won"
-	// BudgetExhaustedMetric counts backup requests that were due but that
-	// the budget refused.
+	// BudgetExhaustedMetric counts calls that were due a backup request
+	// but that the budget refused one; the budget may allow it later on, as
+	// the call waits longer (see the package documentation).
 	BudgetExhaustedMetric = "kitnats.hedge.budget_exhausted"
 )
 
@@ -63,7 +64,7 @@ type Stats struct {
 	Calls           uint64        // calls that could be hedged: marked idempotent, an instance picked
 	Sent            uint64        // backup requests sent
 	Won             uint64        // backup requests whose response was returned
-	BudgetExhausted uint64        // backup requests due but refused by the budget
+	BudgetExhausted uint64        // calls due a backup that the budget refused (some got one later)
 	NoOtherInstance uint64        // backup requests due but with no other instance to go to
 	Delay           time.Duration // the hedge delay now
 }
@@ -105,7 +106,7 @@ func New(next lb.Balancer, opts ...Option) (*Balancer, error) {
 	}
 	h.mSent = counter(SentMetric, "Backup requests sent by hedging.")
 	h.mWon = counter(WonMetric, "Backup requests whose response was returned.")
-	h.mExhausted = counter(BudgetExhaustedMetric, "Backup requests due but refused by the hedging budget.")
+	h.mExhausted = counter(BudgetExhaustedMetric, "Calls due a backup request that the hedging budget refused.")
 	if err != nil {
 		otel.Handle(err) // the API hands back no-op instruments with the error
 	}
@@ -212,9 +213,12 @@ type race struct {
 	pcancel context.CancelCauseFunc
 
 	mu          sync.Mutex
-	primaryDone bool // the first attempt returned
-	primaryWon  bool // … with success, before the backup did
-	launched    bool // the backup was sent: done, bcancel and backup are set
+	timer       *time.Timer
+	wait        time.Duration // until the timer fires next, from the last firing
+	refused     bool          // the budget refused a backup at least once
+	primaryDone bool          // the first attempt returned
+	primaryWon  bool          // … with success, before the backup did
+	launched    bool          // the backup was sent: done, bcancel and backup are set
 	backup      string
 	bcancel     context.CancelCauseFunc
 	done        chan struct{} // closed when the backup returned
@@ -223,6 +227,9 @@ type race struct {
 	backupWon   bool
 }
 
+// maxWait bounds the doubling of the wait between budget refusals.
+const maxWait = time.Minute
+
 func (h *Balancer) serve(ctx context.Context, request any, primary lb.Pick, tried []string) (any, error) {
 	h.calls.Add(1)
 	if h.budget != nil {
@@ -230,7 +237,10 @@ func (h *Balancer) serve(ctx context.Context, request any, primary lb.Pick, trie
 	}
 	pctx, pcancel := context.WithCancelCause(ctx)
 	r := &race{h: h, ctx: ctx, request: request, primary: primary.Instance, tried: tried, pcancel: pcancel}
-	timer := time.AfterFunc(h.delay.delay(), r.fire)
+	r.mu.Lock()
+	r.wait = h.delay.delay()
+	r.timer = time.AfterFunc(r.wait, r.fire)
+	r.mu.Unlock()
 
 	// The first attempt runs here rather than on a goroutine of its own: no
 	// goroutine and no hand-off for the calls that are not hedged (most).
@@ -244,6 +254,7 @@ func (h *Balancer) serve(ctx context.Context, request any, primary lb.Pick, trie
 	r.primaryDone = true
 	if !r.launched {
 		// No backup was sent, and none will be: fire checks primaryDone.
+		timer := r.timer
 		r.mu.Unlock()
 		timer.Stop()
 		pcancel(nil)
@@ -285,28 +296,48 @@ func (h *Balancer) serve(ctx context.Context, request any, primary lb.Pick, trie
 }
 
 // fire runs on the timer's goroutine when the first attempt has not answered
-// within the delay: it picks another instance, takes a backup from the
-// budget and sends the backup request.
+// within the delay: it takes a backup from the budget, picks another
+// instance and sends the backup request.
+//
+// When the budget has none, the timer is set again for twice the wait (d,
+// 2d, 4d… after the start): the calls waiting longest are the likeliest to
+// be stuck for good — on an instance that crashed with the request in
+// flight, say — and the budget fills again with every call. The budget's
+// bound holds all the same; it goes to the calls that need it most rather
+// than to whichever was first to pass the delay.
 func (r *race) fire() {
 	h := r.h
 	r.mu.Lock()
-	done := r.primaryDone
-	r.mu.Unlock()
-	if done {
+	if r.primaryDone {
+		r.mu.Unlock()
 		return
 	}
+	if h.budget != nil && !h.budget.TryWithdraw() {
+		if !r.refused {
+			// Counted under mu, so that the counts read after the call
+			// returned are final; the counter first, then Stats.
+			h.mExhausted.Add(r.ctx, 1, h.attrs)
+			h.exhausted.Add(1)
+		}
+		r.refused = true
+		r.wait = min(2*r.wait, maxWait)
+		r.timer.Reset(r.wait)
+		r.mu.Unlock()
+		return
+	}
+	r.mu.Unlock()
+	refund := func() {
+		if h.budget != nil {
+			h.budget.refund()
+		}
+	}
+
 	// A copy: the caller (retry) appends to its tried slice later on.
 	exclude := append(slices.Clip(r.tried), r.primary)
 	p, err := h.next.Pick(r.ctx, exclude)
 	if err != nil || slices.Contains(exclude, p.Instance) {
+		refund()
 		h.alone.Add(1)
-		return
-	}
-	if h.budget != nil && !h.budget.TryWithdraw() {
-		// The counter first, then Stats: once Stats counts it, so does
-		// the counter.
-		h.mExhausted.Add(r.ctx, 1, h.attrs)
-		h.exhausted.Add(1)
 		return
 	}
 	bctx, bcancel := context.WithCancelCause(r.ctx)
@@ -320,15 +351,13 @@ func (r *race) fire() {
 	if r.primaryDone {
 		r.mu.Unlock()
 		bcancel(nil)
-		if h.budget != nil {
-			h.budget.refund()
-		}
+		refund()
 		return
 	}
 	r.launched, r.backup, r.bcancel, r.done = true, p.Instance, bcancel, make(chan struct{})
-	r.mu.Unlock()
 	h.mSent.Add(r.ctx, 1, h.attrs)
 	h.sent.Add(1)
+	r.mu.Unlock()
 
 	resp, err := p.Endpoint(bc, r.request)
 
