@@ -2,13 +2,14 @@
 // of a service serve a method over NATS request-reply and register in a NATS
 // KV registry; a client discovers them and calls through
 //
-//	tracing ─► retry ─► least-loaded balancer ─► breaker (per instance) ─► natsrpc
+//	tracing ─► retry ─► hedge ─► least-loaded balancer ─► breaker (per instance) ─► natsrpc
 //
 // While the client is under load, one instance crashes (its connection dies,
 // it never deregisters) and another drains gracefully. The client sees no
-// error: retries move every failed attempt to another instance, the breaker
-// ejects the dead one at once, and the registry drops it when its lease
-// expires.
+// error: retries move every failed attempt to another instance, hedging
+// sends the calls the crashed instance will never answer to another one
+// after a few milliseconds, the breaker ejects the dead one at once, and the
+// registry drops it when its lease expires.
 //
 // By default everything runs on an embedded NATS server; -nats points it at
 // an existing server or cluster instead:
@@ -34,6 +35,7 @@ import (
 	"github.com/aegis-sdk/kitnats/internal/natstest"
 	"github.com/aegis-sdk/kitnats/lb"
 	"github.com/aegis-sdk/kitnats/middleware/breaker"
+	"github.com/aegis-sdk/kitnats/middleware/hedge"
 	"github.com/aegis-sdk/kitnats/middleware/retry"
 	"github.com/aegis-sdk/kitnats/middleware/tracing"
 	"github.com/aegis-sdk/kitnats/sd/natskv"
@@ -150,10 +152,19 @@ func run(cfg config) error {
 	factory = tracing.Factory(factory, service, method, otel)
 	set := lb.NewEndpointSet(instancer, factory, nil) // STANDBY instances only when no ACTIVE one can serve
 	defer set.Close()
-	hello, err := retry.New(lb.NewLeastLoaded(set),
+	// Hedging: when an instance has not answered a call within the p95 of
+	// recent calls, the call goes to a second instance too and the first
+	// answer wins. The calls in flight to an instance that crashes get no
+	// answer and no error: without hedging each one waits out its attempt
+	// timeout before retry moves it.
+	hedged, err := hedge.New(lb.NewLeastLoaded(set), hedge.WithMethod(service, method))
+	if err != nil {
+		return err
+	}
+	hello, err := retry.New(hedged,
 		retry.WithMaxAttempts(4),
 		retry.WithAttemptTimeout(500*time.Millisecond),
-		retry.WithIdempotent(), // saying hello twice is harmless: time-outs may be retried
+		retry.WithIdempotent(), // saying hello twice is harmless: time-outs may be retried, calls hedged
 		retry.WithObserver(tracing.RetryObserver(service, method, otel)))
 	if err != nil {
 		return err
@@ -198,6 +209,9 @@ func run(cfg config) error {
 	say("load finished")
 	fmt.Println()
 	tally.print(os.Stdout)
+	hs := hedged.Stats()
+	fmt.Printf("hedging: %d backup requests sent (%.2f%% of calls), %d won, %d refused by the budget; delay now %v\n",
+		hs.Sent, 100*float64(hs.Sent)/float64(max(hs.Calls, 1)), hs.Won, hs.BudgetExhausted, hs.Delay.Round(time.Microsecond))
 	fmt.Println()
 	spans.print(os.Stdout)
 	fmt.Println()
