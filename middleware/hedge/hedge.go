@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/aegis-sdk/kitnats/lb"
 	"github.com/aegis-sdk/kitnats/middleware/retry"
@@ -61,7 +62,7 @@ type Balancer struct {
 
 // Stats are a Balancer's counts since New.
 type Stats struct {
-	Calls           uint64        // calls that could be hedged: marked idempotent, an instance picked
+	Calls           uint64        // calls that could be hedged (one per retry attempt): marked idempotent, an instance picked
 	Sent            uint64        // backup requests sent
 	Won             uint64        // backup requests whose response was returned
 	BudgetExhausted uint64        // calls due a backup that the budget refused (some got one later)
@@ -102,13 +103,16 @@ func New(next lb.Balancer, opts ...Option) (*Balancer, error) {
 	counter := func(name, desc string) metric.Int64Counter {
 		c, cerr := m.Int64Counter(name, metric.WithUnit("{request}"), metric.WithDescription(desc))
 		err = errors.Join(err, cerr)
+		if c == nil {
+			return noop.Int64Counter{}
+		}
 		return c
 	}
 	h.mSent = counter(SentMetric, "Backup requests sent by hedging.")
 	h.mWon = counter(WonMetric, "Backup requests whose response was returned.")
 	h.mExhausted = counter(BudgetExhaustedMetric, "Calls due a backup request that the hedging budget refused.")
 	if err != nil {
-		otel.Handle(err) // the API hands back no-op instruments with the error
+		otel.Handle(err) // a bad name or unit: count with what came back, or nothing
 	}
 	h.attrs = metric.WithAttributeSet(attribute.NewSet(o.attributes...))
 	return h, nil
@@ -227,8 +231,11 @@ type race struct {
 	backupWon   bool
 }
 
-// maxWait bounds the doubling of the wait between budget refusals.
-const maxWait = time.Minute
+// The wait between budget refusals doubles within these bounds.
+const (
+	minWait = 100 * time.Microsecond
+	maxWait = time.Minute
+)
 
 func (h *Balancer) serve(ctx context.Context, request any, primary lb.Pick, tried []string) (any, error) {
 	h.calls.Add(1)
@@ -320,7 +327,7 @@ func (r *race) fire() {
 			h.exhausted.Add(1)
 		}
 		r.refused = true
-		r.wait = min(2*r.wait, maxWait)
+		r.wait = min(max(2*r.wait, minWait), maxWait)
 		r.timer.Reset(r.wait)
 		r.mu.Unlock()
 		return

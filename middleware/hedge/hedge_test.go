@@ -695,3 +695,21 @@ func TestRefusedHedgeAsksAgain(t *testing.T) {
 		t.Errorf("stats: want 2 calls, 1 refused then sent and won; have %+v", s)
 	}
 }
+
+// TestPickAllocations: a call that is not marked idempotent costs Pick no
+// allocation beyond the balancer's beneath.
+func TestPickAllocations(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("allocation counts are off under the race detector")
+	}
+	pick := lb.Pick{Instance: "a", Endpoint: answers("a")}
+	h := mustNew(t, inOrder{pick})
+	ctx := context.Background()
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := h.Pick(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("Pick of a call not marked idempotent: %v allocations", n)
+	}
+}
