@@ -192,7 +192,9 @@ func TestJudge(t *testing.T) {
 	jx, _ := NewJudge(plain, WithStaleAfter(10*time.Second), WithExcludeStandby())
 	never, _ := NewJudge(plain, WithStaleAfter(-1))
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	in := func(s Status) Instance { return Instance{ServiceName: "s", InstanceID: "i", Version: "1.0.0", Status: s} }
+	in := func(s Status) Instance {
+		return Instance{ServiceName: "s", InstanceID: "i", Version: "1.0.0", Status: s}
+	}
 	for _, c := range []struct {
 		j       *Judge
 		s       Status
