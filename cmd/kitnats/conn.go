@@ -244,8 +244,10 @@ func bindBucket(ctx context.Context, js jetstream.JetStream, name, where string,
 		return b, nil
 	case errors.Is(err, natskv.ErrInvalidName):
 		return nil, fmt.Errorf("--bucket: %w", err)
-	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
-		return nil, fmt.Errorf("JetStream is not enabled for this account at %s, and the registry is a JetStream KV bucket: %w", where, err)
+	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount),
+		errors.Is(err, nats.ErrNoResponders):
+		// No responders: nothing serves the JetStream API here.
+		return nil, fmt.Errorf("JetStream is not enabled for this account at %s (or is in another domain: --js-domain), and the registry is a JetStream KV bucket: %w", where, err)
 	case errors.Is(err, jetstream.ErrBucketNotFound):
 		var names []string
 		lctx, cancel := context.WithTimeout(ctx, timeout)

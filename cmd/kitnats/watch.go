@@ -90,7 +90,10 @@ func (p *printer) write(e watchEvent) {
 	if e.Instance != "" {
 		subject += "/" + e.Instance
 	}
-	line := fmt.Sprintf("%s  %-13s  %s", e.Time.Format(timeFormat), e.Event, subject)
+	line := fmt.Sprintf("%s  %-13s", e.Time.Format(timeFormat), e.Event)
+	if subject != "" {
+		line += "  " + subject
+	}
 	if e.Detail != "" {
 		line += "  " + e.Detail
 	}

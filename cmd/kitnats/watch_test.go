@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aegis-sdk/kitnats/sd/natskv"
+)
+
+// watching runs `kitnats watch` until the test ends; its output grows in
+// the buffers returned.
+func (f *fixture) watching(t *testing.T, args ...string) (out, errOut *syncBuffer) {
+	t.Helper()
+	out, errOut = &syncBuffer{}, &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	args = append(append([]string{"watch", "--server", f.srv.URL(), "--rescan", "200ms"}, livenessFlags...), args...)
+	go func() { done <- runWith(ctx, args, out, errOut, f.getenv) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case code := <-done:
+			if code != exitOK {
+				t.Errorf("watch exited %d: %s", code, errOut.String())
+			}
+		case <-time.After(waitFor):
+			t.Errorf("watch did not stop")
+		}
+		t.Logf("watch output:\n%s", out.String())
+	})
+	return out, errOut
+}
+
+func TestWatch(t *testing.T) {
+	f := newFixture(t, natskv.BucketConfig{})
+	f.register(instance("greeter", "greeter-1", natskv.StatusActive, "eu-1"))
+	out, errOut := f.watching(t)
+
+	waitOutput(t, out, "added", "greeter/greeter-1", "ACTIVE 1.2.3 zone=eu-1")
+	waitOutput(t, out, "watching", "greeter", "1 offered to clients: greeter-1")
+	waitOutput(t, errOut, "watching every service in bucket service_registry", "layout dotted, stale after 6.0s")
+
+	r2 := f.register(instance("greeter", "greeter-2", natskv.StatusActive, "eu-2"))
+	waitOutput(t, out, "added", "greeter/greeter-2", "ACTIVE 1.2.3 zone=eu-2")
+	if err := r2.SetStatus(ctxT(t), natskv.StatusStandby); err != nil {
+		t.Fatal(err)
+	}
+	waitOutput(t, out, "status", "greeter/greeter-2", "ACTIVE → STANDBY")
+
+	// A service that appears after the watch began.
+	f.register(instance("billing", "billing-1", natskv.StatusActive, ""))
+	waitOutput(t, out, "added", "billing/billing-1", "ACTIVE 1.2.3")
+
+	// A new version, written by hand.
+	rec := func(version string) string {
+		b, err := natskv.EncodeInstance(natskv.Instance{ServiceName: "greeter", InstanceID: "greeter-5", Version: version,
+			Status: natskv.StatusActive, LastHeartbeat: time.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	f.put("service-instances.greeter.greeter-5", rec("1.0.0"))
+	waitOutput(t, out, "added", "greeter/greeter-5", "ACTIVE 1.0.0")
+	f.put("service-instances.greeter.greeter-5", rec("1.1.0"))
+	waitOutput(t, out, "updated", "greeter/greeter-5", "version 1.0.0 → 1.1.0")
+	f.put("service-instances.greeter.greeter-5", `{"serviceName":"greeter","instanceId":"greeter-5"}`)
+	waitOutput(t, out, "skipped", "greeter/greeter-5", "version: missing field", "(the record held before is dropped)")
+
+	if err := r2.DeregisterContext(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	waitOutput(t, out, "deleted", "greeter/greeter-2", "deregistered cleanly")
+
+	// A crash: the record expires on the server.
+	r3 := f.register(instance("greeter", "greeter-3", natskv.StatusActive, ""), natskv.WithTTL(time.Second))
+	waitOutput(t, out, "added", "greeter/greeter-3")
+	r3.Close()
+	waitOutput(t, out, "expired", "greeter/greeter-3", "its TTL ran out on the server")
+
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.Contains(line, " heartbeat ") {
+			t.Errorf("a heartbeat shown without --heartbeats: %q", line)
+		}
+	}
+}
+
+// TestWatchStale: on a bucket without expiry markers (as AegisSDK makes
+// them) a crash is noticed by age; --json writes one object per line.
+func TestWatchStale(t *testing.T) {
+	f := newFixture(t, natskv.BucketConfig{NoMarkers: true})
+	rec, err := natskv.EncodeInstance(natskv.Instance{ServiceName: "greeter", InstanceID: "g-1", Version: "1.0.0",
+		Status: natskv.StatusActive, LastHeartbeat: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := f.watching(t, "greeter", "--json", "--heartbeats", "--stale-after", "1s")
+	waitOutput(t, out, `"event":"watching"`, `"service":"greeter"`)
+	f.put("service-instances.greeter.g-1", string(rec))
+	waitOutput(t, out, `"event":"added"`, `"instance":"g-1"`)
+	f.put("service-instances.greeter.g-1", string(rec))
+	waitOutput(t, out, `"event":"heartbeat"`, `"instance":"g-1"`)
+	line := waitOutput(t, out, `"event":"stale"`)
+	var e watchEvent
+	if err := json.Unmarshal([]byte(line), &e); err != nil {
+		t.Fatal(err)
+	}
+	if e.Service != "greeter" || e.Instance != "g-1" || e.Key != "service-instances.greeter.g-1" || e.Revision == 0 ||
+		e.Time.IsZero() || !strings.Contains(e.Detail, "no write for over 1.0s") {
+		t.Errorf("%+v", e)
+	}
+	f.put("service-instances.greeter.g-1", string(rec))
+	waitOutput(t, out, `"event":"updated"`, "written again after going stale")
+}
+
+// TestWatchRestart: the watch survives a server restart and says so.
+func TestWatchRestart(t *testing.T) {
+	f := newFixture(t, natskv.BucketConfig{})
+	f.register(instance("greeter", "greeter-1", natskv.StatusActive, ""))
+	out, _ := f.watching(t, "greeter")
+	waitOutput(t, out, "watching", "greeter", "1 offered to clients: greeter-1")
+
+	if err := f.srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	waitOutput(t, out, "disconnected", "connection lost")
+	waitOutput(t, out, "watch lost", "greeter", "clients keep their last set")
+	waitOutput(t, out, "reconnected", "to "+f.srv.URL())
+	waitOutput(t, out, "watch resumed", "greeter", "1 offered to clients: greeter-1")
+
+	// And it still sees changes.
+	f.register(instance("greeter", "greeter-2", natskv.StatusActive, ""))
+	waitOutput(t, out, "added", "greeter/greeter-2")
+}
