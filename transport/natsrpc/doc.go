@@ -61,11 +61,18 @@
 //
 // Requests run on at most ServiceMaxConcurrent workers (started on demand,
 // reused, no goroutine per request), so a slow handler does not hold up the
-// others; a panic becomes a 500 reply. The hand-off from micro's handler to
-// a worker is one goroutine switch per request, the price of that guarantee
-// (micro delivers each endpoint's requests on one goroutine); a goroutine
-// per request measured slower than the reused workers, which keep their
-// grown stacks. Shutdown unsubscribes the queue group
-// first, so the NATS server routes new requests to other instances at once,
-// serves every request already delivered, and returns when they are replied.
+// others; a panic becomes a 500 reply. micro's handler never waits for a
+// worker: it stamps each request's arrival and deadline (the caller's
+// Kitnats-Timeout, or ServiceDefaultTimeout for callers that send none) and
+// the pool runs it, queues it, or refuses it at once with a retryable 503
+// when the method's queue (ServiceMaxPending) is full or would outlast the
+// deadline at the method's measured service time. A queued request whose
+// deadline passes is dropped unrun (EndpointStats.Expired). Each method
+// keeps a reserve of the workers (a quarter of the pool shared equally, at
+// least one each) that no other method can take, so one flooded method
+// cannot starve its siblings.
+//
+// Shutdown unsubscribes the queue group first, so the NATS server routes
+// new requests to other instances at once, serves every request already
+// delivered, and returns when they are replied.
 package natsrpc

@@ -4,95 +4,234 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
-// pool runs a Service's requests on at most max workers. Workers start on
-// demand, one per request while under the bound, and are reused: no
-// goroutine per request, and a worker keeps the stack it has grown. Past the
-// bound, submit waits for a worker, so further requests wait in the
-// subscription's pending buffer.
+// pool decides, for every request of a Service, whether it runs now, waits,
+// or is turned away, and it is the one place that holds requests in memory.
 //
-// submit is the one place a request enters the pool, and refuse the one way
-// it leaves unrun: admission rules (how long a request may wait, which goes
-// first, when to turn one away) belong in the pool, between the two.
+// Concurrency is a number of tokens, ServiceMaxConcurrent in all. Each
+// method has a lane, and each lane a reserve of tokens that the other lanes
+// cannot take: a request starts when its lane holds fewer tokens than its
+// reserve, or when a token is free beyond the reserves the other lanes are
+// not using. One method flooded with slow requests therefore takes at most
+// max − (methods−1)·reserve tokens, and every sibling can always start its
+// reserve's worth of requests at once.
+//
+// A request that cannot start waits in its lane's queue (FIFO, at most
+// ServiceMaxPending per method), unless the queue is full or the queue
+// ahead of it, at the lane's measured service time, would outlast its
+// deadline: then it is refused with CodeUnavailable at once, so the caller
+// retries elsewhere while it still has time. A released token goes to the
+// releasing lane if it fell under its reserve, otherwise round robin to the
+// lanes with waiting requests. A waiting request whose deadline passes is
+// dropped unrun when its turn comes (or when a newer one arrives behind it).
 //
 // The pool also counts the requests it holds (queued or running), so that
 // Shutdown can wait until every delivered request is replied.
 type pool struct {
-	max    int32
-	run    func(*job)                         // serves a request on a worker
-	refuse func(j *job, code int, msg string) // replies an error without running it
+	mu      sync.Mutex
+	max     int // tokens in all
+	reserve int // tokens each lane keeps from the others
+	running int // tokens held
+	unmet   int // Σ over lanes of max(0, reserve − lane.running)
+	lanes   []*lane
+	rr      int // round-robin cursor over lanes
+	stopped bool
 
-	work     chan *job     // unbuffered: a send succeeds only into an idle worker
-	quit     chan struct{} // closed when the workers must exit
-	nworkers atomic.Int32
-	workers  sync.WaitGroup
+	refuse func(j *job, code int, msg string) // replies an error without running j
+	drop   func(j *job)                       // j's deadline passed before it ran
 
-	inflight atomic.Int64  // submitted and not yet finished
-	draining atomic.Bool   // someone waits in wait for inflight to reach 0
-	idle     chan struct{} // signalled when inflight drops to 0 while draining
+	held     atomic.Int64  // queued or running
+	draining atomic.Bool   // someone waits in wait for held to reach 0
+	idle     chan struct{} // signalled when held drops to 0 while draining
 }
 
-func newPool(max int, run func(*job), refuse func(*job, int, string)) *pool {
-	return &pool{
-		max:    int32(min(max, 1<<30)),
-		run:    run,
-		refuse: refuse,
-		work:   make(chan *job),
-		quit:   make(chan struct{}),
-		idle:   make(chan struct{}, 1),
+// lane is one method's share of the pool.
+type lane struct {
+	running int
+	queue   []*job // ring of ServiceMaxPending
+	head, n int
+	// mean is the average time a request of this method holds a token
+	// (exponentially weighted, 1/8 per request); 0 until one finishes.
+	mean time.Duration
+}
+
+// reserveFor is each lane's reserve: a quarter of the pool shared equally,
+// at least one token per method while the pool has as many tokens as there
+// are methods, none when it has fewer (nothing can be reserved then; the
+// lanes share the pool in turns).
+func reserveFor(max, methods int) int {
+	if methods <= 1 || max < methods {
+		return 0
+	}
+	return maxInt(1, max/(4*methods))
+}
+
+func maxInt(a, b int) int {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+func newPool(max, pending, methods int, refuse func(*job, int, string), drop func(*job)) *pool {
+	p := &pool{
+		max:     max,
+		reserve: reserveFor(max, methods),
+		lanes:   make([]*lane, methods),
+		refuse:  refuse,
+		drop:    drop,
+		idle:    make(chan struct{}, 1),
+	}
+	p.unmet = p.reserve * methods
+	for i := range p.lanes {
+		p.lanes[i] = &lane{queue: make([]*job, pending)}
+	}
+	return p
+}
+
+// canStart reports whether a request of l may take a token now. Lock held.
+func (p *pool) canStart(l *lane) bool {
+	return l.running < p.reserve || p.running+p.unmet < p.max
+}
+
+// acquire gives l a token. Lock held, canStart(l) true.
+func (p *pool) acquire(l *lane) {
+	if l.running < p.reserve {
+		p.unmet--
+	}
+	l.running++
+	p.running++
+}
+
+// release takes l's token back. Lock held.
+func (p *pool) release(l *lane) {
+	l.running--
+	p.running--
+	if l.running < p.reserve {
+		p.unmet++
 	}
 }
 
-// submit runs on the subscription's goroutine: hand the job to an idle
-// worker, start a new worker while under the bound, or wait for one. Once
-// the pool is stopped, a job still waiting is refused as CodeUnavailable.
-func (p *pool) submit(j *job) {
-	p.inflight.Add(1)
-	select {
-	case p.work <- j:
-		return
-	default:
-	}
-	for {
-		n := p.nworkers.Load()
-		if n >= p.max {
-			break
-		}
-		if p.nworkers.CompareAndSwap(n, n+1) {
-			p.workers.Add(1)
-			go p.worker(j)
-			return
-		}
-	}
-	select {
-	case p.work <- j:
-	case <-p.quit:
+// admit is a request's way in, called once it has been stamped with its
+// arrival and deadline. It returns true when j holds a token: the caller
+// runs it and then calls done. Otherwise the pool has queued j, or refused
+// or dropped it.
+func (p *pool) admit(j *job) bool {
+	l := j.lane
+	p.mu.Lock()
+	if p.stopped {
+		p.mu.Unlock()
 		p.refuse(j, CodeUnavailable, msgShuttingDown)
-		p.finish()
+		return false
 	}
-}
-
-func (p *pool) worker(j *job) {
-	defer p.workers.Done()
-	for {
-		p.serve(j)
-		select {
-		case j = <-p.work:
-		case <-p.quit:
-			return
+	if p.canStart(l) {
+		p.acquire(l)
+		p.mu.Unlock()
+		p.held.Add(1)
+		return true
+	}
+	// Every token this lane may take is held. Requests at the head of the
+	// queue whose deadline has passed go first: they would only be dropped
+	// later, and they hold places a live request can use.
+	var dead [4]*job
+	nd := 0
+	for nd < len(dead) && l.n > 0 && l.queue[l.head].expired(j.recv) {
+		dead[nd] = l.pop()
+		nd++
+	}
+	code := 0
+	switch {
+	case l.n == len(l.queue):
+		code = CodeUnavailable
+	case !j.deadline.IsZero() && l.mean > 0:
+		// The queue ahead drains at l.running requests per l.mean.
+		wait := time.Duration(l.n+1) * l.mean / time.Duration(maxInt(1, l.running))
+		if j.recv.Add(wait).After(j.deadline) {
+			code = CodeUnavailable
 		}
 	}
+	if code == 0 {
+		l.push(j)
+		p.held.Add(1)
+	}
+	p.mu.Unlock()
+	for _, d := range dead[:nd] {
+		p.drop(d)
+		p.finished()
+	}
+	if code != 0 {
+		p.refuse(j, code, msgOverloaded)
+	}
+	return false
 }
 
-// serve runs one job and counts it finished, whatever happens in run.
-func (p *pool) serve(j *job) {
-	defer p.finish()
-	p.run(j)
+// done hands back the token of j, which finished at now, and returns the
+// next request to run on the same token's worker, or nil. Requests whose
+// deadline passed while they waited are dropped on the way.
+func (p *pool) done(j *job, now time.Time) *job {
+	l := j.lane
+	took := now.Sub(j.start)
+	p.mu.Lock()
+	if l.mean == 0 {
+		l.mean = took
+	} else {
+		l.mean += (took - l.mean) / 8
+	}
+	next := p.handBack(l)
+	p.mu.Unlock()
+	p.finished()
+	for next != nil && next.expired(now) {
+		p.drop(next)
+		p.finished()
+		p.mu.Lock()
+		next = p.handBack(next.lane)
+		p.mu.Unlock()
+	}
+	return next
 }
 
-func (p *pool) finish() {
-	if p.inflight.Add(-1) == 0 && p.draining.Load() {
+// handBack releases l's token and gives it to the request that may use it:
+// the head of l's queue if l fell under its reserve (the token is l's own),
+// otherwise the head of the next lane round robin that may start. Lock
+// held.
+func (p *pool) handBack(l *lane) *job {
+	p.release(l)
+	if l.running < p.reserve {
+		if l.n == 0 {
+			return nil
+		}
+		p.acquire(l)
+		return l.pop()
+	}
+	for i := range p.lanes {
+		k := (p.rr + i) % len(p.lanes)
+		c := p.lanes[k]
+		if c.n > 0 && p.canStart(c) {
+			p.rr = k + 1
+			p.acquire(c)
+			return c.pop()
+		}
+	}
+	return nil
+}
+
+func (l *lane) push(j *job) {
+	l.queue[(l.head+l.n)%len(l.queue)] = j
+	l.n++
+}
+
+func (l *lane) pop() *job {
+	j := l.queue[l.head]
+	l.queue[l.head] = nil
+	l.head = (l.head + 1) % len(l.queue)
+	l.n--
+	return j
+}
+
+func (p *pool) finished() {
+	if p.held.Add(-1) == 0 && p.draining.Load() {
 		select {
 		case p.idle <- struct{}{}:
 		default:
@@ -100,11 +239,11 @@ func (p *pool) finish() {
 	}
 }
 
-// wait returns once no submitted job is queued or running, or with
+// wait returns once no admitted request is queued or running, or with
 // ctx.Err() when ctx ends first.
 func (p *pool) wait(ctx context.Context) error {
 	p.draining.Store(true)
-	for p.inflight.Load() > 0 {
+	for p.held.Load() > 0 {
 		select {
 		case <-p.idle:
 		case <-ctx.Done():
@@ -114,9 +253,20 @@ func (p *pool) wait(ctx context.Context) error {
 	return nil
 }
 
-// stop makes idle workers exit and refuses jobs still waiting in submit.
-// Call it once.
-func (p *pool) stop() { close(p.quit) }
-
-// join waits for every worker to exit: after stop, once their jobs are done.
-func (p *pool) join() { p.workers.Wait() }
+// stop refuses every queued request and every later one with
+// CodeUnavailable. Running requests finish; done then returns nil.
+func (p *pool) stop() {
+	p.mu.Lock()
+	p.stopped = true
+	var queued []*job
+	for _, l := range p.lanes {
+		for l.n > 0 {
+			queued = append(queued, l.pop())
+		}
+	}
+	p.mu.Unlock()
+	for _, j := range queued {
+		p.refuse(j, CodeUnavailable, msgShuttingDown)
+		p.finished()
+	}
+}

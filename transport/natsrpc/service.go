@@ -19,9 +19,25 @@ import (
 // ServiceMaxConcurrent says otherwise.
 const DefaultMaxConcurrent = 64
 
-// msgShuttingDown is the message of the 503 a stopping Service replies to
-// requests it will not run.
-const msgShuttingDown = "service shutting down"
+// DefaultMaxPending is how many requests of one method may wait for a
+// worker unless ServiceMaxPending says otherwise.
+const DefaultMaxPending = 256
+
+// Pending limits of each endpoint's subscription. The handler never waits
+// for a worker, so the buffer holds only what arrived while it was being
+// scheduled; messages over a limit are dropped by nats.go (slow consumer)
+// and their callers time out.
+const (
+	subPendingMsgs  = 8192
+	subPendingBytes = 64 << 20
+)
+
+// Messages of the 503 and 504 replies of requests a Service does not run.
+const (
+	msgShuttingDown = "service shutting down"
+	msgOverloaded   = "service overloaded: the queue would outlast the deadline"
+	msgExpired      = "deadline exceeded before the handler ran"
+)
 
 // MetadataInstance is the micro metadata key holding the kitnats instance ID,
 // so `nats micro info` ties a micro service ID to a registry instance.
@@ -51,12 +67,15 @@ type Service struct {
 	prop     propagation.TextMapPropagator
 	w3cOnly  bool // prop is propagation.TraceContext: no traceparent, nothing to extract
 	logger   log.Logger
+	timeout  time.Duration // deadline of requests that carry none; 0 for none
 	pool     *pool
+
+	work    chan *job     // unbuffered: a send succeeds only into an idle worker
+	quit    chan struct{} // closed when idle workers must exit
+	workers sync.WaitGroup
 
 	base   context.Context // handlers' root; cancelled when Shutdown gives up
 	cancel context.CancelFunc
-
-	stopped atomic.Bool // set once Shutdown has finished or given up
 
 	shutdownOnce sync.Once
 	done         chan struct{}
@@ -72,13 +91,21 @@ type EndpointStats struct {
 	Errors    atomic.Uint64 `json:"-"`
 	Panics    atomic.Uint64 `json:"-"`
 	Malformed atomic.Uint64 `json:"-"` // malformed deadline headers (ignored)
-	Rejected  atomic.Uint64 `json:"-"` // replied 503/504 without running the handler
+	// Rejected counts requests refused with 503 without running the
+	// handler: the method's queue was full or would outlast the caller's
+	// deadline, or the service was shutting down.
+	Rejected atomic.Uint64 `json:"-"`
+	// Expired counts requests dropped without running the handler because
+	// their deadline passed while they waited for a worker. Those with the
+	// caller's deadline get no reply (the caller has stopped waiting); those
+	// with the service's default deadline get a 504.
+	Expired atomic.Uint64 `json:"-"`
 }
 
 // MarshalJSON reports the counters.
 func (s *EndpointStats) MarshalJSON() ([]byte, error) {
-	return fmt.Appendf(nil, `{"errors":%d,"panics":%d,"malformed_headers":%d,"rejected":%d}`,
-		s.Errors.Load(), s.Panics.Load(), s.Malformed.Load(), s.Rejected.Load()), nil
+	return fmt.Appendf(nil, `{"errors":%d,"panics":%d,"malformed_headers":%d,"rejected":%d,"expired":%d}`,
+		s.Errors.Load(), s.Panics.Load(), s.Malformed.Load(), s.Rejected.Load(), s.Expired.Load()), nil
 }
 
 // job is one request on its way through the service. Everything a request
@@ -89,10 +116,21 @@ func (s *EndpointStats) MarshalJSON() ([]byte, error) {
 type job struct {
 	srv   *Server
 	stats *EndpointStats
-	recv  time.Time
-	msg   nats.Msg
-	reply nats.Msg
-	dl    deadlineCtx
+	lane  *lane
+	recv  time.Time // arrival: the earliest the service sees the request
+	start time.Time // when it took a worker's token
+	// deadline is the caller's (receive time + HeaderTimeout; caller set)
+	// or the service's default; zero for none.
+	deadline time.Time
+	caller   bool
+	msg      nats.Msg
+	reply    nats.Msg
+	dl       deadlineCtx
+}
+
+// expired reports whether j's deadline has passed at now.
+func (j *job) expired(now time.Time) bool {
+	return !j.deadline.IsZero() && !now.Before(j.deadline)
 }
 
 // ServiceOption sets an optional parameter of a Service.
@@ -100,6 +138,8 @@ type ServiceOption func(*serviceConfig)
 
 type serviceConfig struct {
 	max         int
+	pending     int
+	timeout     time.Duration
 	logger      log.Logger
 	prop        propagation.TextMapPropagator
 	version     string
@@ -107,11 +147,33 @@ type serviceConfig struct {
 	metadata    map[string]string
 }
 
-// ServiceMaxConcurrent bounds the requests handled at once (default
-// DefaultMaxConcurrent). When every worker is busy, further requests wait in
-// the subscription's pending buffer.
+// ServiceMaxConcurrent bounds the requests handled at once, over all
+// methods (default DefaultMaxConcurrent). Each method keeps a reserve of
+// these workers that the others cannot take (see the package doc); when a
+// method may not start another request, the request waits in the method's
+// queue (ServiceMaxPending) or is refused with 503.
 func ServiceMaxConcurrent(n int) ServiceOption {
 	return func(c *serviceConfig) { c.max = n }
+}
+
+// ServiceMaxPending bounds the requests of one method waiting for a worker
+// (default DefaultMaxPending). Requests beyond it are refused with 503
+// (CodeUnavailable, retryable elsewhere) at once, as are requests whose
+// wait, at the method's measured service time, would outlast their
+// deadline.
+func ServiceMaxPending(n int) ServiceOption {
+	return func(c *serviceConfig) { c.pending = n }
+}
+
+// ServiceDefaultTimeout is the deadline of a request that carries none
+// (no HeaderTimeout, as go-kit's transport/nats and the AegisSDK send):
+// its handler's context ends that long after the request arrived, and a
+// request still waiting for a worker then is dropped with a 504. The
+// default is DefaultTimeout, the budget this package's own client sends
+// when its caller sets none; d <= 0 leaves such requests without a
+// deadline.
+func ServiceDefaultTimeout(d time.Duration) ServiceOption {
+	return func(c *serviceConfig) { c.timeout = d }
 }
 
 // ServiceLogger logs panics, malformed headers and failed replies. nil (the
@@ -181,13 +243,13 @@ func NewService(ctx context.Context, nc *nats.Conn, service, instance string, me
 	}
 	slices.Sort(names)
 
-	cfg := serviceConfig{max: DefaultMaxConcurrent, version: "0.0.0", prop: propagation.TraceContext{}}
+	cfg := serviceConfig{max: DefaultMaxConcurrent, pending: DefaultMaxPending, timeout: DefaultTimeout,
+		version: "0.0.0", prop: propagation.TraceContext{}}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	if cfg.max < 1 {
-		cfg.max = 1
-	}
+	cfg.max = min(max(cfg.max, 1), 1<<20)
+	cfg.pending = min(max(cfg.pending, 0), 1<<20)
 	if cfg.prop == nil {
 		cfg.prop = propagation.TraceContext{}
 	}
@@ -203,10 +265,17 @@ func NewService(ctx context.Context, nc *nats.Conn, service, instance string, me
 		prop:     cfg.prop,
 		w3cOnly:  isTraceContext(cfg.prop),
 		logger:   cfg.logger,
+		timeout:  max(cfg.timeout, 0),
+		work:     make(chan *job),
+		quit:     make(chan struct{}),
 		done:     make(chan struct{}),
 		stats:    make(map[string]*EndpointStats, 2*len(names)),
 	}
-	s.pool = newPool(cfg.max, s.run, s.reject)
+	s.pool = newPool(cfg.max, cfg.pending, len(names), s.reject, s.expire)
+	lanes := make(map[string]*lane, len(names))
+	for i, m := range names {
+		lanes[m] = s.pool.lanes[i]
+	}
 	s.base, s.cancel = context.WithCancel(context.Background())
 
 	routes := s.routes(names)
@@ -218,8 +287,9 @@ func NewService(ctx context.Context, nc *nats.Conn, service, instance string, me
 	handler := func(method, subject string) micro.HandlerFunc {
 		st := s.stats[subject]
 		srv := methods[method]
+		ln := lanes[method]
 		return func(r micro.Request) {
-			s.dispatch(&job{srv: srv, stats: st, recv: time.Now(),
+			s.dispatch(&job{srv: srv, stats: st, lane: ln,
 				msg: nats.Msg{Subject: r.Subject(), Reply: r.Reply(), Header: nats.Header(r.Headers()), Data: r.Data()}})
 		}
 	}
@@ -231,9 +301,10 @@ func NewService(ctx context.Context, nc *nats.Conn, service, instance string, me
 		}
 	}
 	if err != nil {
-		s.stopped.Store(true)
 		s.cancel()
 		s.pool.stop()
+		close(s.quit)
+		s.workers.Wait()
 		return nil, err
 	}
 	return s, nil
@@ -280,8 +351,9 @@ func (s *Service) subscribeMicro(routes []route, cfg serviceConfig, handler func
 	if err != nil {
 		return fmt.Errorf("natsrpc: add micro service %s: %w", s.name, err)
 	}
+	limits := micro.WithEndpointPendingLimits(subPendingMsgs, subPendingBytes)
 	for _, r := range routes {
-		if err = ms.AddEndpoint(r.method, handler(r.method, r.subject), micro.WithEndpointSubject(r.subject), r.queue); err != nil {
+		if err = ms.AddEndpoint(r.method, handler(r.method, r.subject), micro.WithEndpointSubject(r.subject), r.queue, limits); err != nil {
 			break
 		}
 	}
@@ -306,14 +378,64 @@ func (s *Service) Info() micro.Info { return s.micro.Info() }
 // EndpointStats.
 func (s *Service) Stats() micro.Stats { return s.micro.Stats() }
 
-// dispatch runs on the subscription's goroutine and hands the request to
-// the pool, unless the service has stopped.
+// dispatch runs on micro's delivery goroutine and never blocks on a busy
+// service: it stamps the request's arrival and deadline, and the pool runs
+// it now (on an idle worker, or a new one under the bound), queues it, or
+// turns it away. So the arrival time is when the request left the
+// subscription's buffer, which the handler keeps near empty.
 func (s *Service) dispatch(j *job) {
-	if s.stopped.Load() {
-		s.reject(j, CodeUnavailable, msgShuttingDown)
+	if !s.arrive(j) || !s.pool.admit(j) {
 		return
 	}
-	s.pool.submit(j)
+	select {
+	case s.work <- j:
+	default:
+		s.workers.Add(1)
+		go s.worker(j)
+	}
+}
+
+// arrive stamps j with its arrival time and deadline: the caller's
+// (HeaderTimeout counted from arrival) or the service's default. It drops j
+// and returns false if that deadline has already passed.
+func (s *Service) arrive(j *job) bool {
+	j.recv = time.Now()
+	j.start = j.recv
+	if v := j.msg.Header[HeaderTimeout]; len(v) > 0 {
+		d, err := ParseTimeout(v[0])
+		if err != nil {
+			j.stats.Malformed.Add(1)
+			s.log("msg", "ignoring malformed deadline header", "subject", j.msg.Subject, "err", err)
+		} else {
+			j.deadline = j.recv.Add(d)
+			j.caller = true
+			if d <= 0 {
+				s.expire(j)
+				return false
+			}
+		}
+	}
+	if !j.caller && s.timeout > 0 {
+		j.deadline = j.recv.Add(s.timeout)
+	}
+	return true
+}
+
+// worker serves requests while the pool has any for its token, then waits
+// for the next hand-off; workers are reused, keeping their grown stacks.
+func (s *Service) worker(j *job) {
+	defer s.workers.Done()
+	for {
+		for j != nil {
+			s.run(j)
+			j = s.pool.done(j, time.Now())
+		}
+		select {
+		case j = <-s.work:
+		case <-s.quit:
+			return
+		}
+	}
 }
 
 // run serves one request on a pool worker.
@@ -324,38 +446,22 @@ func (s *Service) run(j *job) {
 		if r := recover(); r != nil {
 			j.stats.Panics.Add(1)
 			s.log("msg", "panic outside the endpoint", "subject", j.msg.Subject, "panic", fmt.Sprint(r))
-			s.reject(j, CodeInternal, "internal error")
+			s.replyError(j, CodeInternal, "internal error")
 		}
 	}()
-	if s.stopped.Load() {
+	if s.base.Err() != nil {
+		// Shutdown gave up: refuse, so the caller may go elsewhere.
 		s.reject(j, CodeUnavailable, msgShuttingDown)
 		return
 	}
 	ctx := s.base
-	if v := j.msg.Header[HeaderTimeout]; len(v) > 0 {
-		d, err := ParseTimeout(v[0])
-		if err != nil {
-			j.stats.Malformed.Add(1)
-			s.log("msg", "ignoring malformed deadline header", "subject", j.msg.Subject, "err", err)
-		} else {
-			j.dl.init(ctx, j.recv.Add(d))
-			defer j.dl.release()
-			ctx = &j.dl
-		}
+	if !j.deadline.IsZero() {
+		j.dl.init(ctx, j.deadline)
+		defer j.dl.release()
+		ctx = &j.dl
 	}
 	if s.hasTraceHeader(j.msg.Header) {
 		ctx = s.prop.Extract(ctx, HeaderCarrier(j.msg.Header))
-	}
-	if ctx.Err() != nil {
-		if s.base.Err() != nil {
-			// Shutdown gave up: refuse, so the caller may go elsewhere.
-			s.reject(j, CodeUnavailable, msgShuttingDown)
-			return
-		}
-		// The caller's deadline passed while the request waited for a
-		// worker: nobody is listening for the reply any more.
-		s.reject(j, CodeTimeout, "deadline exceeded before the handler ran")
-		return
 	}
 	reply, err := j.srv.serve(ctx, &j.msg, &j.reply)
 	if err != nil {
@@ -406,9 +512,24 @@ func (s *Service) respond(j *job, reply *nats.Msg) {
 	}
 }
 
-// reject replies an error without running the handler.
+// reject refuses a request without running the handler.
 func (s *Service) reject(j *job, code int, msg string) {
 	j.stats.Rejected.Add(1)
+	s.replyError(j, code, msg)
+}
+
+// expire drops a request whose deadline passed before it ran. A caller that
+// sent its deadline has stopped waiting: it gets no reply. One that sent
+// none gets a 504 for the service's default deadline.
+func (s *Service) expire(j *job) {
+	j.stats.Expired.Add(1)
+	if !j.caller {
+		s.replyError(j, CodeTimeout, msgExpired)
+	}
+}
+
+// replyError replies an error status, if the request wants a reply.
+func (s *Service) replyError(j *job, code int, msg string) {
 	if j.msg.Reply == "" {
 		return
 	}
@@ -460,15 +581,15 @@ func (s *Service) Shutdown(ctx context.Context) error {
 
 func (s *Service) shutdown(ctx context.Context) {
 	err := s.drain(ctx)
-	s.stopped.Store(true)
 	if err != nil {
 		// Give up on stragglers: cancel their contexts and refuse whatever is
 		// still queued.
 		s.cancel()
 	}
 	s.pool.stop()
+	close(s.quit)
 	if err == nil {
-		s.pool.join()
+		s.workers.Wait()
 	}
 	s.cancel()
 	s.shutdownErr = err
