@@ -174,7 +174,7 @@ func TestHelp(t *testing.T) {
 }
 
 func TestHuman(t *testing.T) {
-	for d, want := range map[string]string{"350ms": "350ms", "4.25s": "4.2s", "190s": "3m10s", "2h5m10s": "2h5m", "-2s": "-2.0s"} {
+	for d, want := range map[string]string{"350ms": "350ms", "4.25s": "4.2s", "190s": "3m10s", "2h5m10s": "2h5m", "-2s": "-2s", "31s": "31s", "2.5s": "2.5s"} {
 		dur, _ := time.ParseDuration(d)
 		if got := human(dur); got != want {
 			t.Errorf("human(%s) = %q, want %q", d, got, want)

@@ -89,7 +89,7 @@ func TestFleet(t *testing.T) {
 			t.Errorf("greeter-3: %q", l)
 		}
 		// Written by a plain put on a TTL bucket: no TTL, so "none".
-		if l := lineWith(t, out, "greeter-4 "); !containsAll(l, "ACTIVE", "eu-3", "none", "no: stale, no write for", "stale after 2.0s") {
+		if l := lineWith(t, out, "greeter-4 "); !containsAll(l, "ACTIVE", "eu-3", "none", "no: stale, no write for", "stale after 2s") {
 			t.Errorf("greeter-4: %q", l)
 		}
 		if l := lineWith(t, out, "bad "); !containsAll(l, "no: skipped", `unknown status: "BOGUS"`) {
@@ -385,7 +385,7 @@ func TestAegisLayout(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
-	lineWith(t, out, "per-key TTL", "note: off", "heartbeat age alone, after 5.0s")
+	lineWith(t, out, "per-key TTL", "note: off", "heartbeat age alone, after 5s")
 	lineWith(t, out, "layout", "aegis, as --layout says: 1 keys")
 	lineWith(t, out, "verdict: no problems")
 }

@@ -9,13 +9,15 @@ import (
 	"time"
 )
 
-// human writes a duration for people: "350ms", "4.2s", "3m10s", "2h5m".
+// human writes a duration for people: "350ms", "4.2s", "31s", "3m10s", "2h5m".
 func human(d time.Duration) string {
 	switch {
 	case d < 0:
 		return "-" + human(-d)
 	case d < time.Second:
 		return fmt.Sprintf("%dms", d.Milliseconds())
+	case d < time.Minute && d%time.Second == 0:
+		return fmt.Sprintf("%ds", d/time.Second)
 	case d < time.Minute:
 		return fmt.Sprintf("%.1fs", d.Seconds())
 	case d < time.Hour:

@@ -171,6 +171,7 @@ type watcher struct {
 	mu   sync.Mutex
 	last map[string]natskv.Instance // by key: the last record told
 	gone map[string]bool            // keys gone stale
+	bad  map[string]uint64          // keys skipped, at the revision told
 	svcs map[string]*svcWatch
 }
 
@@ -232,7 +233,7 @@ func (a *app) watch(cmd *cobra.Command, service string, o watchOptions) error {
 	}
 	fmt.Fprintf(a.stderr, "watching %s in bucket %s at %s (layout %s, stale %s); interrupt to stop\n", what, s.b.Name(), s.where, l, stale)
 
-	w := &watcher{a: a, s: s, p: p, o: o, ctx: ctx, quit: make(chan struct{}), last: map[string]natskv.Instance{}, gone: map[string]bool{}, svcs: map[string]*svcWatch{}}
+	w := &watcher{a: a, s: s, p: p, o: o, ctx: ctx, quit: make(chan struct{}), last: map[string]natskv.Instance{}, gone: map[string]bool{}, bad: map[string]uint64{}, svcs: map[string]*svcWatch{}}
 	defer w.stop()
 	if service != "" {
 		if err := w.start(service); err != nil {
@@ -356,12 +357,22 @@ func (w *watcher) change(service string, c natskv.Change) {
 	w.mu.Lock()
 	prev, had := w.last[c.Key]
 	wasStale := w.gone[c.Key]
+	if c.Kind == natskv.ChangeSkipped && c.Revision != 0 && w.bad[c.Key] == c.Revision {
+		// A rebuilt watch reads the same bad record again: told already.
+		w.mu.Unlock()
+		return
+	}
+	delete(w.bad, c.Key)
 	switch c.Kind {
 	case natskv.ChangeAdded, natskv.ChangeUpdated:
 		w.last[c.Key] = c.Instance
 		delete(w.gone, c.Key)
 	case natskv.ChangeStale:
 		w.gone[c.Key] = true
+	case natskv.ChangeSkipped:
+		w.bad[c.Key] = c.Revision
+		delete(w.last, c.Key)
+		delete(w.gone, c.Key)
 	default:
 		delete(w.last, c.Key)
 		delete(w.gone, c.Key)
