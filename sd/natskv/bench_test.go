@@ -3,7 +3,6 @@ package natskv_test
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/aegis-sdk/kitnats/internal/natstest"
 	"github.com/aegis-sdk/kitnats/sd/natskv"
+	"github.com/aegis-sdk/kitnats/sd/natskv/internal/scale"
 )
 
 func percentiles(b *testing.B, lat []time.Duration) {
@@ -273,13 +273,25 @@ func BenchmarkWatchRecovery(b *testing.B) {
 	})
 }
 
-// BenchmarkInstancerScale: 10,000 instances of 1,000 services in one bucket.
-// first-event is the time from NewInstancer to the first event for one
-// service (dotted layout: the server filters; aegis layout: the client scans
-// the bucket); raw is a nats.go KV watch listing the same service.
-// bytes-per-instance is the heap held by 100 Instancers (1,000 instances),
-// their own overhead included.
+// BenchmarkInstancerScale: 10,000 instances of 1,000 services in one bucket,
+// one Instancer per service, all live (internal/scale, which
+// bench/etcdcompare runs beside go-kit's etcdv3): the time to build them
+// all, the first event of a new Instancer for a service already watched and
+// for one that is not, the process's CPU while they sit idle, the heap per
+// instance, the JetStream consumers on the server, and update propagation
+// with all live beside a raw KV watch. One iteration is the whole scenario:
+// run it with -benchtime 1x.
+//
+// first-event-aegis is a new Instancer on a bucket of the aegis layout with
+// as many keys, where a service is found by scanning the bucket (another
+// service is watched already); raw-first-event is a nats.go KV watch
+// listing one service of the dotted bucket.
 func BenchmarkInstancerScale(b *testing.B) {
+	b.Run("fleet", func(b *testing.B) {
+		for range b.N {
+			scale.Run(b, scale.StartNATS(b), scale.DefaultConfig).Report(b)
+		}
+	})
 	const services, per = 1000, 10
 	s := natstest.Start(b)
 	nc := natstest.Connect(b, s.URL())
@@ -310,11 +322,13 @@ func BenchmarkInstancerScale(b *testing.B) {
 	}
 	dotted := fill("scale", natskv.LayoutDotted)
 	aegis := fill("scale_aegis", natskv.LayoutAegis)
-	firstEvent := func(b *testing.B, bk *natskv.Bucket, opts ...natskv.InstancerOption) {
-		var total time.Duration
+	b.Run("first-event-aegis", func(b *testing.B) {
+		keep := newInstancer(b, aegis, "svc0999", natskv.WithLayout(natskv.LayoutAegis))
+		waitSet(b, subscribe(b, keep), "i0", "i1", "i2", "i3", "i4", "i5", "i6", "i7", "i8", "i9")
+		var lat []time.Duration
 		for n := 0; n < b.N; n++ {
 			start := time.Now()
-			i, err := natskv.NewInstancer(bk, fmt.Sprintf("svc%04d", n%services), nil, opts...)
+			i, err := natskv.NewInstancer(aegis, fmt.Sprintf("svc%04d", n%(services-1)), nil, natskv.WithLayout(natskv.LayoutAegis))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -323,15 +337,13 @@ func BenchmarkInstancerScale(b *testing.B) {
 			if ev := <-ch; len(ev.Instances) != per {
 				b.Fatalf("want %d instances, have %v", per, ev)
 			}
-			total += time.Since(start)
+			lat = append(lat, time.Since(start))
 			i.Stop()
 		}
-		b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "first-event-ms")
-	}
-	b.Run("first-event", func(b *testing.B) { firstEvent(b, dotted) })
-	b.Run("first-event-aegis", func(b *testing.B) { firstEvent(b, aegis, natskv.WithLayout(natskv.LayoutAegis)) })
-	b.Run("raw", func(b *testing.B) {
-		var total time.Duration
+		b.ReportMetric(float64(scale.Percentile(lat, 50).Microseconds())/1000, "first-event-p50-ms")
+	})
+	b.Run("raw-first-event", func(b *testing.B) {
+		var lat []time.Duration
 		for n := 0; n < b.N; n++ {
 			start := time.Now()
 			w, err := dotted.KeyValue().WatchFiltered(ctx, []string{fmt.Sprintf("service-instances.svc%04d.*", n%services)})
@@ -349,34 +361,8 @@ func BenchmarkInstancerScale(b *testing.B) {
 			if got != per {
 				b.Fatalf("want %d, have %d", per, got)
 			}
-			total += time.Since(start)
+			lat = append(lat, time.Since(start))
 		}
-		b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "first-event-ms")
-	})
-	b.Run("memory", func(b *testing.B) {
-		const held = 100
-		for n := 0; n < b.N; n++ {
-			var before, after runtime.MemStats
-			runtime.GC()
-			runtime.ReadMemStats(&before)
-			is := make([]*natskv.Instancer, held)
-			for k := range held {
-				i, err := natskv.NewInstancer(dotted, fmt.Sprintf("svc%04d", k), nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				ch := make(chan sd.Event, 1)
-				i.Register(ch)
-				<-ch
-				i.Deregister(ch)
-				is[k] = i
-			}
-			runtime.GC()
-			runtime.ReadMemStats(&after)
-			b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(held*per), "bytes-per-instance")
-			for _, i := range is {
-				i.Stop()
-			}
-		}
+		b.ReportMetric(float64(scale.Percentile(lat, 50).Microseconds())/1000, "first-event-p50-ms")
 	})
 }

@@ -90,6 +90,9 @@ type Bucket struct {
 	js   jetstream.JetStream
 	kv   jetstream.KeyValue
 	caps Capabilities
+	// direct: the stream answers direct gets, which is how a watch loads a
+	// service it starts to follow (else it scans with a consumer).
+	direct bool
 }
 
 // Name is the bucket's name.
@@ -212,12 +215,14 @@ func bind(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue) (*
 		Replicas:       c.Replicas,
 	}
 	caps.MsgTTL = caps.Markers
+	direct := false
 	if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok && bs.StreamInfo() != nil {
 		caps.MsgTTL = bs.StreamInfo().Config.AllowMsgTTL
 		caps.Replicas = bs.StreamInfo().Config.Replicas
+		direct = bs.StreamInfo().Config.AllowDirect
 	}
 	if caps.Replicas == 0 {
 		caps.Replicas = 1
 	}
-	return &Bucket{js: js, kv: kv, caps: caps}, nil
+	return &Bucket{js: js, kv: kv, caps: caps, direct: direct}, nil
 }

@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/aegis-sdk/kitnats/internal/mailbox"
 	"github.com/aegis-sdk/kitnats/lb"
 	"github.com/go-kit/kit/sd"
 	"github.com/go-kit/log"
@@ -73,6 +74,11 @@ type Change struct {
 // implements go-kit's sd.Instancer and lb.Describer; Instances and Lookup
 // give the whole records (status, metadata) for discovery without go-kit.
 //
+// An Instancer that watches is a view over the one watch its process keeps
+// on the bucket (see the package documentation): creating one for a
+// service another Instancer already watches costs no request, and the
+// records are decoded and held once for both.
+//
 // Every subscriber has a mailbox that holds only the newest event: a slow
 // subscriber gets the latest set when it is ready, never a backlog, and never
 // holds up the watch or other subscribers.
@@ -82,25 +88,27 @@ type Instancer struct {
 	logger  log.Logger
 	opts    instancerOptions
 	m       *metrics
-	prefix  string // "$KV.<bucket>."
 
-	ctx      context.Context
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	w        *watcher // nil WithPolling
 	stopOnce sync.Once
-	refresh  chan chan error
+	cb       sync.WaitGroup // deliveries of changes in progress
 
-	mu      sync.Mutex
-	st      *state   // the entries and what was published: the feeds' only way in
-	cur     *session // the watch session whose messages count
-	subs    map[chan<- sd.Event]*subscriber
+	// mu guards st, subs, stopped and isReady: the watcher's lock, or own
+	// (WithPolling).
+	mu      *sync.Mutex
+	own     sync.Mutex
+	st      *state
+	stp     atomic.Pointer[state] // st, for readers without the lock
+	subs    []*subscriber
 	stopped bool
-}
+	isReady bool
+	ready   chan struct{} // closed when a set is first published
 
-// subscriber is one registered channel behind its latest-value mailbox.
-type subscriber struct {
-	fwd *mailbox.Forwarder[sd.Event]
-	seq uint64 // the state's event last offered to it
+	// WithPolling
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	refresh chan chan error
 }
 
 var (
@@ -108,13 +116,48 @@ var (
 	_ lb.Describer = (*Instancer)(nil)
 )
 
-// NewInstancer starts discovering service in bucket b and returns at once;
-// the first event goes to subscribers when the bucket's current values are
-// in. It takes the Options shared with NewRegistrar (WithLayout,
+// NewInstancer starts discovering service in bucket b. It returns once the
+// service's current set is in — at once when another Instancer of the
+// process already watches the service, one request later otherwise — or
+// after WithReadyWait (default DefaultReadyWait), as go-kit's etcd and
+// Consul instancers return after their first read: a subscriber registered
+// after it returns gets the set before Register returns. When the registry
+// cannot be read within the wait it returns all the same, without error,
+// and subscribers get the set once it is in; NewInstancerContext fails
+// instead. It takes the Options shared with NewRegistrar (WithLayout,
 // WithHeartbeat, WithTTL, WithRetryWait) and its own InstancerOptions. Stop
 // it when done.
 func NewInstancer(b *Bucket, service string, logger log.Logger, opts ...InstancerOption) (*Instancer, error) {
-	o := instancerOptions{commonOptions: defaultCommon(), format: func(i Instance) string { return i.InstanceID }}
+	i, err := newInstancer(b, service, logger, opts)
+	if err != nil {
+		return nil, err
+	}
+	if d := i.opts.readyWait; d > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		i.waitReady(ctx)
+	}
+	return i, nil
+}
+
+// NewInstancerContext is NewInstancer that waits for the service's current
+// set as long as ctx allows, and fails when it ends first: the Instancer is
+// stopped and the error wraps ctx's. It ignores WithReadyWait.
+func NewInstancerContext(ctx context.Context, b *Bucket, service string, logger log.Logger, opts ...InstancerOption) (*Instancer, error) {
+	i, err := newInstancer(b, service, logger, opts)
+	if err != nil {
+		return nil, err
+	}
+	if !i.waitReady(ctx) {
+		i.Stop()
+		return nil, fmt.Errorf("natskv: %s: no set before the context ended: %w", service, ctx.Err())
+	}
+	return i, nil
+}
+
+func newInstancer(b *Bucket, service string, logger log.Logger, opts []InstancerOption) (*Instancer, error) {
+	o := instancerOptions{commonOptions: defaultCommon(), format: func(i Instance) string { return i.InstanceID },
+		readyWait: -1}
 	logger, err := configure(b, logger, opts, InstancerOption.applyInstancer, &o, &o.commonOptions)
 	if err != nil {
 		return nil, err
@@ -125,35 +168,65 @@ func NewInstancer(b *Bucket, service string, logger log.Logger, opts ...Instance
 	if o.watchHeartbeat == 0 {
 		o.watchHeartbeat = DefaultWatchHeartbeat
 	}
+	if o.readyWait < 0 {
+		o.readyWait = DefaultReadyWait
+	}
 	if err := o.layout.validateService(service); err != nil {
 		return nil, err
 	}
 	if o.staleAfter == 0 {
 		o.staleAfter = staleDefault(b, &o.commonOptions)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	i := &Instancer{
 		b:       b,
 		service: service,
 		logger:  log.With(logger, "component", "natskv.Instancer", "service", service),
 		opts:    o,
-		prefix:  "$KV." + b.Name() + ".",
-		ctx:     ctx,
-		cancel:  cancel,
-		refresh: make(chan chan error),
-		st: newState(stateConfig{service: service, layout: o.layout, format: o.format,
-			excludeStandby: o.excludeStandby, staleAfter: o.staleAfter}),
-		subs: map[chan<- sd.Event]*subscriber{},
+		ready:   make(chan struct{}),
 	}
-	i.m = newMetrics(o.meter, service, func() int64 { return int64(len(i.st.snapshot().list)) })
-	i.wg.Add(2)
+	i.m = newMetrics(o.meter, service, func() int64 { return int64(len(i.snapshot().list)) })
 	if o.polling {
+		i.mu = &i.own
+		i.setState(newState(i.stateConfig()))
+		i.ctx, i.cancel = context.WithCancel(context.Background())
+		i.refresh = make(chan chan error)
+		i.wg.Add(2)
 		go i.pollLoop()
-	} else {
-		go i.watchLoop()
+		go i.staleLoop()
+		return i, nil
 	}
-	go i.staleLoop()
+	i.w = acquireWatcher(b, &i.opts, logger)
+	i.mu = &i.w.mu
+	i.w.join(i)
 	return i, nil
+}
+
+func (i *Instancer) stateConfig() stateConfig {
+	return stateConfig{service: i.service, layout: i.opts.layout, format: i.opts.format,
+		excludeStandby: i.opts.excludeStandby, staleAfter: i.opts.staleAfter}
+}
+
+func (i *Instancer) setState(st *state) {
+	i.st = st
+	i.stp.Store(st)
+}
+
+// snapshot is the published view. Safe to call at any time.
+func (i *Instancer) snapshot() *snapshot {
+	if st := i.stp.Load(); st != nil {
+		return st.snapshot()
+	}
+	return &snapshot{}
+}
+
+// waitReady waits for the first set, and reports whether it came.
+func (i *Instancer) waitReady(ctx context.Context) bool {
+	select {
+	case <-i.ready:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // staleDefault is the TTL; on a bucket with markers, rounded up to whole
@@ -170,18 +243,30 @@ func staleDefault(b *Bucket, o *commonOptions) time.Duration {
 // Service is the service this Instancer discovers.
 func (i *Instancer) Service() string { return i.service }
 
-// Register implements sd.Instancer. The current set (if the initial values are
-// in) is queued for ch at once; Register never blocks on ch.
+// Register implements sd.Instancer. Once the set is in (when NewInstancer
+// returns, normally) Register delivers it before it returns, as go-kit's
+// instancers do: it waits for ch's receiver to take it, at most
+// RegisterWait, and on an unbuffered channel sends it a second time, which
+// returns only when the receiver has handled the first — so sd.NewEndpointer
+// and lb.NewEndpointSet over this Instancer serve their first call at once.
+// A receiver that does not come within the wait gets the set when it does,
+// as every later event. Registering ch twice does nothing.
 func (i *Instancer) Register(ch chan<- sd.Event) {
 	i.mu.Lock()
-	defer i.mu.Unlock()
-	if i.stopped || i.subs[ch] != nil {
+	if i.stopped || slices.ContainsFunc(i.subs, func(s *subscriber) bool { return s.ch == ch }) {
+		i.mu.Unlock()
 		return
 	}
-	s := &subscriber{fwd: mailbox.Forward(ch), seq: i.st.seq}
-	i.subs[ch] = s
-	if ev, ok := i.st.initial(); ok {
-		s.fwd.Offer(ev)
+	s := newSubscriber(ch)
+	s.seq = i.st.seq
+	i.subs = append(i.subs, s)
+	ev, ok := i.st.initial()
+	if ok {
+		s.begin()
+	}
+	i.mu.Unlock()
+	if ok {
+		s.handOver(ev)
 	}
 }
 
@@ -189,28 +274,45 @@ func (i *Instancer) Register(ch chan<- sd.Event) {
 // ch, so the caller may close it.
 func (i *Instancer) Deregister(ch chan<- sd.Event) {
 	i.mu.Lock()
-	s := i.subs[ch]
-	delete(i.subs, ch)
+	var s *subscriber
+	i.subs = slices.DeleteFunc(i.subs, func(x *subscriber) bool {
+		if x.ch == ch {
+			s = x
+			return true
+		}
+		return false
+	})
 	i.mu.Unlock()
 	if s != nil {
-		s.fwd.Stop()
+		s.stop()
 	}
 }
 
-// Stop implements sd.Instancer: it ends the watch and every subscriber's
-// delivery and waits for them. Idempotent.
+// Stop implements sd.Instancer: it ends the Instancer's watch (the shared
+// watch of the bucket stops following the service when no other Instancer
+// watches it, and stops when none is left) and every subscriber's delivery,
+// and waits for them. Idempotent.
 func (i *Instancer) Stop() {
 	i.stopOnce.Do(func() {
-		i.cancel()
-		i.wg.Wait()
-		i.m.close()
+		if i.w == nil {
+			i.cancel()
+			i.wg.Wait()
+		}
 		i.mu.Lock()
 		i.stopped = true
 		subs := i.subs
-		i.subs = map[chan<- sd.Event]*subscriber{}
+		i.subs = nil
+		if i.w != nil {
+			i.w.leaveLocked(i)
+		}
 		i.mu.Unlock()
 		for _, s := range subs {
-			s.fwd.Stop()
+			s.stop()
+		}
+		i.cb.Wait()
+		i.m.close()
+		if i.w != nil {
+			i.w.release()
 		}
 	})
 }
@@ -220,7 +322,7 @@ func (i *Instancer) Stop() {
 // each event is sent, so a subscriber reading it on receipt sees at least that
 // event's set. The slice is the caller's.
 func (i *Instancer) Instances() []Instance {
-	s := i.st.snapshot()
+	s := i.snapshot()
 	out := make([]Instance, len(s.list))
 	for n, in := range s.list {
 		out[n] = in.Clone()
@@ -231,7 +333,7 @@ func (i *Instancer) Instances() []Instance {
 // Lookup returns the healthy instance published as instance (a string from
 // sd.Event.Instances, as the formatter made it).
 func (i *Instancer) Lookup(instance string) (Instance, bool) {
-	in, ok := i.st.snapshot().by[instance]
+	in, ok := i.snapshot().get(instance)
 	if !ok {
 		return Instance{}, false
 	}
@@ -246,7 +348,7 @@ func (i *Instancer) Lookup(instance string) (Instance, bool) {
 // must not modify it either. ok is false for an instance not in the
 // published set.
 func (i *Instancer) Describe(instance string) (lb.Attributes, bool) {
-	in, ok := i.st.snapshot().by[instance]
+	in, ok := i.snapshot().get(instance)
 	if !ok {
 		return lb.Attributes{}, false
 	}
@@ -255,8 +357,18 @@ func (i *Instancer) Describe(instance string) (lb.Attributes, bool) {
 
 // Refresh forces a re-list (polling mode) or a rebuilt watch, and returns
 // when the new full set is in. It is how a caller invalidates the view after
-// failed calls.
+// failed calls. A watch is shared: rebuilding it reloads every service the
+// process watches on the bucket (subscribers are told only of what changed).
 func (i *Instancer) Refresh(ctx context.Context) error {
+	i.mu.Lock()
+	stopped := i.stopped
+	i.mu.Unlock()
+	if stopped {
+		return ErrStopped
+	}
+	if i.w != nil {
+		return i.w.refreshNow(ctx)
+	}
 	reply := make(chan error, 1)
 	select {
 	case i.refresh <- reply:
@@ -275,20 +387,13 @@ func (i *Instancer) Refresh(ctx context.Context) error {
 	}
 }
 
-// emit reports an update's changes, then offers the state's latest event to
-// every subscriber that has not had it. Changes are told outside the lock;
-// when two updates race, each subscriber still gets the newest event last.
-func (i *Instancer) emit(u update) {
-	i.recordChanges(u.changes)
-	if !u.publish {
-		return
-	}
-	i.mu.Lock()
-	defer i.mu.Unlock()
+// offerLocked offers the state's latest event to every subscriber that has
+// not had it. The caller holds i.mu.
+func (i *Instancer) offerLocked() {
 	for _, s := range i.subs {
 		if s.seq < i.st.seq {
 			s.seq = i.st.seq
-			s.fwd.Offer(i.st.event()) // each its own slice
+			s.offer(i.st.event()) // each its own slice
 		}
 	}
 }
@@ -306,35 +411,6 @@ func (i *Instancer) recordChanges(cs []Change) {
 		}
 		if i.opts.onChange != nil {
 			i.opts.onChange(c)
-		}
-	}
-}
-
-// failWith reports a lost watch or list, once per outage.
-func (i *Instancer) failWith(err error) {
-	i.logger.Log("err", err)
-	i.mu.Lock()
-	u := i.st.lost(err)
-	i.mu.Unlock()
-	i.emit(u)
-}
-
-func (i *Instancer) staleLoop() {
-	defer i.wg.Done()
-	if i.opts.staleAfter <= 0 {
-		return
-	}
-	t := time.NewTicker(min(max(i.opts.staleAfter/4, 10*time.Millisecond), time.Second))
-	defer t.Stop()
-	for {
-		select {
-		case <-i.ctx.Done():
-			return
-		case now := <-t.C:
-			i.mu.Lock()
-			u := i.st.tick(now)
-			i.mu.Unlock()
-			i.emit(u)
 		}
 	}
 }

@@ -108,3 +108,19 @@ func (l Layout) match(service, key string) (instance string, ours bool) {
 	}
 	return rest, true
 }
+
+// serviceOf is the service a key of the layout belongs to, read from the
+// key alone (it may still be an invalid name: match and the record decide).
+// ok is false for keys outside the layout.
+func (l Layout) serviceOf(key string) (service string, ok bool) {
+	sep := "."
+	if l == LayoutAegis {
+		sep = "__"
+	}
+	rest, found := strings.CutPrefix(key, keyPrefix+sep)
+	if !found {
+		return "", false
+	}
+	service, _, found = strings.Cut(rest, sep)
+	return service, found && service != ""
+}

@@ -20,6 +20,10 @@ const (
 	// DefaultWatchHeartbeat is the idle heartbeat of the watch's consumer: a
 	// lost consumer is noticed after two missed beats.
 	DefaultWatchHeartbeat = 500 * time.Millisecond
+	// DefaultReadyWait is how long NewInstancer waits for the service's
+	// current set at most. It normally has it within a millisecond; the wait
+	// only matters when the registry cannot be read.
+	DefaultReadyWait = 2 * time.Second
 )
 
 // ErrInvalidOption is matched (errors.Is) by the error NewRegistrar or
@@ -74,6 +78,7 @@ type instancerOptions struct {
 	meter          metric.MeterProvider // nil: otel.GetMeterProvider()
 	onChange       func(Change)
 	watchHeartbeat time.Duration // 0: not set, DefaultWatchHeartbeat
+	readyWait      time.Duration // < 0: not set, DefaultReadyWait
 }
 
 // commonOption is an Option: it sets commonOptions, whichever constructor
@@ -306,6 +311,20 @@ func WithWatchHeartbeat(d time.Duration) InstancerOption {
 			return invalid("WithWatchHeartbeat", "%v is not positive", d)
 		}
 		o.watchHeartbeat = d
+		return nil
+	})
+}
+
+// WithReadyWait sets how long NewInstancer waits for the service's current
+// set at most (default DefaultReadyWait). 0 returns at once, as
+// NewInstancer did before it waited: subscribers get the set when it is in.
+// It must not be negative. NewInstancerContext ignores it.
+func WithReadyWait(d time.Duration) InstancerOption {
+	return instancerOption(func(o *instancerOptions) error {
+		if d < 0 {
+			return invalid("WithReadyWait", "%v is negative", d)
+		}
+		o.readyWait = d
 		return nil
 	})
 }

@@ -10,7 +10,8 @@ import (
 )
 
 // pollLoop is discovery WithPolling: the AegisSDK's cached listing, re-read
-// every interval instead of watched.
+// every interval instead of watched. A polling Instancer has its own book,
+// lock and goroutines.
 func (i *Instancer) pollLoop() {
 	defer i.wg.Done()
 	i.relist()
@@ -26,6 +27,14 @@ func (i *Instancer) pollLoop() {
 			w <- i.relist()
 		}
 	}
+}
+
+// emit delivers one update of a polling Instancer.
+func (i *Instancer) emit(u update, logErr error) {
+	i.mu.Lock()
+	batch := i.queue(nil, u, logErr)
+	i.mu.Unlock()
+	deliver(i.mu, batch)
 }
 
 // relist reads the service's current records and makes them the state. On
@@ -54,7 +63,7 @@ func (i *Instancer) relist() error {
 				if e == nil {
 					return nil
 				}
-				// The load reads only the state's settings: no lock.
+				// The load reads only the book's service and layout: no lock.
 				l.add(record{key: e.Key(), op: ChangeUpdated, data: e.Value(), rev: e.Revision(), seen: e.Created()})
 			}
 		}
@@ -65,12 +74,36 @@ func (i *Instancer) relist() error {
 			return ErrStopped
 		}
 		err = fmt.Errorf("natskv: list %s: %w", i.service, err)
-		i.failWith(err)
+		i.mu.Lock()
+		u := i.st.lost(err)
+		i.mu.Unlock()
+		i.emit(u, err)
 		return err
 	}
 	i.mu.Lock()
 	u := i.st.replace(l, start)
 	i.mu.Unlock()
-	i.emit(u)
+	i.emit(u, nil)
 	return nil
+}
+
+// staleLoop is a polling Instancer's staleness clock.
+func (i *Instancer) staleLoop() {
+	defer i.wg.Done()
+	if i.opts.staleAfter <= 0 {
+		return
+	}
+	t := time.NewTicker(min(max(i.opts.staleAfter/4, 10*time.Millisecond), time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-i.ctx.Done():
+			return
+		case now := <-t.C:
+			i.mu.Lock()
+			u := i.st.tick(now)
+			i.mu.Unlock()
+			i.emit(u, nil)
+		}
+	}
 }

@@ -258,7 +258,7 @@ func TestStateSnapshot(t *testing.T) {
 	}
 	replace(0, put("a", 1, 0, meta("zone", "a")))(s)
 	first := s.snapshot()
-	if in := first.by["a"]; in.Metadata["zone"] != "a" || len(first.list) != 1 {
+	if in, _ := first.get("a"); in.Metadata["zone"] != "a" || len(first.list) != 1 {
 		t.Fatalf("snapshot: %+v", first)
 	}
 	s.apply(put("a", 2, 1, meta("zone", "a"), beat(1)))
@@ -266,14 +266,14 @@ func TestStateSnapshot(t *testing.T) {
 		t.Fatal("a heartbeat replaced the snapshot")
 	}
 	s.apply(put("a", 3, 2, meta("zone", "b")))
-	if s.snapshot() == first || s.snapshot().by["a"].Metadata["zone"] != "b" {
+	if in, _ := s.snapshot().get("a"); s.snapshot() == first || in.Metadata["zone"] != "b" {
 		t.Fatalf("a metadata change: snapshot %+v", s.snapshot())
 	}
-	if first.by["a"].Metadata["zone"] != "a" {
+	if in, _ := first.get("a"); in.Metadata["zone"] != "a" {
 		t.Fatal("a published snapshot changed")
 	}
 	s.apply(put("a", 4, 3, standby))
-	if s.snapshot().by["a"].Status != StatusStandby {
+	if in, _ := s.snapshot().get("a"); in.Status != StatusStandby {
 		t.Fatal("a status change is not in the snapshot")
 	}
 }

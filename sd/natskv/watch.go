@@ -3,6 +3,7 @@ package natskv
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -11,65 +12,90 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// session is one consumer on the bucket's stream. Until its initial values
-// are in it loads them apart, and they then replace the state whole: after a
-// failure, subscribers get a fresh full set, and the changes missed.
+// session is one consumer on the bucket's stream, filtered by the services
+// followed when it started (and those its filter was updated with since).
+// Until its initial values are in it loads them apart, and they then replace
+// the books whole: after a failure, views get a fresh full set, and the
+// changes missed.
 type session struct {
-	initial  *load // the initial values, until they are all in
 	init     bool
 	ready    chan struct{}
 	lastDseq uint64
 	failed   chan error
 	cc       jetstream.ConsumeContext
-	consumer string
+	cfg      jetstream.ConsumerConfig
+	loads    map[*follow]*load // the initial values, until they are all in
+	filtered []string          // the services the consumer's filter names, sorted
+	whole    bool              // the consumer's filter is the whole registry
+}
+
+// fail ends the session from any goroutine; the watch loop rebuilds it.
+func (s *session) fail(err error) {
+	select {
+	case s.failed <- err:
+	default:
+	}
 }
 
 // watchLoop keeps one session (a consumer on the bucket's stream) alive:
-// it starts one, and rebuilds it whenever the connection comes back, the
-// consumer is lost or its heartbeats stop.
-func (i *Instancer) watchLoop() {
-	defer i.wg.Done()
+// it starts one once a service is followed, rebuilds it whenever the
+// connection comes back, the consumer is lost or its heartbeats stop, and
+// updates its filter as services are followed and dropped.
+func (w *watcher) watchLoop() {
+	defer w.wg.Done()
 	var status chan nats.Status
-	if nc := i.b.js.Conn(); nc != nil {
+	if nc := w.b.js.Conn(); nc != nil {
 		status = nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
 		defer nc.RemoveStatusListener(status)
 	}
 	var waiters []chan error // Refresh calls waiting for the next full set
+	answer := func(err error) {
+		for _, r := range waiters {
+			r <- err
+		}
+		waiters = nil
+	}
+	defer func() { answer(ErrStopped) }()
+	// Nothing to watch before the first view joins.
+	select {
+	case <-w.done:
+		return
+	case <-w.kick:
+	}
 	first := true
 	failures := 0
 	for {
-		if i.ctx.Err() != nil {
-			for _, w := range waiters {
-				w <- ErrStopped
-			}
+		select {
+		case <-w.done:
 			return
+		default:
 		}
 		if !first {
-			i.m.restarts.Add(context.Background(), 1, i.m.set)
+			w.countRestart()
 		}
 		first = false
-		if nc := i.b.js.Conn(); nc != nil && !nc.IsConnected() {
-			i.waitConnected(status)
-			if i.ctx.Err() != nil {
-				continue
-			}
+		if nc := w.b.js.Conn(); nc != nil && !nc.IsConnected() {
+			w.waitConnected(status)
 		}
-		s, err := i.startSession()
+		s, err := w.startSession()
 		if err != nil {
-			i.failWith(fmt.Errorf("%w: %w", ErrWatchLost, err))
+			w.failWith(fmt.Errorf("%w: %w", ErrWatchLost, err))
 			// Retry soon (a restarted server's JetStream is up moments
 			// after its client port), backing off to retryWait.
-			wait := backoff.Policy{Base: min(25*time.Millisecond, i.opts.retryWait), Cap: i.opts.retryWait}.Ceiling(failures)
+			w.mu.Lock()
+			rw := w.retryWait
+			w.mu.Unlock()
+			wait := backoff.Policy{Base: min(25*time.Millisecond, rw), Cap: rw}.Ceiling(failures)
 			failures++
 			select {
-			case <-i.ctx.Done():
+			case <-w.done:
 			case <-time.After(wait):
 			case st := <-status:
 				if st != nats.CONNECTED {
-					i.waitConnected(status)
+					w.waitConnected(status)
 				}
-			case w := <-i.refresh:
-				waiters = append(waiters, w)
+			case r := <-w.refresh:
+				waiters = append(waiters, r)
 			}
 			continue
 		}
@@ -81,24 +107,24 @@ func (i *Instancer) watchLoop() {
 				ready = s.ready
 			}
 			select {
-			case <-i.ctx.Done():
-				i.stopSession(s, true)
-				for _, w := range waiters {
-					w <- ErrStopped
-				}
+			case <-w.done:
+				w.stopSession(s, true)
 				return
 			case <-ready:
-				for _, w := range waiters {
-					w <- nil
+				answer(nil)
+			case <-w.kick:
+				if err := w.reconcile(s); err != nil {
+					w.stopSession(s, true)
+					w.failWith(fmt.Errorf("%w: %w", ErrWatchLost, err))
+					break running
 				}
-				waiters = nil
-			case w := <-i.refresh:
-				waiters = append(waiters, w)
-				i.stopSession(s, true)
+			case r := <-w.refresh:
+				waiters = append(waiters, r)
+				w.stopSession(s, true)
 				break running
 			case err := <-s.failed:
-				i.stopSession(s, true)
-				i.failWith(fmt.Errorf("%w: %w", ErrWatchLost, err))
+				w.stopSession(s, true)
+				w.failWith(fmt.Errorf("%w: %w", ErrWatchLost, err))
 				break running
 			case st := <-status:
 				switch st {
@@ -106,21 +132,18 @@ func (i *Instancer) watchLoop() {
 					// Reconnected, maybe to a restarted server that lost our
 					// consumer: rebuild now instead of waiting for
 					// heartbeats to go missing.
-					i.stopSession(s, true)
-					i.failWith(fmt.Errorf("%w: reconnected", ErrWatchLost))
+					w.stopSession(s, true)
+					w.failWith(fmt.Errorf("%w: reconnected", ErrWatchLost))
 					break running
 				case nats.CLOSED:
-					i.stopSession(s, false)
-					i.failWith(fmt.Errorf("%w: %w", ErrWatchLost, nats.ErrConnectionClosed))
-					<-i.ctx.Done()
-					for _, w := range waiters {
-						w <- ErrStopped
-					}
+					w.stopSession(s, false)
+					w.failWith(fmt.Errorf("%w: %w", ErrWatchLost, nats.ErrConnectionClosed))
+					<-w.done
 					return
 				default:
-					i.stopSession(s, false)
-					i.failWith(fmt.Errorf("%w: %w", ErrWatchLost, nats.ErrDisconnected))
-					i.waitConnected(status)
+					w.stopSession(s, false)
+					w.failWith(fmt.Errorf("%w: %w", ErrWatchLost, nats.ErrDisconnected))
+					w.waitConnected(status)
 					break running
 				}
 			}
@@ -128,10 +151,23 @@ func (i *Instancer) watchLoop() {
 	}
 }
 
-// waitConnected returns once the connection is up again or the Instancer
+// countRestart counts a rebuilt watch on every view's metrics.
+func (w *watcher) countRestart() {
+	w.mu.Lock()
+	var vs []*Instancer
+	for _, f := range w.follows {
+		vs = append(vs, f.views...)
+	}
+	w.mu.Unlock()
+	for _, v := range vs {
+		v.m.restarts.Add(context.Background(), 1, v.m.set)
+	}
+}
+
+// waitConnected returns once the connection is up again or the watcher
 // stops. Status events are dropped when a listener lags, so it also polls.
-func (i *Instancer) waitConnected(status chan nats.Status) {
-	nc := i.b.js.Conn()
+func (w *watcher) waitConnected(status chan nats.Status) {
+	nc := w.b.js.Conn()
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -139,7 +175,7 @@ func (i *Instancer) waitConnected(status chan nats.Status) {
 			return
 		}
 		select {
-		case <-i.ctx.Done():
+		case <-w.done:
 			return
 		case st := <-status:
 			if st == nats.CONNECTED {
@@ -150,149 +186,271 @@ func (i *Instancer) waitConnected(status chan nats.Status) {
 	}
 }
 
-func (i *Instancer) startSession() (*session, error) {
-	s := &session{ready: make(chan struct{}), failed: make(chan error, 1)}
-	i.mu.Lock()
-	s.initial = i.st.newLoad()
-	i.cur = s
-	i.mu.Unlock()
-	hb := i.opts.watchHeartbeat
-	ctx, cancel := context.WithTimeout(i.ctx, max(4*hb, 2*time.Second))
-	defer cancel()
-	if nc := i.b.js.Conn(); nc != nil {
-		// A request made while the connection is down waits out its
-		// timeout; give up as soon as the connection drops, so the loop
-		// can wait for the reconnect instead.
-		watched := make(chan struct{})
-		defer func() { cancel(); <-watched }()
-		go func() {
-			defer close(watched)
-			t := time.NewTicker(10 * time.Millisecond)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
+// request bounds a JetStream API call: it ends at the timeout, when the
+// watcher stops, or as soon as the connection drops (a request made while
+// the connection is down would wait out its timeout; the loop had better
+// wait for the reconnect instead).
+func (w *watcher) request(timeout time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	nc := w.b.js.Conn()
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.done:
+				cancel()
+				return
+			case <-t.C:
+				if nc != nil && !nc.IsConnected() {
+					cancel()
 					return
-				case <-t.C:
-					if !nc.IsConnected() {
-						cancel()
-						return
-					}
 				}
 			}
-		}()
-	}
-	cons, err := i.b.js.CreateConsumer(ctx, i.b.stream(), jetstream.ConsumerConfig{
+		}
+	}()
+	return ctx, func() { cancel(); <-watched }
+}
+
+func (w *watcher) consumerConfig(services []string, whole bool) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
 		DeliverPolicy:     jetstream.DeliverLastPerSubjectPolicy,
-		FilterSubject:     i.prefix + i.opts.layout.watchFilter(i.service),
+		FilterSubjects:    w.filters(services, whole),
 		AckPolicy:         jetstream.AckNonePolicy,
 		MemoryStorage:     true,
 		Replicas:          1,
-		InactiveThreshold: max(20*hb, 10*time.Second),
-	})
+		InactiveThreshold: max(20*w.hb, 10*time.Second),
+	}
+}
+
+func (w *watcher) startSession() (*session, error) {
+	s := &session{ready: make(chan struct{}), failed: make(chan error, 1), loads: map[*follow]*load{}}
+	w.mu.Lock()
+	w.clearFetches()
+	for _, f := range w.follows {
+		s.loads[f] = f.book.newLoad()
+		f.buf, f.needFrom, f.floor, f.floorKnown = nil, 0, 0, false
+	}
+	s.whole = w.layout == LayoutAegis || wantWhole(false, len(w.follows))
+	if !s.whole {
+		s.filtered = w.followed()
+	}
+	s.cfg = w.consumerConfig(s.filtered, s.whole)
+	w.cur = s
+	w.mu.Unlock()
+	ctx, cancel := w.request(max(4*w.hb, 2*time.Second))
+	defer cancel()
+	cons, err := w.b.js.CreateConsumer(ctx, w.b.stream(), s.cfg)
 	if err != nil {
+		w.dropSession(s)
 		return nil, err
 	}
 	info := cons.CachedInfo()
-	s.consumer = info.Name
-	cc, err := cons.Consume(func(msg jetstream.Msg) { i.handle(s, msg) },
-		jetstream.PullHeartbeat(hb),
-		jetstream.PullExpiry(max(4*hb, time.Second)),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			select {
-			case s.failed <- err:
-			default:
-			}
-		}))
+	s.cfg.Name = info.Name
+	cc, err := cons.Consume(func(msg jetstream.Msg) { w.handle(s, msg) },
+		jetstream.PullHeartbeat(w.hb),
+		jetstream.PullExpiry(max(4*w.hb, time.Second)),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) { s.fail(err) }))
 	if err != nil {
-		i.deleteConsumer(s.consumer)
+		w.dropSession(s)
+		w.deleteConsumer(s.cfg.Name)
 		return nil, err
 	}
 	s.cc = cc
 	if info.NumPending == 0 {
-		i.mu.Lock()
-		u := i.finishInit(s, time.Now())
-		i.mu.Unlock()
-		i.emit(u)
+		w.mu.Lock()
+		batch := w.finishInit(s, nil, time.Now())
+		w.mu.Unlock()
+		deliver(&w.mu, batch)
 	}
 	return s, nil
 }
 
-func (i *Instancer) stopSession(s *session, deleteConsumer bool) {
-	i.mu.Lock()
-	if i.cur == s {
-		i.cur = nil
+// dropSession makes s no longer count.
+func (w *watcher) dropSession(s *session) {
+	w.mu.Lock()
+	if w.cur == s {
+		w.cur = nil
+		w.clearFetches()
 	}
-	i.mu.Unlock()
+	w.mu.Unlock()
+}
+
+func (w *watcher) stopSession(s *session, deleteConsumer bool) {
+	w.dropSession(s)
 	s.cc.Stop()
 	select {
 	case <-s.cc.Closed():
 	case <-time.After(time.Second):
 	}
 	if deleteConsumer {
-		i.deleteConsumer(s.consumer)
+		w.deleteConsumer(s.cfg.Name)
 	}
 }
 
-func (i *Instancer) deleteConsumer(name string) {
-	if nc := i.b.js.Conn(); nc == nil || !nc.IsConnected() {
+func (w *watcher) deleteConsumer(name string) {
+	if nc := w.b.js.Conn(); nc == nil || !nc.IsConnected() {
 		return // the server drops it after its inactive threshold
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	_ = i.b.js.DeleteConsumer(ctx, i.b.stream(), name)
+	_ = w.b.js.DeleteConsumer(ctx, w.b.stream(), name)
 }
 
-// finishInit makes a session's initial values the state. The lock is held.
-func (i *Instancer) finishInit(s *session, now time.Time) update {
-	if s.init || i.cur != s {
-		return update{}
+// finishInit makes a session's initial values the books and publishes every
+// view; services followed since the session started are fetched. The caller
+// holds w.mu.
+func (w *watcher) finishInit(s *session, batch []viewUpdate, now time.Time) []viewUpdate {
+	if s.init || w.cur != s {
+		return batch
 	}
 	s.init = true
-	u := i.st.replace(s.initial, now)
-	s.initial = nil
+	for f, l := range s.loads {
+		if w.follows[f.service] != f {
+			continue
+		}
+		f.staleAt = time.Time{}
+		cs := f.book.replace(l, now)
+		for _, v := range f.views {
+			batch = w.add(batch, v, v.st.reloaded(cs, now), nil)
+		}
+	}
+	for _, f := range w.follows {
+		if s.loads[f] == nil {
+			w.startFetch(f)
+		}
+	}
+	s.loads = nil
 	close(s.ready)
-	return u
+	w.signal()
+	return batch
+}
+
+// reconcile updates the consumer's filter to the services followed. The
+// services it adds were fetched (or are being fetched) directly; the
+// update says from which sequence the consumer has them, and a service
+// read below it is read again.
+func (w *watcher) reconcile(s *session) error {
+	if w.layout == LayoutAegis {
+		return nil // the whole bucket, always
+	}
+	for {
+		w.mu.Lock()
+		if w.cur != s || !s.init {
+			w.mu.Unlock()
+			return nil
+		}
+		n := len(w.follows)
+		whole := wantWhole(s.whole, n)
+		if n == 0 || (whole && s.whole) {
+			w.mu.Unlock()
+			return nil
+		}
+		want := w.followed()
+		if !whole && !s.whole && slices.Equal(want, s.filtered) {
+			w.mu.Unlock()
+			return nil
+		}
+		var adds []*follow
+		if !s.whole {
+			for _, svc := range want {
+				if _, had := slices.BinarySearch(s.filtered, svc); !had {
+					adds = append(adds, w.follows[svc])
+				}
+			}
+		}
+		cfg := s.cfg
+		cfg.FilterSubjects = w.filters(want, whole)
+		w.mu.Unlock()
+
+		ctx, cancel := w.request(max(4*w.hb, 2*time.Second))
+		cons, err := w.b.js.UpdateConsumer(ctx, w.b.stream(), cfg)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("update filter: %w", err)
+		}
+		from := cons.CachedInfo().Delivered.Stream
+
+		w.mu.Lock()
+		if w.cur == s {
+			s.cfg, s.whole, s.filtered = cfg, whole, nil
+			if !whole {
+				s.filtered = want
+			}
+			for _, f := range adds {
+				if w.follows[f.service] == f {
+					f.needFrom = max(f.needFrom, from)
+					w.checkFloor(f)
+				}
+			}
+		}
+		w.mu.Unlock()
+	}
 }
 
 // handle is the consumer's callback: messages of one session arrive in order
 // on one goroutine.
-func (i *Instancer) handle(s *session, msg jetstream.Msg) {
+func (w *watcher) handle(s *session, msg jetstream.Msg) {
 	now := time.Now()
 	meta, err := msg.Metadata()
-	i.mu.Lock()
-	if i.cur != s {
-		i.mu.Unlock()
+	w.mu.Lock()
+	if w.cur != s {
+		w.mu.Unlock()
 		return
 	}
 	if err != nil || meta.Sequence.Consumer != s.lastDseq+1 {
-		i.mu.Unlock()
+		w.mu.Unlock()
 		if err == nil {
 			err = fmt.Errorf("delivery gap: consumer sequence %d after %d", meta.Sequence.Consumer, s.lastDseq)
 		}
-		select {
-		case s.failed <- err:
-		default:
-		}
+		s.fail(err)
 		return
 	}
 	s.lastDseq = meta.Sequence.Consumer
-	r := record{key: strings.TrimPrefix(msg.Subject(), i.prefix), op: opOf(msg.Headers()), data: msg.Data(),
+	r := record{key: strings.TrimPrefix(msg.Subject(), w.prefix), op: opOf(msg.Headers()), data: msg.Data(),
 		rev: meta.Sequence.Stream, seen: now}
-	var u update
-	if !s.init {
-		r.seen = meta.Timestamp // an initial value is as old as its write
-		s.initial.add(r)
-		if meta.NumPending == 0 {
-			u = i.finishInit(s, now)
+	var batch []viewUpdate
+	if svc, ok := w.layout.serviceOf(r.key); ok {
+		if f := w.follows[svc]; f != nil {
+			if !s.init {
+				if l := s.loads[f]; l != nil {
+					r.seen = meta.Timestamp // an initial value is as old as its write
+					l.add(r)
+				}
+			} else {
+				batch = w.live(batch, f, r)
+			}
 		}
-	} else {
-		u = i.st.apply(r)
 	}
-	i.mu.Unlock()
+	if !s.init && meta.NumPending == 0 {
+		batch = w.finishInit(s, batch, now)
+	}
+	w.mu.Unlock()
 	// The changes are told (and counted) before subscribers get the event
 	// they cause.
-	i.emit(u)
+	deliver(&w.mu, batch)
+}
+
+// Refresh rebuilds the watch and returns when the new full set is in.
+func (w *watcher) refreshNow(ctx context.Context) error {
+	reply := make(chan error, 1)
+	select {
+	case w.refresh <- reply:
+	case <-w.done:
+		return ErrStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // opOf reads the KV operation of a message: a put, a clean delete, a purge,
