@@ -41,14 +41,16 @@ type Balancer interface {
 	// tried, then ACTIVE before STANDBY (Attributes). So a retry never
 	// returns to a tried instance while an untried available one remains,
 	// and prefers a tried available instance to an untried one whose
-	// breaker is open.
+	// breaker is open. In the set's panic mode (WithPanicThreshold) every
+	// instance counts as available.
 	Pick(ctx context.Context, tried []string) (Pick, error)
 }
 
 // Available is implemented by the io.Closer an sd.Factory returns for an
 // instance when it knows whether that instance should take traffic now — a
 // per-instance circuit breaker, for one. While any instance is available,
-// balancers never pick one that is not. When none is, they pick an
+// balancers never pick one that is not — unless so many are not that the
+// set is in panic mode (WithPanicThreshold). When none is, they pick an
 // unavailable one anyway rather than fail with ErrNoInstances, so the caller
 // gets that instance's own error (an open breaker's) at once.
 //

@@ -222,7 +222,8 @@ func TestTriedExclusion(t *testing.T) {
 func TestAvailableRules(t *testing.T) {
 	insts := names(5)
 	f := newFakeFactory()
-	set := newSet(t, f, insts)
+	// Most instances go down: the rules beneath panic mode (panic_test.go).
+	set := newSet(t, f, insts, lb.WithPanicThreshold(0))
 	setDown := func(down ...string) {
 		for _, name := range insts {
 			f.Closer(name).down.Store(slices.Contains(down, name))
@@ -263,7 +264,8 @@ func TestAvailableRules(t *testing.T) {
 func TestStandbyRules(t *testing.T) {
 	insts := []string{"a", "b", "c"}
 	f := newFakeFactory()
-	set := newSet(t, f, insts, lb.WithAttributes(func(s string) lb.Attributes { return lb.Attributes{Standby: s == "b"} }))
+	set := newSet(t, f, insts, lb.WithPanicThreshold(0), // two of three go down
+		lb.WithAttributes(func(s string) lb.Attributes { return lb.Attributes{Standby: s == "b"} }))
 	ctxs := keyContexts(40)
 	for _, bc := range balancers {
 		t.Run(bc.name, func(t *testing.T) {

@@ -26,7 +26,9 @@
 //     on a key from the request context) are the policies this package
 //     provides; NewRoundRobin, NewRandom, NewLeastLoaded and NewSticky run
 //     one over a set. Package weighted, beside this one, adds weights read
-//     from instance metadata.
+//     from instance metadata; package zone keeps requests in the caller's
+//     zone, over any policy, and spills them to other zones when the local
+//     instances cannot carry them.
 //
 // # Shared rules
 //
@@ -40,19 +42,40 @@
 // instance; a policy makes its own choice among eligible ACTIVE instances
 // and leaves the rest to Fallback.
 //
+// # Panic mode
+//
+// When more than half of a set's instances are unavailable at once
+// (WithPanicThreshold; Envoy's panic threshold), the breakers are more
+// likely wrong than the instances — a shared dependency failed, or the
+// network — and keeping only the survivors would pile every request onto
+// them. The set then enters panic mode: the shared rules count every
+// instance as available, so picks spread over all of them, tried and
+// STANDBY still ranked last. Availability is polled, not pushed, so the set
+// counts its unavailable instances (View.Unavailable) off the pick path: on
+// every view it publishes, soon after a pick meets an unavailable instance
+// (at most every 10 ms), and every 100 ms while one is. A pick pays nothing
+// for it while the instances it meets are available. The set logs when it
+// enters and leaves panic mode and records it (MetricPanicMode,
+// MetricPanicEngaged, MetricUnavailable) through OpenTelemetry's metric
+// API (WithMeterProvider).
+//
 // # Adding a policy
 //
 // Write a Policy whose Build precomputes what the picks need from the view
 // (a table, a ring, the instances in some zone) and returns a Picker that
 // chooses among View.Active with that, returns its choice if it is
-// Eligible, and View.Fallback otherwise. Build runs once per view, off the
+// Eligible, and View.Fallback otherwise. A policy that works on part of a
+// view builds it with View.Filter, whose unavailable instances the set
+// counts as it counts the view's; a policy over policies builds theirs
+// over such parts, as package zone does. Build runs once per view, off the
 // pick path; Pick runs on every request and must neither lock nor allocate.
 // State that must outlive a view (a counter, a random source) belongs to the
 // Policy, not the Picker. Run it with NewPolicyBalancer; PolicyFunc and
 // PickerFunc save declaring types. The example of NewPolicyBalancer is a
-// complete policy in a few lines, and package weighted a larger one; both
-// use nothing but the exported API, and the tests of this package run
-// weighted through the same rule tests as the built-in policies.
+// complete policy in a few lines, and packages weighted and zone larger
+// ones; they use nothing but the exported API, and the tests of this
+// package run weighted through the same rule tests as the built-in
+// policies.
 //
 // Wiring, with kitnats' registry, transport and middleware (error handling
 // left out):

@@ -11,6 +11,8 @@ import (
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/kit/sd"
 	"github.com/go-kit/log"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/aegis-sdk/kitnats/internal/backoff"
 	"github.com/aegis-sdk/kitnats/internal/mailbox"
@@ -57,6 +59,9 @@ type setOptions struct {
 	retryMin          time.Duration
 	retryMax          time.Duration
 	vnodes            int
+	panicThreshold    float64
+	meterProvider     metric.MeterProvider
+	metricAttrs       []attribute.KeyValue
 }
 
 // WithAttributes tells the set how to learn an instance's attributes,
@@ -107,6 +112,37 @@ func WithVirtualNodes(n int) Option {
 	}
 }
 
+// WithPanicThreshold sets the share of the set's instances that may be
+// unavailable (their closer's Available() is false: breakers open) before
+// the set enters panic mode, Envoy's guard against mass ejection: while more
+// than share of them are unavailable, the shared rules count every instance
+// as available, so picks spread over all of them — ranked by tried and
+// STANDBY only — rather than pile onto the few survivors. An instance whose
+// breaker is open then answers its own error at once, and a retry moves on;
+// when so many instances are ejected together, the fault is more often the
+// breakers' (a shared dependency, the network) than the instances'.
+//
+// The set enters and leaves panic mode at its census of unavailable
+// instances (View.Unavailable), with a log line and a metric
+// (MetricPanicMode, MetricPanicEngaged). Default DefaultPanicThreshold; 0
+// (or less) disables panic mode; 1 or more can never engage it.
+func WithPanicThreshold(share float64) Option {
+	return func(o *setOptions) { o.panicThreshold = max(share, 0) }
+}
+
+// WithMeterProvider sets where the set's metrics go (MetricUnavailable,
+// MetricPanicMode, MetricPanicEngaged). The default is otel's global
+// provider, at the time NewEndpointSet is called.
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return func(o *setOptions) { o.meterProvider = mp }
+}
+
+// WithMetricAttributes labels the set's metrics, with the service it
+// balances, say.
+func WithMetricAttributes(attrs ...attribute.KeyValue) Option {
+	return func(o *setOptions) { o.metricAttrs = append(o.metricAttrs, attrs...) }
+}
+
 // EndpointSet is go-kit's sd.Endpointer that remembers which instance each
 // endpoint reaches. It subscribes to an sd.Instancer, builds one endpoint per
 // instance with an sd.Factory, closes the endpoints of instances that leave,
@@ -117,6 +153,11 @@ func WithVirtualNodes(n int) Option {
 // Every endpoint is wrapped once, when it is built, to count requests in
 // flight and keep a moving average of latency; policies may weigh them
 // (Instance.InFlight, Instance.Latency) and Stats reports them.
+//
+// The set also counts its unavailable instances (View.Unavailable) and,
+// when more than a share of them are unavailable, enters panic mode
+// (WithPanicThreshold), in which the shared rules count every instance as
+// available.
 type EndpointSet struct {
 	instancer  sd.Instancer
 	factory    sd.Factory
@@ -125,7 +166,8 @@ type EndpointSet struct {
 	attributes func(instance string) Attributes // nil: every instance ACTIVE
 	retryDelay backoff.Policy
 
-	view atomic.Pointer[View]
+	view   atomic.Pointer[View]
+	census *census
 
 	// pubMu orders publications and subscriptions, so every subscriber
 	// sees every view after its first, in order. It is held while
@@ -149,6 +191,11 @@ type EndpointSet struct {
 	retryStep   int
 	err         error // instancer error not yet superseded
 	invalidTime *time.Timer
+
+	// The worker's alone: when the next census is due.
+	censusTimer *time.Timer
+	censusArmed bool
+	censusAt    time.Time
 }
 
 // pending is what the receiver has taken off the instancer's channel and the
@@ -177,7 +224,7 @@ func NewEndpointSet(instancer sd.Instancer, factory sd.Factory, logger log.Logge
 		instancer:   instancer,
 		factory:     factory,
 		logger:      logger,
-		opts:        setOptions{retryMin: 250 * time.Millisecond, retryMax: 30 * time.Second, vnodes: 100},
+		opts:        setOptions{retryMin: 250 * time.Millisecond, retryMax: 30 * time.Second, vnodes: 100, panicThreshold: DefaultPanicThreshold},
 		subscribers: map[*subscription]struct{}{},
 		ch:          make(chan sd.Event),
 		events:      mailbox.NewLatest[pending](),
@@ -189,6 +236,7 @@ func NewEndpointSet(instancer sd.Instancer, factory sd.Factory, logger log.Logge
 		o(&s.opts)
 	}
 	s.retryDelay = backoff.Policy{Base: s.opts.retryMin, Cap: s.opts.retryMax}
+	s.census = newCensus(&s.opts, logger)
 	s.attributes = s.opts.attributes
 	if d, ok := instancer.(Describer); ok && s.attributes == nil {
 		s.attributes = func(instance string) Attributes {
@@ -201,7 +249,10 @@ func NewEndpointSet(instancer sd.Instancer, factory sd.Factory, logger log.Logge
 	s.retryTimer.Stop()
 	s.invalidTime = time.NewTimer(time.Hour)
 	s.invalidTime.Stop()
-	s.view.Store(newView(nil, nil, s.opts.vnodes, nil))
+	s.censusTimer = time.NewTimer(time.Hour)
+	s.censusTimer.Stop()
+	s.view.Store(newView(nil, nil, s.opts.vnodes, nil, s.census))
+	s.census.instrument(&s.opts, s.view.Load)
 
 	// Register in the background and apply what it sends before returning,
 	// so a set over a go-kit instancer is ready when it is returned.
@@ -253,6 +304,11 @@ func (s *EndpointSet) work() {
 			s.retry()
 		case <-s.invalidTime.C:
 			s.invalidate()
+		case <-s.census.wake:
+			s.censusDue(s.census.lastRun().Add(censusMinGap))
+		case <-s.censusTimer.C:
+			s.censusArmed = false
+			s.runCensus()
 		case <-s.events.Ready():
 			p, ok := s.events.Take()
 			if !ok {
@@ -267,6 +323,31 @@ func (s *EndpointSet) work() {
 		case <-s.stop:
 			return
 		}
+	}
+}
+
+// censusDue has the worker take a census at t, or now if t has passed,
+// unless one is due sooner.
+func (s *EndpointSet) censusDue(t time.Time) {
+	if s.censusArmed && !t.Before(s.censusAt) {
+		return
+	}
+	d := time.Until(t)
+	if d <= 0 {
+		s.censusTimer.Stop()
+		s.censusArmed = false
+		s.runCensus()
+		return
+	}
+	s.censusTimer.Reset(d)
+	s.censusArmed, s.censusAt = true, t
+}
+
+// runCensus counts the unavailable instances of the current view, and has
+// the next census come censusPeriod later while any is.
+func (s *EndpointSet) runCensus() {
+	if s.census.run(s.view.Load) > 0 {
+		s.censusDue(time.Now().Add(censusPeriod))
 	}
 }
 
@@ -323,7 +404,7 @@ func (s *EndpointSet) sync() {
 			s.failed[name] = struct{}{}
 			continue
 		}
-		s.cache[name] = newMember(name, ep, closer)
+		s.cache[name] = newMember(name, ep, closer, s.census)
 	}
 	if len(s.failed) == 0 {
 		s.retryStep = 0
@@ -350,7 +431,7 @@ func (s *EndpointSet) buildView() *View {
 			attrs[i] = s.attributes(m.name)
 		}
 	}
-	return newView(members, attrs, s.opts.vnodes, nil)
+	return newView(members, attrs, s.opts.vnodes, nil, s.census)
 }
 
 // publish makes v the current view and has every subscriber build from it
@@ -359,7 +440,11 @@ func (s *EndpointSet) buildView() *View {
 func (s *EndpointSet) publish(v *View) {
 	s.pubMu.Lock()
 	defer s.pubMu.Unlock()
-	s.view.Store(v)
+	// Counted before anyone picks from it. While an instance is down, the
+	// worker takes it from there.
+	if s.census.publish(v, s.view.Store) > 0 {
+		s.census.poke()
+	}
 	for sub := range s.subscribers {
 		sub.fn(v)
 	}
@@ -425,7 +510,7 @@ func (s *EndpointSet) invalidate() {
 	clear(s.failed)
 	s.retryTimer.Stop()
 	s.current = nil
-	s.publish(newView(nil, nil, s.opts.vnodes, errors.Join(ErrNoInstances, s.err)))
+	s.publish(newView(nil, nil, s.opts.vnodes, errors.Join(ErrNoInstances, s.err), s.census))
 }
 
 // Endpoints satisfies go-kit's sd.Endpointer: the endpoints of the current
@@ -514,7 +599,9 @@ func (s *EndpointSet) Close() {
 		s.closed = true
 		s.retryTimer.Stop()
 		s.invalidTime.Stop()
-		s.publish(newView(nil, nil, s.opts.vnodes, ErrClosed))
+		s.censusTimer.Stop()
+		s.census.close()
+		s.publish(newView(nil, nil, s.opts.vnodes, ErrClosed, s.census))
 		s.pubMu.Lock()
 		s.subscribers = nil // no view follows: let them go
 		s.pubMu.Unlock()

@@ -28,9 +28,11 @@ import (
 // while it is eligible, ACTIVE or STANDBY. A request with no key is balanced
 // round robin.
 //
-// A tier's ring is reused from the previous picker while the tier's
+// A tier's ring is reused from an earlier picker while the tier's
 // membership is unchanged, so a view that only changes attributes elsewhere
-// does not pay for a new ring.
+// does not pay for a new ring. The policy keeps the last few rings it
+// built (ringCacheSize), so a policy that builds pickers over several views
+// of one set — package zone builds one per zone — reuses them all.
 func StickyPolicy(opts ...BalancerOption) Policy {
 	return &sticky{next: newCounter(newBalancerOptions(opts))}
 }
@@ -44,10 +46,19 @@ func NewSticky(set *EndpointSet, opts ...BalancerOption) *PolicyBalancer {
 type sticky struct {
 	next *counter // for requests without a key
 
-	mu        sync.Mutex // Build may be called by several balancers at once
-	lastNames [2][]string
-	lastRings [2]ring
-	lastNodes int
+	mu    sync.Mutex   // Build may be called by several balancers at once
+	rings []cachedRing // the most recently used first
+}
+
+// ringCacheSize is how many rings a sticky policy keeps for reuse: both
+// tiers of two views, the zone's and the rest.
+const ringCacheSize = 4
+
+// cachedRing is a ring and the membership it was built for.
+type cachedRing struct {
+	names  []string
+	vnodes int
+	ring   ring
 }
 
 func (s *sticky) Build(v *View) Picker {
@@ -55,19 +66,34 @@ func (s *sticky) Build(v *View) Picker {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for t, tier := range v.tiers {
-		if s.lastNodes == v.vnodes && slices.EqualFunc(s.lastNames[t], tier, func(n string, in *Instance) bool { return n == in.name }) {
-			p.rings[t] = s.lastRings[t]
-			continue
-		}
-		p.rings[t] = buildRing(tier, v.vnodes)
-		s.lastRings[t] = p.rings[t]
-		s.lastNames[t] = make([]string, len(tier))
-		for i, in := range tier {
-			s.lastNames[t][i] = in.name
+		p.rings[t] = s.ring(tier, v.vnodes)
+	}
+	return p
+}
+
+// ring returns the ring of tier, from the cache if it is there. s.mu is
+// held.
+func (s *sticky) ring(tier []*Instance, vnodes int) ring {
+	if len(tier) == 0 {
+		return nil
+	}
+	for i, c := range s.rings {
+		if c.vnodes == vnodes && slices.EqualFunc(c.names, tier, func(n string, in *Instance) bool { return n == in.name }) {
+			copy(s.rings[1:i+1], s.rings[:i])
+			s.rings[0] = c
+			return c.ring
 		}
 	}
-	s.lastNodes = v.vnodes
-	return p
+	c := cachedRing{names: make([]string, len(tier)), vnodes: vnodes, ring: buildRing(tier, vnodes)}
+	for i, in := range tier {
+		c.names[i] = in.name
+	}
+	if len(s.rings) < ringCacheSize {
+		s.rings = append(s.rings, cachedRing{})
+	}
+	copy(s.rings[1:], s.rings[:len(s.rings)-1])
+	s.rings[0] = c
+	return c.ring
 }
 
 type stickyPicker struct {

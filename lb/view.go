@@ -3,8 +3,10 @@ package lb
 import (
 	"context"
 	"io"
+	"sync"
 	"sync/atomic"
 	"time"
+	"weak"
 
 	"github.com/go-kit/kit/endpoint"
 )
@@ -18,6 +20,7 @@ type member struct {
 	ep     endpoint.Endpoint // next wrapped by serve; built once
 	closer io.Closer
 	avail  Available // nil when the closer does not implement Available
+	census *census   // the set's: panic mode, and asking for a census
 
 	_        [64]byte // keep the hot counters of neighbouring members apart
 	inflight atomic.Int64
@@ -26,8 +29,8 @@ type member struct {
 	_        [64]byte
 }
 
-func newMember(name string, ep endpoint.Endpoint, closer io.Closer) *member {
-	m := &member{name: name, next: ep, closer: closer}
+func newMember(name string, ep endpoint.Endpoint, closer io.Closer, c *census) *member {
+	m := &member{name: name, next: ep, closer: closer, census: c}
 	m.avail, _ = closer.(Available)
 	m.ep = m.serve
 	return m
@@ -93,7 +96,8 @@ func (in *Instance) Standby() bool { return in.attrs.Standby }
 
 // Available is what the instance's closer reports now (see Available); true
 // when it reports nothing. It is read live, not frozen in the view, so an
-// opening breaker takes effect on the next pick.
+// opening breaker takes effect on the next pick. It is the closer's word
+// alone: in panic mode (View.PanicMode) the rules ignore it, this does not.
 func (in *Instance) Available() bool { return in.avail == nil || in.avail.Available() }
 
 // InFlight is how many requests through the instance's endpoint have not
@@ -120,7 +124,8 @@ const (
 )
 
 // Eligible reports whether the instance is available and not in tried: the
-// rules allow picking it now, before any instance that is not eligible. A
+// rules allow picking it now, before any instance that is not eligible.
+// In panic mode (View.PanicMode) every instance counts as available. A
 // picker that finds an eligible instance among View.Active may return it at
 // once; one that finds none calls View.Fallback. (An eligible STANDBY
 // instance still ranks below an eligible ACTIVE one; see Rank.)
@@ -132,7 +137,7 @@ func (in *Instance) Eligible(tried []string) bool {
 
 // Rank places the instance under the shared rules: 0 is an eligible ACTIVE
 // instance; an eligible STANDBY one comes next, then tried instances, then
-// unavailable ones. Lower is better. A policy that compares candidates by
+// unavailable ones (none, in panic mode). Lower is better. A policy that compares candidates by
 // its own measure (load, weight) should compare their ranks first.
 func (in *Instance) Rank(tried []string) int {
 	r := in.score(tried)
@@ -151,7 +156,7 @@ func (in *Instance) score(tried []string) int {
 			break
 		}
 	}
-	if !in.Available() {
+	if !in.Available() && !in.m.census.excuse() {
 		s += rankUnavailable
 	}
 	return s
@@ -175,15 +180,30 @@ type View struct {
 	byName map[string]*Instance
 	err    error // what picks return while the view is empty
 	vnodes int   // points per instance on a sticky ring (WithVirtualNodes)
+
+	census      *census      // the set's; nil for a view no set made
+	unavailable atomic.Int32 // at the latest census (Unavailable)
+
+	// A view made by Filter: root is the set's view it was cut from, and
+	// idx[i] the position of all[i] in root.all, for the census.
+	root *View
+	idx  []int32
+
+	// The views Filter made from this one, if it is a set's: the census
+	// counts their unavailable instances too, while anyone holds them.
+	subMu    sync.Mutex
+	subs     []weak.Pointer[View]
+	subsLive int // live subs at the latest prune
 }
 
-func newView(members []*member, attrs []Attributes, vnodes int, err error) *View {
+func newView(members []*member, attrs []Attributes, vnodes int, err error, c *census) *View {
 	v := &View{
 		all:       make([]*Instance, len(members)),
 		endpoints: make([]endpoint.Endpoint, len(members)),
 		byName:    make(map[string]*Instance, len(members)),
 		err:       err,
 		vnodes:    vnodes,
+		census:    c,
 	}
 	if v.err == nil {
 		v.err = ErrNoInstances
@@ -198,14 +218,113 @@ func newView(members []*member, attrs []Attributes, vnodes int, err error) *View
 		v.all[i] = in
 		v.endpoints[i] = m.ep
 		v.byName[m.name] = in
-		t := 0
-		if in.attrs.Standby {
-			t = 1
-		}
-		v.tiers[t] = append(v.tiers[t], in)
+		v.tiers[tierOf(in)] = append(v.tiers[tierOf(in)], in)
 	}
 	return v
 }
+
+func tierOf(in *Instance) int {
+	if in.attrs.Standby {
+		return 1
+	}
+	return 0
+}
+
+// Filter returns the view of the instances for which keep returns true (the
+// instances of one zone, say), in the same order, with their tiers, for a
+// policy to build a picker over part of a view. The instances are the same
+// (*Instance) as this view's, live figures and all; Lookup finds only the
+// kept ones; Err is this view's. The set counts the unavailable instances
+// of a filtered view at every census, as its own (Unavailable), for as long
+// as the filtered view is reachable. PanicMode is the set's.
+//
+// Filter is for Policy.Build: it calls keep and Available once per
+// instance, and allocates.
+func (v *View) Filter(keep func(*Instance) bool) *View {
+	root := v
+	if v.root != nil {
+		root = v.root
+	}
+	f := &View{
+		byName: map[string]*Instance{},
+		err:    v.err,
+		vnodes: v.vnodes,
+		census: v.census,
+		root:   root,
+	}
+	down := int32(0)
+	for i, in := range v.all {
+		if !keep(in) {
+			continue
+		}
+		pos := int32(i)
+		if v.root != nil {
+			pos = v.idx[i]
+		}
+		f.all = append(f.all, in)
+		f.idx = append(f.idx, pos)
+		f.byName[in.name] = in
+		f.tiers[tierOf(in)] = append(f.tiers[tierOf(in)], in)
+		if !in.Available() {
+			down++
+		}
+	}
+	f.unavailable.Store(down)
+	if root.census != nil {
+		root.adopt(f)
+	}
+	return f
+}
+
+// adopt registers f, which Filter made from v, a set's view, for the census.
+func (v *View) adopt(f *View) {
+	v.subMu.Lock()
+	defer v.subMu.Unlock()
+	v.subs = append(v.subs, weak.Make(f))
+	if len(v.subs) >= 2*v.subsLive+16 {
+		v.pruneLocked()
+	}
+}
+
+// pruneLocked drops the filtered views nobody holds and returns the others;
+// v.subMu is held.
+func (v *View) pruneLocked() []*View {
+	var live []*View
+	kept := v.subs[:0]
+	for _, w := range v.subs {
+		if f := w.Value(); f != nil {
+			kept = append(kept, w)
+			live = append(live, f)
+		}
+	}
+	clear(v.subs[len(kept):])
+	v.subs = kept
+	v.subsLive = len(kept)
+	return live
+}
+
+// filtered returns the live views Filter made from v, a set's view.
+func (v *View) filtered() []*View {
+	v.subMu.Lock()
+	defer v.subMu.Unlock()
+	return v.pruneLocked()
+}
+
+// Unavailable is how many of the view's instances reported
+// Available() == false at the set's latest census. It is kept by the set,
+// not frozen in the view: the set counts on every view it publishes, soon
+// after a pick meets an unavailable instance (within 10 ms), and every
+// 100 ms while any instance is unavailable. A policy reads it on the pick
+// path (one atomic load) to judge the health of the instances it picks
+// from, as package zone does; Instance.Available is the live word of one
+// instance. It is 0 for a view no set made.
+func (v *View) Unavailable() int { return int(v.unavailable.Load()) }
+
+// PanicMode reports whether the set is in panic mode now: more than its
+// panic threshold's share of its instances are unavailable
+// (WithPanicThreshold), so the shared rules count every instance as
+// available (Eligible, Rank, Fallback) and picks spread over all of them.
+func (v *View) PanicMode() bool { return v.census != nil && v.census.engaged.Load() }
 
 // Len is the number of instances. A policy never sees an empty view: the
 // balancer answers Err for it without asking the picker.

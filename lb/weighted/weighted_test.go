@@ -44,7 +44,8 @@ func newFleet(t *testing.T, weights map[string]string, instances ...string) *fle
 	factory := func(instance string) (endpoint.Endpoint, io.Closer, error) {
 		return endpoint.Nop, closer{f.down[instance]}, nil
 	}
-	f.set = lb.NewEndpointSet(sd.FixedInstancer(instances), factory, nil, lb.WithAttributes(f.attributes))
+	// Tests take most instances down: the rules beneath panic mode.
+	f.set = lb.NewEndpointSet(sd.FixedInstancer(instances), factory, nil, lb.WithAttributes(f.attributes), lb.WithPanicThreshold(0))
 	t.Cleanup(f.set.Close)
 	return f
 }
