@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/kit/sd"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/aegis-sdk/kitnats/lb"
 	"github.com/aegis-sdk/kitnats/lb/weighted"
+	"github.com/aegis-sdk/kitnats/lb/zone"
 )
 
 func nopFactory(instance string) (endpoint.Endpoint, io.Closer, error) {
@@ -24,7 +26,13 @@ func nopFactory(instance string) (endpoint.Endpoint, io.Closer, error) {
 // BenchmarkPick compares go-kit's round robin over sd.NewEndpointer (the
 // baseline) with this package's balancers, picking from all goroutines at
 // once. Sticky picks cycle through 1024 keys; the others carry no key.
-// Instances weigh 1 to 10 (metadata), which only the weighted policy reads.
+// Instances weigh 1 to 10 (metadata), which only the weighted policy reads,
+// and are spread over three zones, which only the zone-* rows read: each
+// is a stock policy wrapped by package zone for a client in one of them,
+// with every instance healthy (all picks local). The zone-spill rows have
+// half the local instances unavailable, so that about 70 % of the picks
+// stay local and the rest draw the other zones; the panic row has 60 % of
+// the instances unavailable and the set in panic mode.
 func BenchmarkPick(b *testing.B) {
 	for _, n := range []int{10, 1000} {
 		insts := names(n)
@@ -54,16 +62,15 @@ func BenchmarkPick(b *testing.B) {
 		for i := range ctxs {
 			ctxs[i] = lb.WithStickyKey(context.Background(), fmt.Sprintf("user-%d", i))
 		}
-		for _, bc := range balancers {
-			b.Run(fmt.Sprintf("%s/%d", bc.name, n), func(b *testing.B) {
-				bal := bc.make(set)
+		run := func(name string, keyed bool, bal lb.Balancer) {
+			b.Run(fmt.Sprintf("%s/%d", name, n), func(b *testing.B) {
 				b.ReportAllocs()
 				b.ResetTimer()
 				b.RunParallel(func(pb *testing.PB) {
 					bg := context.Background()
 					for i := 0; pb.Next(); i++ {
 						ctx := bg
-						if bc.name == "sticky" {
+						if keyed {
 							ctx = ctxs[i&1023]
 						}
 						if _, err := bal.Pick(ctx, nil); err != nil {
@@ -74,7 +81,68 @@ func BenchmarkPick(b *testing.B) {
 				})
 			})
 		}
+		for _, bc := range balancers {
+			run(bc.name, bc.name == "sticky", bc.make(set))
+		}
+		for _, zc := range zonePolicies {
+			run("zone-"+zc.name, zc.name == "sticky", lb.NewPolicyBalancer(set, zone.Policy(zc.make(), "z0")))
+		}
 		set.Close()
+
+		// Half the local zone's instances unavailable: a partial spill.
+		f := newFakeFactory()
+		spilling := lb.NewEndpointSet(sd.FixedInstancer(insts), f.Factory, nil, lb.WithAttributes(benchWeights))
+		for i, name := range insts {
+			if i%3 == 0 && i%2 == 0 {
+				f.Closer(name).down.Store(true)
+			}
+		}
+		for _, zc := range zonePolicies {
+			bal := lb.NewPolicyBalancer(spilling, zone.Policy(zc.make(), "z0"))
+			waitCensus(b, spilling, bal)
+			run("zone-spill-"+zc.name, zc.name == "sticky", bal)
+		}
+		spilling.Close()
+
+		// 60 % unavailable: panic mode.
+		f = newFakeFactory()
+		panicking := lb.NewEndpointSet(sd.FixedInstancer(insts), f.Factory, nil)
+		for i, name := range insts {
+			f.Closer(name).down.Store(i%5 < 3)
+		}
+		rr := lb.NewRoundRobin(panicking)
+		for !panicking.View().PanicMode() {
+			rr.Pick(context.Background(), nil)
+			time.Sleep(time.Millisecond)
+		}
+		run("panic-roundrobin", false, rr)
+		panicking.Close()
+	}
+}
+
+// zonePolicies are the stock policies the zone-* rows wrap.
+var zonePolicies = []struct {
+	name string
+	make func() lb.Policy
+}{
+	{"roundrobin", func() lb.Policy { return lb.RoundRobinPolicy() }},
+	{"random", func() lb.Policy { return lb.RandomPolicy() }},
+	{"sticky", func() lb.Policy { return lb.StickyPolicy() }},
+	{"leastloaded", func() lb.Policy { return lb.LeastLoadedPolicy() }},
+	{"weighted", func() lb.Policy { return weighted.NewPolicy() }},
+}
+
+// waitCensus picks until the set has counted its unavailable instances.
+func waitCensus(b *testing.B, set *lb.EndpointSet, bal lb.Balancer) {
+	want := 0
+	for _, in := range set.View().Instances() {
+		if !in.Available() {
+			want++
+		}
+	}
+	for set.View().Unavailable() != want {
+		bal.Pick(context.Background(), nil)
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -118,8 +186,10 @@ func BenchmarkSnapshot(b *testing.B) {
 	}
 }
 
-// benchWeights weighs inst-NNNN 1 to 10 by its last digit.
+// benchWeights weighs inst-NNNN 1 to 10 by its last digit, and puts it in
+// zone z0, z1 or z2 by NNNN mod 3.
 func benchWeights(instance string) lb.Attributes {
 	w := 1 + int(instance[len(instance)-1]-'0')
-	return lb.Attributes{Metadata: map[string]string{weighted.Key: strconv.Itoa(w)}}
+	n, _ := strconv.Atoi(instance[len(instance)-4:])
+	return lb.Attributes{Metadata: map[string]string{weighted.Key: strconv.Itoa(w), zone.Key: fmt.Sprintf("z%d", n%3)}}
 }
