@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-kit/kit/sd"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/aegis-sdk/kitnats/internal/natstest"
@@ -83,6 +84,63 @@ func TestClusterNodeLossKeepsUpdatesFlowing(t *testing.T) {
 	})
 	waitSet(t, ch, "a", "b")
 	t.Logf("update delivered %v after the node stopped", time.Since(stopped))
+	if err := c.Node(node).StartAgain(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The node holding the one consumer of 100 live views over 50 services
+// stops: every view recovers and sees writes made after the loss.
+func TestClusterNodeLossManyViews(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test skipped in -short mode")
+	}
+	c := natstest.StartCluster(t, 3)
+	ctx := ctxT(t)
+	js := natstest.JetStream(t, natstest.Connect(t, c.URL()))
+	var b *natskv.Bucket
+	eventually(t, "create R3 bucket", func() (err error) {
+		b, err = natskv.CreateBucket(ctx, js, natskv.BucketConfig{Replicas: 3})
+		return err
+	})
+	ib, err := natskv.BindBucket(ctx, natstest.JetStream(t, natstest.Connect(t, c.URL())), b.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const nServices = 50
+	services := make([]string, nServices)
+	for n := range services {
+		services[n] = fmt.Sprintf("svc%02d", n)
+	}
+	fill(t, b, natskv.LayoutDotted, services, 1)
+	var chans []chan sd.Event
+	for n := range 100 {
+		ch := subscribe(t, newInstancer(t, ib, services[n%nServices]))
+		waitSet(t, ch, "i0")
+		chans = append(chans, ch)
+	}
+	var node string
+	eventually(t, "find the watch consumer", func() (err error) {
+		node, err = watchConsumerNode(ctx, js, b.Name())
+		return err
+	})
+	c.Node(node).Stop()
+	stopped := time.Now()
+	for _, svc := range services {
+		eventually(t, "write after node loss", func() error {
+			in := inst(svc, "i1")
+			in.LastHeartbeat = time.Now()
+			data, _ := natskv.EncodeInstance(in)
+			wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			_, err := b.KeyValue().Put(wctx, "service-instances."+svc+".i1", data)
+			return err
+		})
+	}
+	for _, ch := range chans {
+		waitSet(t, ch, "i0", "i1")
+	}
+	t.Logf("100 views current %v after the node stopped", time.Since(stopped))
 	if err := c.Node(node).StartAgain(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package natskv
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -121,5 +122,154 @@ func TestStaleDefaultFollowsBucket(t *testing.T) {
 		if have := staleDefault(b, &o.commonOptions); have != tc.want {
 			t.Errorf("markers %v heartbeat %v TTL %v: want %v, have %v", tc.markers, tc.hb, tc.ttl, tc.want, have)
 		}
+	}
+}
+
+func TestLayoutServiceOf(t *testing.T) {
+	for _, tc := range []struct {
+		l    Layout
+		key  string
+		want string
+		ok   bool
+	}{
+		{LayoutDotted, "service-instances.svc.a", "svc", true},
+		{LayoutDotted, "service-instances.svc.a.deep", "svc", true}, // match refuses it later
+		{LayoutDotted, "service-instances.svc", "", false},
+		{LayoutDotted, "service-instances..a", "", false},
+		{LayoutDotted, "svc", "", false},
+		{LayoutAegis, "service-instances__svc__a", "svc", true},
+		{LayoutAegis, "service-instances__svc", "", false},
+		{LayoutAegis, "service-instances.svc.a", "", false},
+	} {
+		svc, ok := tc.l.serviceOf(tc.key)
+		if svc != tc.want || ok != tc.ok {
+			t.Errorf("%v %s: want %q %v, have %q %v", tc.l, tc.key, tc.want, tc.ok, svc, ok)
+		}
+	}
+}
+
+func directReply(status string, h map[string]string, data string) *nats.Msg {
+	m := &nats.Msg{Subject: "_INBOX.x.1", Header: nats.Header{}, Data: []byte(data)}
+	if status != "" {
+		m.Header.Set("Status", status)
+	}
+	for k, v := range h {
+		m.Header.Set(k, v)
+	}
+	return m
+}
+
+func TestParseDirect(t *testing.T) {
+	const prefix = "$KV.b."
+	ok := map[string]string{"Nats-Subject": "$KV.b.service-instances.svc.a", "Nats-Sequence": "7",
+		"Nats-Time-Stamp": "2025-08-08T05:02:34.123456789Z"}
+	r, end, _, err := parseDirect(prefix, directReply("", ok, "{}"))
+	if err != nil || end || r.key != "service-instances.svc.a" || r.rev != 7 || r.op != ChangeUpdated || string(r.data) != "{}" ||
+		!r.seen.Equal(time.Date(2025, 8, 8, 5, 2, 34, 123456789, time.UTC)) {
+		t.Fatalf("record: %+v %v %v", r, end, err)
+	}
+	del := map[string]string{"KV-Operation": "DEL"}
+	for k, v := range ok {
+		del[k] = v
+	}
+	if r, _, _, err := parseDirect(prefix, directReply("", del, "")); err != nil || r.op != ChangeDeleted {
+		t.Fatalf("delete: %+v %v", r, err)
+	}
+	if _, end, upTo, err := parseDirect(prefix, directReply("204", map[string]string{"Nats-UpTo-Sequence": "42"}, "")); !end || upTo != 42 || err != nil {
+		t.Fatalf("EOB: %v %d %v", end, upTo, err)
+	}
+	if _, end, upTo, err := parseDirect(prefix, directReply("404", nil, "")); !end || upTo != 0 || err != nil {
+		t.Fatalf("no results: %v %d %v", end, upTo, err)
+	}
+	for name, m := range map[string]*nats.Msg{
+		"too many":      directReply("413", map[string]string{"Description": "Too Many Results"}, ""),
+		"no responders": directReply("503", nil, ""),
+		"other bucket":  directReply("", map[string]string{"Nats-Subject": "$KV.c.x", "Nats-Sequence": "1", "Nats-Time-Stamp": ok["Nats-Time-Stamp"]}, ""),
+		"no sequence":   directReply("", map[string]string{"Nats-Subject": ok["Nats-Subject"], "Nats-Time-Stamp": ok["Nats-Time-Stamp"]}, ""),
+		"bad time":      directReply("", map[string]string{"Nats-Subject": ok["Nats-Subject"], "Nats-Sequence": "1", "Nats-Time-Stamp": "yesterday"}, ""),
+		"bad up-to":     directReply("204", map[string]string{"Nats-UpTo-Sequence": "-1"}, ""),
+	} {
+		if _, _, _, err := parseDirect(prefix, m); err == nil {
+			t.Errorf("%s: want an error", name)
+		}
+	}
+}
+
+// Whatever the server sends to a fetch's inbox, parseDirect returns a
+// record under the prefix, the end, or an error; never a panic.
+func FuzzParseDirect(f *testing.F) {
+	f.Add("", "$KV.b.service-instances.svc.a", "7", "2025-08-08T05:02:34Z", "", []byte(`{}`))
+	f.Add("204", "", "", "", "12", []byte(nil))
+	f.Add("404", "", "", "", "", []byte(nil))
+	f.Add("413", "", "", "", "", []byte(nil))
+	f.Fuzz(func(t *testing.T, status, subj, seq, ts, upTo string, data []byte) {
+		m := &nats.Msg{Header: nats.Header{}, Data: data}
+		for k, v := range map[string]string{"Status": status, "Nats-Subject": subj, "Nats-Sequence": seq,
+			"Nats-Time-Stamp": ts, "Nats-UpTo-Sequence": upTo} {
+			if v != "" {
+				m.Header.Set(k, v)
+			}
+		}
+		r, end, _, err := parseDirect("$KV.b.", m)
+		if err != nil || end {
+			return
+		}
+		if r.key == "" || r.rev == 0 || "$KV.b."+r.key != subj {
+			t.Fatalf("record %+v from subject %q sequence %q", r, subj, seq)
+		}
+		// A record feeds a load like any other.
+		l := newBook("svc", LayoutDotted).newLoad()
+		l.add(r)
+	})
+}
+
+// Register's hand-over: on an unbuffered channel the set is sent twice, the
+// second send returning once the receiver has handled the first; on a
+// buffered one, once; a receiver that is not there gets it later from the
+// mailbox, never a backlog.
+func TestSubscriberHandOver(t *testing.T) {
+	ev := sd.Event{Instances: []string{"a"}}
+	ch := make(chan sd.Event)
+	handled := make(chan sd.Event, 4)
+	go func() {
+		for e := range ch {
+			time.Sleep(20 * time.Millisecond) // handling takes a while
+			handled <- e
+		}
+	}()
+	s := newSubscriber(ch)
+	s.begin()
+	s.handOver(ev)
+	select {
+	case e := <-handled:
+		if !slices.Equal(e.Instances, []string{"a"}) {
+			t.Fatalf("handled %v", e)
+		}
+	default:
+		t.Fatal("the first set was not handled when the hand-over returned")
+	}
+	s.stop()
+	close(ch)
+
+	buf := make(chan sd.Event, 1)
+	s = newSubscriber(buf)
+	s.begin()
+	s.handOver(ev)
+	if len(buf) != 1 {
+		t.Fatalf("buffered: want one event queued, have %d", len(buf))
+	}
+	s.offer(sd.Event{Instances: []string{"b"}}) // the buffer is full: the mailbox holds it
+	s.offer(sd.Event{Instances: []string{"c"}})
+	<-buf
+	if e := <-buf; !slices.Equal(e.Instances, []string{"c"}) {
+		t.Fatalf("want the newest, have %v", e)
+	}
+	s.stop()
+	s.stop()
+	s.offer(ev) // after stop: nothing
+	select {
+	case e := <-buf:
+		t.Fatalf("sent after stop: %v", e)
+	case <-time.After(20 * time.Millisecond):
 	}
 }

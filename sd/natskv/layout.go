@@ -122,5 +122,8 @@ func (l Layout) serviceOf(key string) (service string, ok bool) {
 		return "", false
 	}
 	service, _, found = strings.Cut(rest, sep)
-	return service, found && service != ""
+	if !found || service == "" {
+		return "", false
+	}
+	return service, true
 }
