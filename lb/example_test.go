@@ -143,7 +143,9 @@ func ExampleBalancer_pick() {
 // A policy of your own, on the exported seam only: prefer instances in the
 // caller's zone (from the registry's metadata), and leave everything else to
 // the shared rules. Build runs once per view, so the zone's instances are
-// found there, not on every pick.
+// found there, not on every pick. (Package zone does this over any policy,
+// and spills a share of the traffic when the zone is short of healthy
+// instances.)
 func ExampleNewPolicyBalancer() {
 	sameZone := func(zone string) lb.Policy {
 		return lb.PolicyFunc(func(v *lb.View) lb.Picker {

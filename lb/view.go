@@ -235,8 +235,9 @@ func tierOf(in *Instance) int {
 // policy to build a picker over part of a view. The instances are the same
 // (*Instance) as this view's, live figures and all; Lookup finds only the
 // kept ones; Err is this view's. The set counts the unavailable instances
-// of a filtered view at every census, as its own (Unavailable), for as long
-// as the filtered view is reachable. PanicMode is the set's.
+// of a filtered view (Unavailable) with its own, until it publishes its
+// next view: for the life of the pickers built from this one. PanicMode is
+// the set's.
 //
 // Filter is for Policy.Build: it calls keep and Available once per
 // instance, and allocates.
