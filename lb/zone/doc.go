@@ -26,10 +26,9 @@
 // local:
 //
 //   - f = 1 while at least DefaultHealthyShare (70 %) of the local
-//     instances are healthy; below that, f = healthy share / 70 %. With
-//     10 local instances, up to 3 down: f = 1; 5 down: f = 0.71; all
-//     down: f = 0. The spill grows in proportion as the zone loses
-//     capacity, and
+//     instances are healthy; below that, f = healthy share / 70 %. With 10
+//     local instances, up to 3 down: f = 1; 5 down: f = 0.71; all down:
+//     f = 0. The spill grows in proportion as the zone loses capacity, and
 //     the remaining local instances take at most 1/0.7 ≈ 1.43 times their
 //     usual load (Envoy's overprovisioning factor, 1.4). WithHealthyShare
 //     changes the 70 %.
@@ -46,10 +45,9 @@
 // capacity. Healthy means available (lb.Available: no open breaker) at the
 // set's latest count (lb.View.Unavailable, kept off the pick path,
 // refreshed within milliseconds of a pick meeting an unavailable
-// instance). In the set's panic mode
-// (lb.WithPanicThreshold) every instance counts as healthy, as it does for
-// the shared rules, so traffic stays in its zone rather than pile onto
-// survivors elsewhere.
+// instance). In the set's panic mode (lb.WithPanicThreshold) every
+// instance counts as healthy, as it does for the shared rules, so traffic
+// stays in its zone rather than pile onto survivors elsewhere.
 //
 // The draw is random, or, for a request with a sticky key (lb.WithStickyKey),
 // a hash of the key (not the one lb's sticky rings use), so a key stays or
@@ -76,4 +74,11 @@
 // allocates. BenchmarkPick in package lb measures it beside the bare
 // policies at 1,000 instances. Each view costs two inner builds, one per
 // side; lb's sticky policy keeps the rings of both.
+//
+// Both sides share the inner policy, and so its state: a round robin's
+// counter turns for both. A pick that has to ask both sides (the drawn
+// side had nothing eligible) turns it twice; that happens for retries
+// leaving the zone, and in the moments between a zone's breakers opening
+// and the set's next count, after which the rule draws the other side
+// first.
 package zone
