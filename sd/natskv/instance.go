@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/aegis-sdk/kitnats/internal/names"
 )
@@ -274,6 +275,76 @@ func either(a, b json.RawMessage) json.RawMessage {
 // names, `Z` or numeric-offset timestamps. Unknown top-level keys are ignored.
 // It checks types and required fields but not names; DecodeInstance does both.
 func (i *Instance) UnmarshalJSON(data []byte) error {
+	if out, ok := decodeFast(data); ok {
+		*i = out
+		return nil
+	}
+	return i.unmarshalSlow(data)
+}
+
+// wireFast is wireIn for the common record: every field a plain string,
+// metadata of strings. Where it decodes, the result is what unmarshalSlow
+// gives; anything else (a missing field, another type, snake_case alone, an
+// invalid value) goes to unmarshalSlow, which says what is wrong.
+type wireFast struct {
+	ServiceName        *string           `json:"serviceName"`
+	ServiceNameS       *string           `json:"service_name"`
+	InstanceID         *string           `json:"instanceId"`
+	InstanceIDS        *string           `json:"instance_id"`
+	Version            *string           `json:"version"`
+	Status             *string           `json:"status"`
+	LastHeartbeat      *string           `json:"lastHeartbeat"`
+	LastHeartbeatS     *string           `json:"last_heartbeat"`
+	StickyActiveGroup  *string           `json:"stickyActiveGroup"`
+	StickyActiveGroupS *string           `json:"sticky_active_group"`
+	Metadata           map[string]string `json:"metadata"`
+}
+
+// decodeFast decodes a record in one pass, or reports that it cannot vouch
+// for the result.
+func decodeFast(data []byte) (Instance, bool) {
+	var w wireFast
+	if json.Unmarshal(data, &w) != nil {
+		return Instance{}, false
+	}
+	if t := bytes.TrimLeft(data, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		return Instance{}, false
+	}
+	// A camelCase field present wins over its snake_case spelling in
+	// unmarshalSlow too; a null or absent one is left to it.
+	if w.ServiceName == nil || w.InstanceID == nil || w.Version == nil || w.Status == nil || w.LastHeartbeat == nil ||
+		(w.StickyActiveGroup == nil && w.StickyActiveGroupS != nil) || len(w.Metadata) > maxMetadataEntries {
+		return Instance{}, false
+	}
+	out := Instance{ServiceName: *w.ServiceName, InstanceID: *w.InstanceID, Version: *w.Version, Status: Status(*w.Status)}
+	if w.StickyActiveGroup != nil {
+		out.StickyActiveGroup = *w.StickyActiveGroup
+	}
+	// unmarshalSlow keeps the bytes of an unescaped string as they are,
+	// where encoding/json replaces invalid UTF-8: leave those to it.
+	for _, s := range []string{out.ServiceName, out.InstanceID, out.Version, string(out.Status), *w.LastHeartbeat, out.StickyActiveGroup} {
+		if strings.ContainsRune(s, utf8.RuneError) {
+			return Instance{}, false
+		}
+	}
+	if !out.Status.Valid() {
+		return Instance{}, false
+	}
+	hb, err := parseISOTime(*w.LastHeartbeat)
+	if err != nil {
+		return Instance{}, false
+	}
+	out.LastHeartbeat = hb
+	out.Metadata = w.Metadata
+	if out.Metadata == nil {
+		out.Metadata = map[string]string{}
+	}
+	return out, true
+}
+
+// unmarshalSlow reads any record a peer may write, and says what is wrong
+// with the rest.
+func (i *Instance) unmarshalSlow(data []byte) error {
 	var w wireIn
 	if err := json.Unmarshal(data, &w); err != nil {
 		return &RecordError{Err: err}

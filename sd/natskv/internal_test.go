@@ -1,6 +1,7 @@
 package natskv
 
 import (
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -272,4 +273,53 @@ func TestSubscriberHandOver(t *testing.T) {
 		t.Fatalf("sent after stop: %v", e)
 	case <-time.After(20 * time.Millisecond):
 	}
+}
+
+// The one-pass decoder agrees with the thorough one wherever it decodes,
+// and leaves everything else to it.
+func FuzzDecodeFast(f *testing.F) {
+	f.Add([]byte(`{"serviceName":"s","instanceId":"i","version":"1.0.0","status":"ACTIVE","lastHeartbeat":"2025-08-08T05:02:34.1+00:00","stickyActiveGroup":null,"metadata":{"a":"b"}}`))
+	f.Add([]byte(`{"serviceName":"s","instanceId":"i","version":"1.0.0","status":"ACTIVE","lastHeartbeat":"2025-08-08T05:02:34Z","metadata":{"a":1}}`))
+	f.Add([]byte(`{"service_name":"s","serviceName":"t","instanceId":"i","version":"1","status":"STANDBY","lastHeartbeat":"2025-08-08 05:02:34","sticky_active_group":"g"}`))
+	f.Add([]byte(`{"serviceName":"s\u00e9","instanceId":"i","version":"1.0.0","status":"ACTIVE","lastHeartbeat":"2025-08-08T05:02:34Z","metadata":null}`))
+	f.Add([]byte("{\"serviceName\":\"s\xff\",\"instanceId\":\"i\",\"version\":\"1\",\"status\":\"ACTIVE\",\"lastHeartbeat\":\"2025-08-08T05:02:34Z\"}"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fast, ok := decodeFast(data)
+		if !ok {
+			return
+		}
+		var slow Instance
+		if err := slow.unmarshalSlow(data); err != nil {
+			t.Fatalf("fast decoded %+v, slow refused: %v", fast, err)
+		}
+		if fast.ServiceName != slow.ServiceName || fast.InstanceID != slow.InstanceID || fast.Version != slow.Version ||
+			fast.Status != slow.Status || fast.StickyActiveGroup != slow.StickyActiveGroup ||
+			!fast.LastHeartbeat.Equal(slow.LastHeartbeat) || !maps.Equal(fast.Metadata, slow.Metadata) ||
+			(fast.Metadata == nil) != (slow.Metadata == nil) {
+			t.Fatalf("fast %+v != slow %+v", fast, slow)
+		}
+	})
+}
+
+func BenchmarkDecodeInstance(b *testing.B) {
+	in := Instance{ServiceName: "svc0001", InstanceID: "i1", Version: "1.0.0", Status: StatusActive,
+		LastHeartbeat: time.Now(), Metadata: map[string]string{"addr": "10.0.0.1:8080"}}
+	data, _ := EncodeInstance(in)
+	b.Run("fast", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := DecodeInstance(data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("thorough", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var i Instance
+			if err := i.unmarshalSlow(data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -198,9 +198,50 @@ func Run(tb testing.TB, be Backend, cfg Config) Result {
 		r.ServerWatches = -1
 	}
 
-	// First events: a second Instancer for a service already watched, and
-	// a new Instancer for a service no longer watched.
 	rnd := rand.New(rand.NewPCG(1, 2))
+	// Propagation, all live: one write, to the subscriber of its service;
+	// then the same through the raw client watch of a service no Instancer
+	// watches.
+	time.Sleep(200 * time.Millisecond)
+	state := make([]bool, cfg.Services) // true: instance 0 unhealthy
+	var upd []time.Duration
+	for range cfg.Samples {
+		n := rnd.IntN(cfg.Services)
+		state[n] = !state[n]
+		t := time.Now()
+		if err := be.Set(ctx, services[n], !state[n]); err != nil {
+			tb.Fatal(err)
+		}
+		lives[n].next(tb)
+		upd = append(upd, time.Since(t))
+	}
+	r.UpdateP50, r.UpdateP99 = Percentile(upd, 50), Percentile(upd, 99)
+	raw, stopRaw, err := be.RawWatch(ctx, RawService)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var rawLat []time.Duration
+	healthy := true
+	for range cfg.Samples {
+		healthy = !healthy
+		t := time.Now()
+		if err := be.Set(ctx, RawService, healthy); err != nil {
+			tb.Fatal(err)
+		}
+		select {
+		case <-raw:
+		case <-time.After(30 * time.Second):
+			tb.Fatal("scale: raw watch silent for 30 s")
+		}
+		rawLat = append(rawLat, time.Since(t))
+	}
+	stopRaw()
+	r.RawP50, r.RawP99 = Percentile(rawLat, 50), Percentile(rawLat, 99)
+
+	// First events: a second Instancer for a service already watched, and
+	// a new Instancer for a service no longer watched. They come last:
+	// go-kit's etcdv3 Instancer leaves its watch running after Stop, and
+	// these stop many.
 	var followed, fresh []time.Duration
 	for range cfg.Samples {
 		n := rnd.IntN(cfg.Services)
@@ -227,43 +268,5 @@ func Run(tb testing.TB, be Backend, cfg Config) Result {
 	}
 	r.FirstFollowed, r.FirstNew = Percentile(followed, 50), Percentile(fresh, 50)
 
-	// Propagation, all live: one write, to the subscriber of its service;
-	// then the same through the raw client watch of a service no Instancer
-	// watches.
-	time.Sleep(200 * time.Millisecond)
-	state := make([]bool, cfg.Services) // true: instance 0 unhealthy
-	var upd []time.Duration
-	for range cfg.Samples {
-		n := rnd.IntN(cfg.Services)
-		state[n] = !state[n]
-		t := time.Now()
-		if err := be.Set(ctx, services[n], !state[n]); err != nil {
-			tb.Fatal(err)
-		}
-		lives[n].next(tb)
-		upd = append(upd, time.Since(t))
-	}
-	r.UpdateP50, r.UpdateP99 = Percentile(upd, 50), Percentile(upd, 99)
-	raw, stopRaw, err := be.RawWatch(ctx, RawService)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer stopRaw()
-	var rawLat []time.Duration
-	healthy := true
-	for range cfg.Samples {
-		healthy = !healthy
-		t := time.Now()
-		if err := be.Set(ctx, RawService, healthy); err != nil {
-			tb.Fatal(err)
-		}
-		select {
-		case <-raw:
-		case <-time.After(30 * time.Second):
-			tb.Fatal("scale: raw watch silent for 30 s")
-		}
-		rawLat = append(rawLat, time.Since(t))
-	}
-	r.RawP50, r.RawP99 = Percentile(rawLat, 50), Percentile(rawLat, 99)
 	return r
 }
