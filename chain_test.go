@@ -2,6 +2,7 @@ package kitnats_test
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -154,7 +155,7 @@ func (c *chain) waitInstances(tb testing.TB, n int) {
 
 // BenchmarkChain measures the whole client chain against a plain nats.go
 // request to a plain echo responder, in the same run, over the same
-// server.
+// server: raw echoes the bytes, raw-json does the chain's JSON work too.
 func BenchmarkChain(b *testing.B) {
 	s := natstest.Start(b)
 	payload := echoRequest{Payload: strings.Repeat("x", 100)} // 128 bytes of JSON
@@ -176,6 +177,47 @@ func BenchmarkChain(b *testing.B) {
 		for b.Loop() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			if _, err := nc.RequestWithContext(ctx, "raw.echo", body); err != nil {
+				b.Fatal(err)
+			}
+			cancel()
+		}
+	})
+
+	// raw-json: raw plus the JSON work the chain does on both sides (decode
+	// the request, encode the response, and the same on the client): the
+	// baseline the chain's own cost is measured against.
+	b.Run("raw-json", func(b *testing.B) {
+		nc := natstest.Connect(b, s.URL())
+		srvConn := natstest.Connect(b, s.URL())
+		sub, err := srvConn.Subscribe("raw.json", func(m *nats.Msg) {
+			var req echoRequest
+			if err := json.Unmarshal(m.Data, &req); err != nil {
+				return
+			}
+			resp, _ := json.Marshal(echoResponse{Payload: req.Payload, Instance: "echo-1"})
+			_ = m.Respond(resp)
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+		if err := srvConn.Flush(); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for b.Loop() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			body, err := json.Marshal(payload)
+			if err != nil {
+				b.Fatal(err)
+			}
+			reply, err := nc.RequestWithContext(ctx, "raw.json", body)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var resp echoResponse
+			if err := json.Unmarshal(reply.Data, &resp); err != nil {
 				b.Fatal(err)
 			}
 			cancel()
