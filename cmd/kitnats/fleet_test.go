@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/aegis-sdk/kitnats/sd/natskv"
 )
 
@@ -21,7 +23,9 @@ type fleet struct {
 }
 
 func newFleet(t *testing.T) *fleet {
-	f := newFixture(t, natskv.BucketConfig{})
+	// Memory storage: no disk stall on a shared machine can hold up the
+	// heartbeats long enough to make a live record stale.
+	f := newFixture(t, natskv.BucketConfig{Storage: jetstream.MemoryStorage})
 	// Written once, with no TTL: it goes stale.
 	dead, err := natskv.EncodeInstance(natskv.Instance{ServiceName: "greeter", InstanceID: "greeter-4", Version: "1.2.3",
 		Status: natskv.StatusActive, LastHeartbeat: time.Now(), Metadata: map[string]string{"zone": "eu-3"}})
@@ -38,13 +42,19 @@ func newFleet(t *testing.T) *fleet {
 	f.register(instance("billing", "billing-1", natskv.StatusActive, ""))
 	// The stale threshold: long enough for heartbeats every 250 ms to stay
 	// fresh on a loaded machine, and passed by the record written once.
-	const staleAfter = 2 * time.Second
+	const staleAfter = 3 * time.Second
 	time.Sleep(time.Until(wrote.Add(staleAfter + 200*time.Millisecond)))
-	return &fleet{fixture: f, staleFlags: append(append([]string{}, livenessFlags...), "--stale-after", "2s")}
+	return &fleet{fixture: f, staleFlags: append(append([]string{}, livenessFlags...), "--stale-after", "3s")}
 }
 
 func (f *fleet) run(args ...string) (string, string, int) {
-	return f.fixture.run(append(args, f.staleFlags...)...)
+	out, errOut, code := f.fixture.run(append(args, f.staleFlags...)...)
+	if code != exitOK && (len(args) == 0 || args[0] != "ls") {
+		// Say what the registry looked like, should the failure be a surprise.
+		ls, _, _ := f.fixture.run(append([]string{"ls", "-l"}, f.staleFlags...)...)
+		f.t.Logf("kitnats %v exited %d; kitnats ls -l:\n%s", args, code, ls)
+	}
+	return out, errOut, code
 }
 
 func TestFleet(t *testing.T) {
@@ -89,7 +99,7 @@ func TestFleet(t *testing.T) {
 			t.Errorf("greeter-3: %q", l)
 		}
 		// Written by a plain put on a TTL bucket: no TTL, so "none".
-		if l := lineWith(t, out, "greeter-4 "); !containsAll(l, "ACTIVE", "eu-3", "none", "no: stale, no write for", "stale after 2s") {
+		if l := lineWith(t, out, "greeter-4 "); !containsAll(l, "ACTIVE", "eu-3", "none", "no: stale, no write for", "stale after 3s") {
 			t.Errorf("greeter-4: %q", l)
 		}
 		if l := lineWith(t, out, "bad "); !containsAll(l, "no: skipped", `unknown status: "BOGUS"`) {
@@ -119,7 +129,7 @@ func TestFleet(t *testing.T) {
 		if err := json.Unmarshal([]byte(out), &got); err != nil {
 			t.Fatalf("%v:\n%s", err, out)
 		}
-		if got.Bucket != natskv.DefaultBucket || got.Layout != "dotted" || got.StaleAfter != 2 || !got.PerKeyTTL {
+		if got.Bucket != natskv.DefaultBucket || got.Layout != "dotted" || got.StaleAfter != 3 || !got.PerKeyTTL {
 			t.Errorf("header: %+v", got)
 		}
 		if len(got.Services) != 2 || got.Services[0].Service != "billing" || got.Services[1].Service != "greeter" {
@@ -146,7 +156,7 @@ func TestFleet(t *testing.T) {
 					t.Errorf("greeter-1: %+v", m)
 				}
 			case "greeter-4":
-				if m.TTL != nil || m.HeartbeatAge <= 2 || !strings.Contains(m.Reason, "stale after") {
+				if m.TTL != nil || m.HeartbeatAge <= 3 || !strings.Contains(m.Reason, "stale after") {
 					t.Errorf("greeter-4: %+v", m)
 				}
 			case "bad":

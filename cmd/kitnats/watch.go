@@ -291,12 +291,12 @@ func (w *watcher) start(service string) error {
 	}
 	sw := &svcWatch{inst: inst, ch: make(chan sd.Event)}
 	w.svcs[service] = sw
-	inst.Register(sw.ch)
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
 		w.follow(service, sw)
 	}()
+	inst.Register(sw.ch) // its receiver is ready: the set is handed over at once
 	return nil
 }
 
