@@ -41,7 +41,7 @@ func echo(_ context.Context, m benchMsg) (benchMsg, error) { return m, nil }
 //	raw             nats.Conn.Request to a plain responder, with the same JSON
 //	                decoding and encoding on both sides as the others do
 //	gokit           go-kit transport/nats Publisher and Subscriber, JSON codecs
-//	natsrpc         this package: Service (on micro) and Client, JSON codecs
+//	natsrpc         this package: Service and Client, JSON codecs
 //	raw-hdr         raw, plus the one deadline header natsrpc sends: what NATS
 //	                headers cost by themselves (nats.go and the server)
 //	raw-bytes       nats.Conn.Request to a responder echoing the bytes, no codec

@@ -22,14 +22,16 @@
 // # Headers
 //
 //	Kitnats-Timeout          request: the caller's remaining time in whole milliseconds ("1500"),
-//	                         relative so clock skew does not matter; the handler's context gets
-//	                         deadline = receive time + value. Under 1 ms left, the client does not send.
+//	                         relative so clock skew does not matter; the request's deadline is
+//	                         arrival time + value, ServiceDefaultTimeout after arrival without
+//	                         it. Under 1 ms left, the client does not send.
 //	traceparent, tracestate  request: W3C trace context, lower-case keys, written and read with an
 //	                         OpenTelemetry propagator over HeaderCarrier (never via http.Header,
 //	                         which would canonicalise the keys).
 //	Nats-Service-Error       reply: error message (the NATS micro convention)
 //	Nats-Service-Error-Code  reply: status code, three digits (400 undecodable request,
-//	                         422 business error, 500 failure or panic, 503 not serving, 504 deadline)
+//	                         422 business error, 500 failure or panic, 503 not served: shutting
+//	                         down or overloaded, retry elsewhere; 504 deadline)
 //	Kitnats-Error-Kind       reply: "business" when the error came from endpoint.Failer
 //
 // Tracing here is propagation only; spans belong to tracing middleware.
@@ -49,28 +51,51 @@
 //
 // # Server
 //
-// A Service is a NATS micro service (nats.go/micro): `nats micro ls|info|stats`
-// see it, the instance ID is in its metadata (MetadataInstance), and each
-// endpoint's stats data is an EndpointStats (errors, panics, malformed
-// headers, refused requests: micro's own counters only see the hand-off to a
-// worker). micro serves the instance subject with a per-endpoint disabled
-// queue group (WithEndpointQueueGroupDisabled), and costs nothing measurable
-// by itself: BenchmarkRequestReply's bare micro endpoint runs level with a
-// plain subscription (micro vs raw-bytes), and a variant of this server on
-// channel subscriptions without micro measured within noise of it.
+// A Service answers NATS micro discovery ($SRV PING, INFO, STATS, in
+// nats.go/micro's types): `nats micro ls|info|stats` see it as a micro
+// service whose endpoints are its subjects, the instance ID is in its
+// metadata (MetadataInstance), and each endpoint's stats data is an
+// EndpointStats (errors, panics, malformed headers, requests refused,
+// expired, or dropped by a full buffer). It does not run on micro's
+// endpoints, which deliver every request through a goroutine of micro's:
+// both subjects of a method deliver into one channel (nats.go's channel
+// subscriptions, filled by the connection's read loop), and the method's
+// reader takes requests from it and runs them inline, back to back, as a
+// plain nats.go subscription does, so requests that arrive together leave
+// with their replies in one write and none is handed between goroutines. A
+// watchdog looks every millisecond: a channel holding requests while its
+// readers are all busy in handlers gets another reader, so a request waits
+// behind a slow one for two ticks at most.
 //
-// Requests run on at most ServiceMaxConcurrent workers (started on demand,
-// reused, no goroutine per request), so a slow handler does not hold up the
-// others; a panic becomes a 500 reply. micro's handler never waits for a
-// worker: it stamps each request's arrival and deadline (the caller's
-// Kitnats-Timeout, or ServiceDefaultTimeout for callers that send none) and
-// the pool runs it, queues it, or refuses it at once with a retryable 503
-// when the method's queue (ServiceMaxPending) is full or would outlast the
-// deadline at the method's measured service time. A queued request whose
-// deadline passes is dropped unrun (EndpointStats.Expired). Each method
-// keeps a reserve of the workers (a quarter of the pool shared equally, at
-// least one each) that no other method can take, so one flooded method
-// cannot starve its siblings.
+// Admission. A reader stamps each request's arrival and deadline (the
+// caller's Kitnats-Timeout, or ServiceDefaultTimeout for callers that send
+// none, such as go-kit's transport/nats; the handler's context ends there)
+// and the pool runs it, queues it, or refuses it at once with a retryable
+// 503: when the method's queue (ServiceMaxPending) is full, or when, at the
+// method's measured service time, the queue ahead of it and its own
+// service would outlast its deadline. So the caller retries elsewhere while
+// it still has time, and a client-side balancer learns. A request whose
+// deadline passes before it can start is dropped unrun and counted
+// (EndpointStats.Expired): one with the caller's deadline gets no reply
+// (the caller has gone), one with the default deadline a 504.
+//
+// Isolation. Requests run on at most ServiceMaxConcurrent workers at once,
+// over all methods. Each method keeps a reserve of them that no other
+// method can take (a quarter of the pool shared equally, at least one per
+// method; none when the pool has fewer workers than methods): a method
+// starts a request when it holds fewer workers than its reserve, or when a
+// worker is free beyond the reserves the other methods are not using. A
+// flooded method therefore takes at most the pool less the others'
+// reserves, and a sibling always starts its reserve's worth at once. A
+// worker freed goes to its own method if that fell under its reserve,
+// otherwise round robin to the methods with requests waiting.
+//
+// Memory. Per method, the server holds at most its channel (about 32 MiB of
+// the largest messages the NATS server accepts, 64 to 1024 messages;
+// beyond it nats.go drops and counts), its queue (ServiceMaxPending), and
+// the requests running (ServiceMaxConcurrent in all); goroutines are the
+// running handlers plus an idle reader per method and the watchdog. A
+// panic becomes a 500 reply.
 //
 // Shutdown unsubscribes the queue group first, so the NATS server routes
 // new requests to other instances at once, serves every request already

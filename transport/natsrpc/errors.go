@@ -15,8 +15,8 @@ const (
 	CodeBadRequest    = 400 // the request could not be decoded
 	CodeUnprocessable = 422 // default for business errors (endpoint.Failer)
 	CodeInternal      = 500 // the endpoint failed, panicked, or its reply could not be encoded
-	CodeUnavailable   = 503 // the instance is not serving (shutting down); never processed, retry elsewhere
-	CodeTimeout       = 504 // the caller's deadline passed before the handler ran
+	CodeUnavailable   = 503 // not served (shutting down, or overloaded: the wait would outlast the deadline); never processed, retry elsewhere
+	CodeTimeout       = 504 // the deadline passed before the handler ran, or the handler returned context.DeadlineExceeded
 )
 
 // StatusCoder lets an error returned by an endpoint choose its status code,

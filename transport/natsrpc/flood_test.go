@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/aegis-sdk/kitnats/transport/natsrpc"
 )
 
@@ -45,11 +47,15 @@ func TestFloodOfOneMethodSparesItsSibling(t *testing.T) {
 
 	var invoked, late, lateCaller atomic.Int64
 	release := make(chan struct{})
-	block := natsrpc.NewJSONServer(func(ctx context.Context, r floodReq) (floodResp, error) {
+	// Checked as the request enters the Server, before its body is decoded.
+	started := natsrpc.ServerBefore(func(ctx context.Context, _ *nats.Msg) context.Context {
 		invoked.Add(1)
 		if ctx.Err() != nil {
-			late.Add(1) // run past the deadline the service knew
+			late.Add(1) // started past the deadline the service knew
 		}
+		return ctx
+	})
+	block := natsrpc.NewJSONServer(func(ctx context.Context, r floodReq) (floodResp, error) {
 		if time.Now().UnixNano() > r.Deadline {
 			lateCaller.Add(1) // run for a caller who had already given up
 		}
@@ -59,7 +65,7 @@ func TestFloodOfOneMethodSparesItsSibling(t *testing.T) {
 			return floodResp{}, ctx.Err()
 		}
 		return floodResp{}, nil
-	})
+	}, started)
 	ping := natsrpc.NewJSONServer(func(context.Context, floodReq) (floodResp, error) { return floodResp{}, nil })
 	svc, err := natsrpc.NewService(ctxWait(t), e.snc, "flood", "a",
 		map[string]*natsrpc.Server{"block": block, "ping": ping},
@@ -154,13 +160,14 @@ func TestFloodOfOneMethodSparesItsSibling(t *testing.T) {
 	// Every flood request the service received was run, refused or dropped
 	// as expired: once the last ones are through, the counts add up.
 	var stats map[string]uint64
+	settled := ctxWait(t)
 	for {
 		stats = methodStats(t, svc, "block")
 		if int64(stats["rejected"]+stats["expired"])+invoked.Load() == sent.Load() {
 			break
 		}
 		select {
-		case <-ctxWait(t).Done():
+		case <-settled.Done():
 			t.Fatalf("sent %d ≠ run %d + rejected %d + expired %d", sent.Load(), invoked.Load(), stats["rejected"], stats["expired"])
 		case <-time.After(10 * time.Millisecond):
 		}
@@ -177,9 +184,9 @@ func TestFloodOfOneMethodSparesItsSibling(t *testing.T) {
 	if stats["expired"] == 0 || unavailable.Load() == 0 {
 		t.Errorf("want requests dropped as expired and refused with 503, have %d expired, %d×503", stats["expired"], unavailable.Load())
 	}
-	// A request runs only while its deadline holds, checked when it takes a
-	// worker; one that takes a worker in the last instant may enter the
-	// handler just after. By the caller's clock, which started before the
+	// A request starts only while its deadline holds, checked when it takes
+	// a worker; one that takes a worker in the last instant may enter the
+	// Server just after. By the caller's clock, which started before the
 	// request crossed the network, a few more are late; a backlog run for
 	// callers who have gone would make nearly all of them late.
 	if l, n := late.Load(), invoked.Load(); l*10 > n+10 {

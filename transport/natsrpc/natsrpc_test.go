@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -935,5 +936,63 @@ func TestMicroDiscovery(t *testing.T) {
 	}
 	if len(have) != len(want) || have["rpc.echo.say"] != want["rpc.echo.say"] || have["rpc.echo.say.a"] != "" {
 		t.Errorf("endpoints (subject → queue group): want %v, have %v", want, have)
+	}
+}
+
+// The Service answers micro's PING and STATS as micro does, for the
+// service, and by ID; STATS counts the requests and carries EndpointStats.
+func TestMicroPingAndStats(t *testing.T) {
+	e := newEnv(t)
+	svc := e.echoService(t, "a", nil)
+	ctx := ctxWait(t)
+	for range 3 {
+		if _, err := natsrpc.Call[echoResp](ctx, sayClient(t, e.cnc, "a"), echoReq{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id := svc.Info().ID
+	for _, subject := range []string{"$SRV.PING", "$SRV.PING.echo", "$SRV.PING.echo." + id} {
+		m, err := e.cnc.RequestWithContext(ctx, subject, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", subject, err)
+		}
+		var ping micro.Ping
+		if err := json.Unmarshal(m.Data, &ping); err != nil || ping.Type != micro.PingResponseType || ping.Name != "echo" || ping.ID != id {
+			t.Errorf("%s: have %s (%v)", subject, m.Data, err)
+		}
+	}
+	m, err := e.cnc.RequestWithContext(ctx, "$SRV.STATS.echo."+id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stats micro.Stats
+	if err := json.Unmarshal(m.Data, &stats); err != nil || stats.Type != micro.StatsResponseType {
+		t.Fatalf("stats: have %s (%v)", m.Data, err)
+	}
+	requests := map[string]int{}
+	for _, ep := range stats.Endpoints {
+		requests[ep.Subject] = ep.NumRequests
+		var data map[string]uint64
+		if err := json.Unmarshal(ep.Data, &data); err != nil {
+			t.Fatalf("stats data %s: %v", ep.Data, err)
+		}
+		for _, key := range []string{"errors", "panics", "malformed_headers", "rejected", "expired", "dropped"} {
+			if _, ok := data[key]; !ok {
+				t.Errorf("stats data %s: no %q", ep.Data, key)
+			}
+		}
+	}
+	if want := map[string]int{"rpc.echo.say": 0, "rpc.echo.say.a": 3}; !maps.Equal(requests, want) {
+		t.Errorf("requests by subject: want %v, have %v", want, requests)
+	}
+	if _, err := natsrpc.NewService(ctx, e.snc, "echo", "b", map[string]*natsrpc.Server{"say": natsrpc.NewJSONServer(echoOf("b"))},
+		natsrpc.ServiceVersion("one")); err == nil {
+		t.Error("a version that is not semver: want an error")
+	}
+}
+
+func echoOf(instance string) func(context.Context, echoReq) (echoResp, error) {
+	return func(_ context.Context, r echoReq) (echoResp, error) {
+		return echoResp{Msg: r.Msg, Instance: instance}, nil
 	}
 }

@@ -19,10 +19,10 @@ import (
 // reserve's worth of requests at once.
 //
 // A request that cannot start waits in its lane's queue (FIFO, at most
-// ServiceMaxPending per method), unless the queue is full or the queue
-// ahead of it, at the lane's measured service time, would outlast its
-// deadline: then it is refused with CodeUnavailable at once, so the caller
-// retries elsewhere while it still has time. A released token goes to the
+// ServiceMaxPending per method), unless the queue is full or, at the lane's
+// measured service time, the queue ahead of it and its own service would
+// outlast its deadline: then it is refused with CodeUnavailable at once, so
+// the caller retries elsewhere while it still has time. A released token goes to the
 // releasing lane if it fell under its reserve, otherwise round robin to the
 // lanes with waiting requests. A waiting request whose deadline passes is
 // dropped unrun when its turn comes (or when a newer one arrives behind it).
@@ -146,8 +146,10 @@ func (p *pool) admit(j *job) bool {
 	case l.n == len(l.queue):
 		code = CodeUnavailable
 	case !j.deadline.IsZero() && l.mean > 0:
-		// The queue ahead drains at l.running requests per l.mean.
-		wait := time.Duration(l.n+1) * l.mean / time.Duration(maxInt(1, l.running))
+		// The queue ahead drains at l.running requests per l.mean, then j
+		// takes l.mean itself: refuse it now if it would not finish in time,
+		// while the caller can still go elsewhere.
+		wait := time.Duration(l.n+1)*l.mean/time.Duration(maxInt(1, l.running)) + l.mean
 		if j.recv.Add(wait).After(j.deadline) {
 			code = CodeUnavailable
 		}

@@ -111,21 +111,25 @@ func TestPoolAdmission(t *testing.T) {
 	if len(r.dropped) != 1 || r.dropped[0] != a {
 		t.Fatalf("want a dropped, have %v", r.dropped)
 	}
-	// Measured: 100 ms per request. One queued request (c) and a newcomer
-	// with 150 ms left: two waits of 100 ms outlast it.
+	// Measured: 100 ms per request. With one request queued (c), a
+	// newcomer waits two turns of 100 ms and takes 100 ms itself: 350 ms
+	// left is enough, 250 ms is not.
 	c := r.req(0, later, time.Hour)
 	if r.admit(c) {
 		t.Fatal("c started past the bound")
 	}
-	if r.admit(r.req(0, later, 150*time.Millisecond)); r.refused[CodeUnavailable] != 2 {
+	if r.admit(r.req(0, later, 250*time.Millisecond)); r.refused[CodeUnavailable] != 2 {
 		t.Fatalf("backlog outlasting the deadline: want a second 503, have %v", r.refused)
+	}
+	if d := r.req(0, later, 350*time.Millisecond); r.admit(d) || r.refused[CodeUnavailable] != 2 {
+		t.Fatalf("a request that fits: want it queued, have %v", r.refused)
 	}
 	// Shutdown refuses what is queued, and everything after.
 	r.stop()
-	if r.refused[CodeUnavailable] != 3 {
-		t.Fatalf("stop: want the queued request refused, have %v", r.refused)
+	if r.refused[CodeUnavailable] != 4 {
+		t.Fatalf("stop: want the two queued requests refused, have %v", r.refused)
 	}
-	if r.admit(r.req(0, later, 0)) || r.refused[CodeUnavailable] != 4 {
+	if r.admit(r.req(0, later, 0)) || r.refused[CodeUnavailable] != 5 {
 		t.Fatalf("after stop: want a refusal, have %v", r.refused)
 	}
 	if next := r.done(b, later); next != nil {

@@ -11,7 +11,6 @@ import (
 
 	"github.com/go-kit/log"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/micro"
 	"go.opentelemetry.io/otel/propagation"
 )
 
@@ -22,15 +21,6 @@ const DefaultMaxConcurrent = 64
 // DefaultMaxPending is how many requests of one method may wait for a
 // worker unless ServiceMaxPending says otherwise.
 const DefaultMaxPending = 256
-
-// Pending limits of each endpoint's subscription. The handler never waits
-// for a worker, so the buffer holds only what arrived while it was being
-// scheduled; messages over a limit are dropped by nats.go (slow consumer)
-// and their callers time out.
-const (
-	subPendingMsgs  = 8192
-	subPendingBytes = 64 << 20
-)
 
 // Messages of the 503 and 504 replies of requests a Service does not run.
 const (
@@ -44,35 +34,47 @@ const (
 const MetadataInstance = "kitnats.instance"
 
 // Service serves a set of methods for one instance of a service. Each method
-// is subscribed twice, as a NATS micro endpoint:
+// is subscribed twice:
 //
 //   - rpc.{service}.{method} in queue group rpc.{service}: any instance
 //     answers (the AegisSDK convention; callers without discovery use it);
 //   - rpc.{service}.{method}.{instance}, no queue group: only this instance
 //     answers (client-side balancing through Factory uses it).
 //
-// Because it is a micro service, `nats micro ls|info|stats` see it ($SRV
-// discovery); the instance ID is in its metadata under MetadataInstance, and
-// each endpoint's stats data is an EndpointStats.
+// It answers NATS micro discovery, so `nats micro ls|info|stats` see it as
+// a micro service whose endpoints are those subjects; the instance ID is in
+// its metadata under MetadataInstance, and each endpoint's stats data is an
+// EndpointStats.
 //
-// Requests run on a pool of at most ServiceMaxConcurrent workers, so a slow
-// handler does not hold up the others. Each request's context carries the
-// caller's deadline (HeaderTimeout) and trace context (extracted by the
-// propagator from the message headers).
+// Requests run on at most ServiceMaxConcurrent workers, each method keeping
+// a reserve of them, so a slow handler or a flooded method does not hold up
+// the others; requests that would wait past their deadline are refused at
+// once or dropped unrun (see the package doc, Server). Each request's
+// context carries the caller's deadline (HeaderTimeout, or the service's
+// default) and trace context (extracted by the propagator from the message
+// headers).
 type Service struct {
 	nc       *nats.Conn
 	name     string
 	instance string
-	micro    micro.Service
+	disc     discovery
 	prop     propagation.TextMapPropagator
 	w3cOnly  bool // prop is propagation.TraceContext: no traceparent, nothing to extract
 	logger   log.Logger
 	timeout  time.Duration // deadline of requests that carry none; 0 for none
 	pool     *pool
+	methods  []*method // sorted by name; read-only after NewService
+	control  []*nats.Subscription
 
-	work    chan *job     // unbuffered: a send succeeds only into an idle worker
-	quit    chan struct{} // closed when idle workers must exit
-	workers sync.WaitGroup
+	quit    chan struct{}  // closed when readers are to finish what is buffered and exit
+	readers sync.WaitGroup // readers and the watchdog
+	// The watchdog sleeps while the service is idle; a reader that starts
+	// a request wakes it.
+	watchAsleep atomic.Bool
+	watchWake   chan struct{}
+
+	subsLeft atomic.Int32  // endpoint subscriptions not yet removed
+	subsGone chan struct{} // closed when subsLeft reaches 0
 
 	base   context.Context // handlers' root; cancelled when Shutdown gives up
 	cancel context.CancelFunc
@@ -80,13 +82,10 @@ type Service struct {
 	shutdownOnce sync.Once
 	done         chan struct{}
 	shutdownErr  error
-
-	stats map[string]*EndpointStats // by subject; read-only after NewService
 }
 
-// EndpointStats is the data each endpoint reports in `$SRV.STATS`: micro's
-// own counters see only the hand-off to a worker, so the outcome of requests
-// is counted here.
+// EndpointStats is the data each endpoint reports in `$SRV.STATS`: what
+// became of the requests beyond micro's own counters.
 type EndpointStats struct {
 	Errors    atomic.Uint64 `json:"-"`
 	Panics    atomic.Uint64 `json:"-"`
@@ -96,34 +95,46 @@ type EndpointStats struct {
 	// deadline, or the service was shutting down.
 	Rejected atomic.Uint64 `json:"-"`
 	// Expired counts requests dropped without running the handler because
-	// their deadline passed while they waited for a worker. Those with the
-	// caller's deadline get no reply (the caller has stopped waiting); those
-	// with the service's default deadline get a 504.
+	// their deadline passed before they could run. Those with the caller's
+	// deadline get no reply (the caller has stopped waiting); those with the
+	// service's default deadline get a 504.
 	Expired atomic.Uint64 `json:"-"`
+
+	// For micro's counters.
+	requests   atomic.Uint64 // delivered
+	ran        atomic.Uint64 // handled by a worker
+	processing atomic.Int64  // nanoseconds requests held a worker
+	lastError  atomic.Pointer[string]
+	sub        *nats.Subscription // its Dropped are the buffer overflows
 }
 
-// MarshalJSON reports the counters.
+// MarshalJSON reports the counters, and the requests nats.go dropped
+// because the endpoint's delivery buffer was full ("dropped").
 func (s *EndpointStats) MarshalJSON() ([]byte, error) {
-	return fmt.Appendf(nil, `{"errors":%d,"panics":%d,"malformed_headers":%d,"rejected":%d,"expired":%d}`,
-		s.Errors.Load(), s.Panics.Load(), s.Malformed.Load(), s.Rejected.Load(), s.Expired.Load()), nil
+	var dropped int
+	if s.sub != nil {
+		dropped, _ = s.sub.Dropped()
+	}
+	return fmt.Appendf(nil, `{"errors":%d,"panics":%d,"malformed_headers":%d,"rejected":%d,"expired":%d,"dropped":%d}`,
+		s.Errors.Load(), s.Panics.Load(), s.Malformed.Load(), s.Rejected.Load(), s.Expired.Load(), dropped), nil
 }
 
 // job is one request on its way through the service. Everything a request
-// needs on the server side lives in this one allocation: the request
-// message handed to the Server, the reply it fills in, and the lazy
-// deadline context. Nothing is pooled or reused (hooks and handlers may keep
-// the messages or the context), so sharing one allocation is safe.
+// needs on the server side lives in this one allocation: the reply the
+// Server fills in and the lazy deadline context beside the request message
+// nats.go delivered. Nothing is pooled or reused (hooks and handlers may
+// keep the messages or the context), so sharing one allocation is safe.
 type job struct {
 	srv   *Server
 	stats *EndpointStats
 	lane  *lane
-	recv  time.Time // arrival: the earliest the service sees the request
+	recv  time.Time // arrival: when a reader took it from the subscription
 	start time.Time // when it took a worker's token
-	// deadline is the caller's (receive time + HeaderTimeout; caller set)
-	// or the service's default; zero for none.
+	// deadline is the caller's (arrival + HeaderTimeout; caller set) or the
+	// service's default; zero for none.
 	deadline time.Time
 	caller   bool
-	msg      nats.Msg
+	msg      *nats.Msg
 	reply    nats.Msg
 	dl       deadlineCtx
 }
@@ -257,112 +268,95 @@ func NewService(ctx context.Context, nc *nats.Conn, service, instance string, me
 		cfg.metadata = make(map[string]string, 1)
 	}
 	cfg.metadata[MetadataInstance] = instance
+	disc, err := newDiscovery(cfg)
+	if err != nil {
+		return nil, err
+	}
 
 	s := &Service{
-		nc:       nc,
-		name:     service,
-		instance: instance,
-		prop:     cfg.prop,
-		w3cOnly:  isTraceContext(cfg.prop),
-		logger:   cfg.logger,
-		timeout:  max(cfg.timeout, 0),
-		work:     make(chan *job),
-		quit:     make(chan struct{}),
-		done:     make(chan struct{}),
-		stats:    make(map[string]*EndpointStats, 2*len(names)),
+		nc:        nc,
+		name:      service,
+		instance:  instance,
+		disc:      disc,
+		prop:      cfg.prop,
+		w3cOnly:   isTraceContext(cfg.prop),
+		logger:    cfg.logger,
+		timeout:   max(cfg.timeout, 0),
+		quit:      make(chan struct{}),
+		watchWake: make(chan struct{}, 1),
+		subsGone:  make(chan struct{}),
+		done:      make(chan struct{}),
 	}
 	s.pool = newPool(cfg.max, cfg.pending, len(names), s.reject, s.expire)
-	lanes := make(map[string]*lane, len(names))
-	for i, m := range names {
-		lanes[m] = s.pool.lanes[i]
+	buf := deliveryBuffer(nc.MaxPayload())
+	for i, name := range names {
+		s.methods = append(s.methods, &method{
+			srv:  methods[name],
+			lane: s.pool.lanes[i],
+			in:   make(chan *nats.Msg, buf),
+			eps: [2]route{
+				{method: name, subject: serviceSubject(service, name), queue: queueGroup(service), stats: &EndpointStats{}},
+				{method: name, subject: instanceSubject(service, name, instance), stats: &EndpointStats{}},
+			},
+		})
 	}
-	s.base, s.cancel = context.WithCancel(context.Background())
 
-	routes := s.routes(names)
-	// Every endpoint's stats exist before the first subscription: micro may
-	// answer a $SRV.STATS request while the endpoints are still being added.
-	for _, r := range routes {
-		s.stats[r.subject] = &EndpointStats{}
+	err = s.subscribe()
+	if err == nil {
+		err = s.subscribeDiscovery()
 	}
-	handler := func(method, subject string) micro.HandlerFunc {
-		st := s.stats[subject]
-		srv := methods[method]
-		ln := lanes[method]
-		return func(r micro.Request) {
-			s.dispatch(&job{srv: srv, stats: st, lane: ln,
-				msg: nats.Msg{Subject: r.Subject(), Reply: r.Reply(), Header: nats.Header(r.Headers()), Data: r.Data()}})
-		}
-	}
-	err := s.subscribeMicro(routes, cfg, handler)
 	if err == nil {
 		if ferr := flush(ctx, nc); ferr != nil {
 			err = fmt.Errorf("natsrpc: subscribe %s: %w", service, ferr)
-			_ = s.micro.Stop()
 		}
 	}
 	if err != nil {
-		s.cancel()
-		s.pool.stop()
-		close(s.quit)
-		s.workers.Wait()
+		s.unsubscribe()
 		return nil, err
 	}
+	s.base, s.cancel = context.WithCancel(context.Background())
+	s.start()
 	return s, nil
 }
 
-// route is one micro endpoint of a Service: a method on one subject.
-type route struct {
-	method  string
-	subject string
-	queue   micro.EndpointOpt // the service's queue group, or none
-}
-
-// routes lists each method's two endpoints. Service-wide endpoints come
-// first, so Shutdown unsubscribes the queue group before the instance
-// subjects and new requests move to other instances at once.
-func (s *Service) routes(methods []string) []route {
-	routes := make([]route, 0, 2*len(methods))
-	group := micro.WithEndpointQueueGroup(queueGroup(s.name))
-	for _, m := range methods {
-		routes = append(routes, route{method: m, subject: serviceSubject(s.name, m), queue: group})
-	}
-	none := micro.WithEndpointQueueGroupDisabled()
-	for _, m := range methods {
-		routes = append(routes, route{method: m, subject: instanceSubject(s.name, m, s.instance), queue: none})
-	}
-	return routes
-}
-
-// subscribeMicro adds every route as a micro endpoint, in order.
-func (s *Service) subscribeMicro(routes []route, cfg serviceConfig, handler func(method, subject string) micro.HandlerFunc) error {
-	ms, err := micro.AddService(s.nc, micro.Config{
-		Name:        s.name,
-		Version:     cfg.version,
-		Description: cfg.description,
-		Metadata:    cfg.metadata,
-		QueueGroup:  queueGroup(s.name),
-		StatsHandler: func(e *micro.Endpoint) any {
-			if st, ok := s.stats[e.Subject]; ok {
-				return st
+// subscribe subscribes every endpoint, service-wide ones first, each into
+// its method's delivery buffer.
+func (s *Service) subscribe() error {
+	for i := range 2 {
+		for _, m := range s.methods {
+			e := &m.eps[i]
+			var sub *nats.Subscription
+			var err error
+			if e.queue != "" {
+				sub, err = s.nc.ChanQueueSubscribe(e.subject, e.queue, m.in)
+			} else {
+				sub, err = s.nc.ChanSubscribe(e.subject, m.in)
 			}
-			return nil
-		},
-	})
-	if err != nil {
-		return fmt.Errorf("natsrpc: add micro service %s: %w", s.name, err)
-	}
-	limits := micro.WithEndpointPendingLimits(subPendingMsgs, subPendingBytes)
-	for _, r := range routes {
-		if err = ms.AddEndpoint(r.method, handler(r.method, r.subject), micro.WithEndpointSubject(r.subject), r.queue, limits); err != nil {
-			break
+			if err != nil {
+				return fmt.Errorf("natsrpc: subscribe %s: %w", e.subject, err)
+			}
+			e.sub, e.stats.sub = sub, sub
+			s.subsLeft.Add(1)
+			sub.SetClosedHandler(func(string) {
+				if s.subsLeft.Add(-1) == 0 {
+					close(s.subsGone)
+				}
+			})
 		}
 	}
-	if err != nil {
-		_ = ms.Stop()
-		return fmt.Errorf("natsrpc: subscribe %s: %w", s.name, err)
-	}
-	s.micro = ms
 	return nil
+}
+
+// unsubscribe drops every subscription at once (a failed NewService).
+func (s *Service) unsubscribe() {
+	for _, e := range s.endpoints() {
+		if e.sub != nil {
+			_ = e.sub.Unsubscribe()
+		}
+	}
+	for _, sub := range s.control {
+		_ = sub.Unsubscribe()
+	}
 }
 
 // Name is the service name.
@@ -370,109 +364,6 @@ func (s *Service) Name() string { return s.name }
 
 // Instance is the instance ID the service answers for.
 func (s *Service) Instance() string { return s.instance }
-
-// Info is the micro discovery info (the same `nats micro info` shows).
-func (s *Service) Info() micro.Info { return s.micro.Info() }
-
-// Stats is the micro discovery stats; each endpoint's Data is its
-// EndpointStats.
-func (s *Service) Stats() micro.Stats { return s.micro.Stats() }
-
-// dispatch runs on micro's delivery goroutine and never blocks on a busy
-// service: it stamps the request's arrival and deadline, and the pool runs
-// it now (on an idle worker, or a new one under the bound), queues it, or
-// turns it away. So the arrival time is when the request left the
-// subscription's buffer, which the handler keeps near empty.
-func (s *Service) dispatch(j *job) {
-	if !s.arrive(j) || !s.pool.admit(j) {
-		return
-	}
-	select {
-	case s.work <- j:
-	default:
-		s.workers.Add(1)
-		go s.worker(j)
-	}
-}
-
-// arrive stamps j with its arrival time and deadline: the caller's
-// (HeaderTimeout counted from arrival) or the service's default. It drops j
-// and returns false if that deadline has already passed.
-func (s *Service) arrive(j *job) bool {
-	j.recv = time.Now()
-	j.start = j.recv
-	if v := j.msg.Header[HeaderTimeout]; len(v) > 0 {
-		d, err := ParseTimeout(v[0])
-		if err != nil {
-			j.stats.Malformed.Add(1)
-			s.log("msg", "ignoring malformed deadline header", "subject", j.msg.Subject, "err", err)
-		} else {
-			j.deadline = j.recv.Add(d)
-			j.caller = true
-			if d <= 0 {
-				s.expire(j)
-				return false
-			}
-		}
-	}
-	if !j.caller && s.timeout > 0 {
-		j.deadline = j.recv.Add(s.timeout)
-	}
-	return true
-}
-
-// worker serves requests while the pool has any for its token, then waits
-// for the next hand-off; workers are reused, keeping their grown stacks.
-func (s *Service) worker(j *job) {
-	defer s.workers.Done()
-	for {
-		for j != nil {
-			s.run(j)
-			j = s.pool.done(j, time.Now())
-		}
-		select {
-		case j = <-s.work:
-		case <-s.quit:
-			return
-		}
-	}
-}
-
-// run serves one request on a pool worker.
-func (s *Service) run(j *job) {
-	defer func() {
-		// The Server recovers its own panics; this catches a panicking
-		// error encoder or finalizer.
-		if r := recover(); r != nil {
-			j.stats.Panics.Add(1)
-			s.log("msg", "panic outside the endpoint", "subject", j.msg.Subject, "panic", fmt.Sprint(r))
-			s.replyError(j, CodeInternal, "internal error")
-		}
-	}()
-	if s.base.Err() != nil {
-		// Shutdown gave up: refuse, so the caller may go elsewhere.
-		s.reject(j, CodeUnavailable, msgShuttingDown)
-		return
-	}
-	ctx := s.base
-	if !j.deadline.IsZero() {
-		j.dl.init(ctx, j.deadline)
-		defer j.dl.release()
-		ctx = &j.dl
-	}
-	if s.hasTraceHeader(j.msg.Header) {
-		ctx = s.prop.Extract(ctx, HeaderCarrier(j.msg.Header))
-	}
-	reply, err := j.srv.serve(ctx, &j.msg, &j.reply)
-	if err != nil {
-		j.stats.Errors.Add(1)
-		if errors.Is(err, errPanic) {
-			j.stats.Panics.Add(1)
-			s.log("msg", "handler panicked", "subject", j.msg.Subject, "err", err)
-		}
-	}
-	s.respond(j, reply)
-}
 
 // hasTraceHeader reports whether the propagator may find anything in h.
 // The W3C propagator reads nothing without a traceparent, so a request
@@ -556,14 +447,12 @@ func (s *Service) log(keyvals ...any) {
 // at once; requests already delivered to this instance are still served),
 // waits until every request delivered before the unsubscribe has been
 // handled and replied, and returns nil. If ctx ends first, the handlers'
-// contexts are cancelled, requests still queued are refused with
+// contexts are cancelled, requests still waiting are refused with
 // CodeUnavailable (retryable), and Shutdown returns ctx.Err() without
 // waiting for handlers that ignore their context.
 //
-// Shutdown does not close the connection. Waiting for queued requests uses
-// nats.Conn.Barrier, which also waits for the connection's other async
-// subscriptions to catch up. Calling Shutdown again waits for the first
-// call's outcome (or its own ctx) and returns it.
+// Shutdown does not close the connection. Calling it again waits for the
+// first call's outcome (or its own ctx) and returns it.
 func (s *Service) Shutdown(ctx context.Context) error {
 	first := false
 	s.shutdownOnce.Do(func() { first = true })
@@ -581,47 +470,62 @@ func (s *Service) Shutdown(ctx context.Context) error {
 
 func (s *Service) shutdown(ctx context.Context) {
 	err := s.drain(ctx)
+	// Everything the server routed here is in the delivery buffers (or the
+	// wait gave up): readers finish what is buffered and exit.
+	close(s.quit)
+	if err == nil {
+		err = s.waitReaders(ctx)
+	}
 	if err != nil {
 		// Give up on stragglers: cancel their contexts and refuse whatever is
-		// still queued.
+		// still waiting.
 		s.cancel()
 	}
 	s.pool.stop()
-	close(s.quit)
-	if err == nil {
-		s.workers.Wait()
+	for _, sub := range s.control {
+		_ = sub.Unsubscribe()
 	}
 	s.cancel()
 	s.shutdownErr = err
 	close(s.done)
 }
 
+// drain unsubscribes the endpoints, queue group first, and waits until the
+// server has acknowledged it and nats.go has delivered every request that
+// came before: then nothing more will arrive.
 func (s *Service) drain(ctx context.Context) error {
-	if err := s.micro.Stop(); err != nil {
-		return fmt.Errorf("natsrpc: stop %s: %w", s.name, err)
+	for _, e := range s.endpoints() {
+		_ = e.sub.Drain() // a closed or draining connection drops them by itself
 	}
-	if s.nc.IsClosed() {
-		return nil
-	}
-	// Once the server has acknowledged the unsubscribes, every request it
-	// routed here is in a subscription's pending list; the barrier runs after
-	// all of them were dispatched.
-	if err := flush(ctx, s.nc); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-		if ctx.Err() != nil {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.subsGone:
+			return nil
+		case <-ctx.Done():
 			return ctx.Err()
+		case <-tick.C:
+			if s.nc.IsClosed() {
+				// Whatever was delivered is all there will be.
+				return nil
+			}
 		}
-		// Disconnected: whatever is pending is all there will be.
 	}
-	barrier := make(chan struct{})
-	if err := s.nc.Barrier(func() { close(barrier) }); err != nil {
-		close(barrier)
-	}
+}
+
+func (s *Service) waitReaders(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		s.readers.Wait()
+		close(done)
+	}()
 	select {
-	case <-barrier:
+	case <-done:
+		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	return s.pool.wait(ctx)
 }
 
 // flush is nc.FlushWithContext, which refuses a context without a deadline;
