@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"reflect"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -51,6 +53,10 @@ type Client struct {
 	timeout time.Duration
 	prop    propagation.TextMapPropagator
 	closed  atomic.Bool
+	// reuse: nothing outside this package sees the request message (the
+	// encoder is EncodeJSONRequest, no ClientBefore, the W3C propagator),
+	// so its message and header map are recycled once sent.
+	reuse bool
 }
 
 var _ io.Closer = (*Client)(nil)
@@ -94,6 +100,8 @@ func NewClient(nc *nats.Conn, subject string, enc EncodeRequestFunc, dec DecodeR
 	for _, o := range opts {
 		o(c)
 	}
+	c.reuse = len(c.before) == 0 && isTraceContext(c.prop) && enc != nil &&
+		reflect.ValueOf(enc).Pointer() == reflect.ValueOf(EncodeJSONRequest).Pointer()
 	return c
 }
 
@@ -167,8 +175,15 @@ func (c *Client) call(ctx context.Context, request any) (any, error) {
 		deadline, _ = ctx.Deadline()
 	}
 
-	out := &outgoing{msg: nats.Msg{Subject: c.subject, Header: make(nats.Header, 2)}}
+	var out *outgoing
+	if c.reuse {
+		out = outgoingPool.Get().(*outgoing)
+		defer out.recycle()
+	} else {
+		out = newOutgoing()
+	}
 	msg := &out.msg
+	msg.Subject = c.subject
 	if err := c.enc(ctx, msg, request); err != nil {
 		return nil, &CallError{Subject: c.subject, Err: errEncode, Cause: err}
 	}
@@ -220,6 +235,22 @@ func (c *Client) call(ctx context.Context, request any) (any, error) {
 type outgoing struct {
 	msg     nats.Msg
 	timeout [1]string
+}
+
+func newOutgoing() *outgoing {
+	return &outgoing{msg: nats.Msg{Header: make(nats.Header, 2)}}
+}
+
+// outgoingPool holds the request messages of clients that recycle them.
+// nats.go has copied a message into its write buffer when the request call
+// returns, and nothing else of this package keeps it.
+var outgoingPool = sync.Pool{New: func() any { return newOutgoing() }}
+
+func (o *outgoing) recycle() {
+	clear(o.msg.Header)
+	o.msg.Data = nil
+	o.timeout[0] = ""
+	outgoingPool.Put(o)
 }
 
 var (
