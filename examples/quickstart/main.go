@@ -100,7 +100,9 @@ func run(cfg config) error {
 
 	// The client process's connection, and the registry bucket. Short
 	// heartbeats and leases keep the demo brisk (defaults: 10 s and 30 s).
-	nc, err := nats.Connect(url, nats.Name("quickstart-client"))
+	// natskv.ReconnectOptions: back within ~0.2 s of a restarted server,
+	// where nats.go's defaults wait up to 2 s.
+	nc, err := nats.Connect(url, append(natskv.ReconnectOptions(), nats.Name("quickstart-client"))...)
 	if err != nil {
 		return err
 	}

@@ -181,8 +181,11 @@ func measureRestarts(b *testing.B, s *natstest.Server, reconnected <-chan time.T
 
 // BenchmarkWatchRecovery: time from the client's reconnect to a restarted
 // server (restart) or from the stop of the node holding the watch consumer
-// (node-loss) to the next update delivered. raw-restart is the stock nats.go
-// KV watcher, the baseline (one iteration takes ~15 s).
+// (node-loss) to the next update delivered, and (from-server-up-ms) from the
+// server being up again. restart-nats-defaults and
+// restart-reconnect-options connect with nats.go's default reconnect
+// settings and with ReconnectOptions. raw-restart is the stock nats.go KV
+// watcher, the baseline (one iteration takes ~15 s).
 func BenchmarkWatchRecovery(b *testing.B) {
 	b.Run("restart", func(b *testing.B) {
 		s, bk := newBucket(b, natskv.BucketConfig{})
@@ -201,6 +204,34 @@ func BenchmarkWatchRecovery(b *testing.B) {
 			return nextUpdate(b, ch)
 		})
 	})
+	// The same from the server's side: the connection's reconnect settings
+	// decide when the client sees the restarted server at all.
+	for name, opts := range map[string][]nats.Option{
+		"restart-nats-defaults":     nil,
+		"restart-reconnect-options": natskv.ReconnectOptions(),
+	} {
+		b.Run(name, func(b *testing.B) {
+			s, bk := newBucket(b, natskv.BucketConfig{})
+			nc, err := nats.Connect(s.URL(), opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(nc.Close)
+			reconnected := stampReconnects(b, nc)
+			ib, err := natskv.BindBucket(ctxT(b), natstest.JetStream(b, nc), bk.Name())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer writer(b, s.URL(), bk.Name())()
+			i := newInstancer(b, ib, "svc")
+			ch := subscribe(b, i)
+			nextUpdate(b, ch)
+			measureRestarts(b, s, reconnected, func() time.Time {
+				drain(ch)
+				return nextUpdate(b, ch)
+			})
+		})
+	}
 	b.Run("raw-restart", func(b *testing.B) {
 		if testing.Short() {
 			b.Skip("slow baseline")
