@@ -399,3 +399,23 @@ func TestAegisLayout(t *testing.T) {
 	lineWith(t, out, "layout", "aegis, as --layout says: 1 keys")
 	lineWith(t, out, "verdict: no problems")
 }
+
+// TestCheckMaxAge: a bucket-wide max age, as AegisSDK's deployment charts
+// set, is a problem when it does not outlast a heartbeat.
+func TestCheckMaxAge(t *testing.T) {
+	f := newFixture(t, natskv.BucketConfig{NoMarkers: true, MaxAge: 5 * time.Second})
+	out, _, code := f.run("check")
+	if code != exitFailed {
+		t.Errorf("exit %d:\n%s", code, out)
+	}
+	lineWith(t, out, "max age", "PROBLEM: 5s is not longer than the heartbeat (10s)")
+	lineWith(t, out, "layout", "no instance keys yet")
+	out, _, code = f.run("check", "--heartbeat", "1s", "--json")
+	var got checkOutput
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatal(err)
+	}
+	if code != exitOK || got.Problems != 0 || got.MaxAge != 5 || got.PerKeyTTL || got.DetectedLayout != "none" {
+		t.Errorf("exit %d: %+v", code, got)
+	}
+}
