@@ -89,7 +89,7 @@ func TestClusterNodeLossKeepsUpdatesFlowing(t *testing.T) {
 	}
 }
 
-// The node holding the one consumer of 100 live views over 50 services
+// The node holding the one consumer of 100 live views over 20 services
 // stops: every view recovers and sees writes made after the loss.
 func TestClusterNodeLossManyViews(t *testing.T) {
 	if testing.Short() {
@@ -107,7 +107,7 @@ func TestClusterNodeLossManyViews(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const nServices = 50
+	const nServices = 20
 	services := make([]string, nServices)
 	for n := range services {
 		services[n] = fmt.Sprintf("svc%02d", n)

@@ -10,6 +10,7 @@ import (
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/kit/sd"
 	"github.com/go-kit/log"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/aegis-sdk/kitnats/internal/natstest"
@@ -64,11 +65,9 @@ func Example() {
 	endpointer := sd.NewEndpointer(instancer, factory, log.NewNopLogger())
 	defer endpointer.Close()
 
-	var endpoints []endpoint.Endpoint
-	for len(endpoints) == 0 { // the first event arrives once the bucket is read
-		time.Sleep(10 * time.Millisecond)
-		endpoints, _ = endpointer.Endpoints()
-	}
+	// NewInstancer returned with the set, and Register handed it to the
+	// endpointer before NewEndpointer returned: the first call works.
+	endpoints, _ := endpointer.Endpoints()
 	resp, _ := endpoints[0](ctx, nil)
 	fmt.Println(resp)
 	// Output: hello from echo-1 in eu-1
@@ -188,4 +187,31 @@ func ExampleInstancer_Describe() {
 	// standby: false zone: eu-1
 	// [echo-1]
 	// standby: true
+}
+
+// A client connection that comes back quickly after a server restart, and
+// an Instancer that must have the registry's set before the program goes on.
+func ExampleReconnectOptions() {
+	ctx := context.Background()
+	srv, _ := natstest.Run(natstest.Config{})
+	defer srv.Shutdown()
+	nc, err := nats.Connect(srv.URL(), append(natskv.ReconnectOptions(), nats.Name("billing"))...)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	bucket, _ := natskv.CreateBucket(ctx, js, natskv.BucketConfig{})
+
+	startup, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	instancer, err := natskv.NewInstancerContext(startup, bucket, "echo", nil)
+	if err != nil {
+		fmt.Println("registry unavailable:", err)
+		return
+	}
+	defer instancer.Stop()
+	fmt.Println(len(instancer.Instances()), "instances of echo")
+	// Output: 0 instances of echo
 }

@@ -209,8 +209,9 @@ func WithTTL(d time.Duration) Option {
 
 // WithRetryWait sets how soon a Registrar retries a failed write and the
 // longest an Instancer waits before rebuilding a failed watch (it starts
-// sooner and backs off to it). Default: a quarter heartbeat, at most 1 s.
-// It must be positive.
+// sooner and backs off to it; a shared watch uses the shortest wait of its
+// Instancers). Default: a quarter heartbeat, at most 1 s. It must be
+// positive.
 func WithRetryWait(d time.Duration) Option {
 	return commonOption(func(o *commonOptions) error {
 		if d <= 0 {
@@ -287,10 +288,13 @@ func WithMeterProvider(mp metric.MeterProvider) InstancerOption {
 
 // WithChangeFunc is told of every change to an instance an Instancer sees:
 // added, updated, deleted cleanly, purged, expired on the server, gone stale,
-// skipped as malformed. A change is told before subscribers get the event it
-// causes. It runs on the Instancer's goroutines, possibly two at once, and
-// must not block: not even on the Instancer's Refresh or Stop, which wait
-// for those goroutines. It must not be nil.
+// skipped as malformed. A new Instancer is told of the service's records as
+// a fresh watch would tell it (added, skipped), even when the service was
+// watched already. A change is told before subscribers get the event it
+// causes. It runs on the goroutines of the watch, which every Instancer of
+// the bucket shares, possibly two at once, and must not block — a blocked
+// one holds up every Instancer of the watch — not even on the Instancer's
+// Refresh, Register or Stop. It must not be nil.
 func WithChangeFunc(f func(Change)) InstancerOption {
 	return instancerOption(func(o *instancerOptions) error {
 		if f == nil {
@@ -303,8 +307,9 @@ func WithChangeFunc(f func(Change)) InstancerOption {
 
 // WithWatchHeartbeat sets the idle heartbeat of the watch's consumer (default
 // DefaultWatchHeartbeat, 500 ms). Two missed beats count as a lost watch,
-// which the Instancer rebuilds at once. It must be positive, and is refused
-// with WithPolling, which has no watch.
+// which is rebuilt at once. Instancers share a watch only if they agree on
+// it: one with another heartbeat gets a watch (a consumer) of its own. It
+// must be positive, and is refused with WithPolling, which has no watch.
 func WithWatchHeartbeat(d time.Duration) InstancerOption {
 	return instancerOption(func(o *instancerOptions) error {
 		if d <= 0 {

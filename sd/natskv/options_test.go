@@ -33,6 +33,7 @@ func TestBadOptionsRefused(t *testing.T) {
 		{name: "bad option in a bundle", reg: []RegistrarOption{Options(WithLayout(LayoutAegis), WithHeartbeat(0))},
 			ins: []InstancerOption{Options(nil, WithRetryWait(0))}, in: "natskv: invalid option"},
 		{name: "zero poll interval", ins: []InstancerOption{WithPolling(0)}, in: "WithPolling"},
+		{name: "negative ready wait", ins: []InstancerOption{WithReadyWait(-time.Second)}, in: "WithReadyWait"},
 		{name: "negative poll interval", ins: []InstancerOption{WithPolling(-time.Second)}, in: "WithPolling"},
 		{name: "nil formatter", ins: []InstancerOption{WithFormatter(nil)}, in: "WithFormatter"},
 		{name: "nil change func", ins: []InstancerOption{WithChangeFunc(nil)}, in: "WithChangeFunc"},
@@ -73,6 +74,7 @@ func TestOptionTypes(t *testing.T) {
 		"WithStaleAfter": WithStaleAfter(time.Second), "WithFormatter": WithFormatter(func(Instance) string { return "" }),
 		"WithExcludeStandby": WithExcludeStandby(), "WithPolling": WithPolling(time.Second),
 		"WithChangeFunc": WithChangeFunc(func(Change) {}), "WithWatchHeartbeat": WithWatchHeartbeat(time.Second),
+		"WithReadyWait": WithReadyWait(time.Second),
 	} {
 		if _, ok := o.(RegistrarOption); ok {
 			t.Errorf("%s is a RegistrarOption", name)

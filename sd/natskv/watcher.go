@@ -292,6 +292,12 @@ func (w *watcher) live(batch []viewUpdate, f *follow, r record) []viewUpdate {
 	}
 	for _, v := range f.views {
 		batch = w.add(batch, v, v.st.changed([]Change{c}), nil)
+		// A new entry may go stale before anything the clock knew of.
+		if sa := v.opts.staleAfter; sa > 0 && !f.staleAt.IsZero() && (c.Kind == ChangeAdded || c.Kind == ChangeUpdated) {
+			if at := r.seen.Add(sa); at.Before(f.staleAt) {
+				f.staleAt = at
+			}
+		}
 	}
 	return batch
 }

@@ -517,3 +517,19 @@ func TestWholeRegistryFilter(t *testing.T) {
 	put(t, wb, services[3], "i2", natskv.StatusActive)
 	waitSet(t, ch, "i0", "i1", "i2")
 }
+
+// The staleness clock judges an instance a service gains while watched,
+// after ticks that found the service empty.
+func TestStaleAfterEmptyTicks(t *testing.T) {
+	s, wb := newBucket(t, natskv.BucketConfig{NoMarkers: true})
+	b := bindOwn(t, s, wb)
+	cs := make(changes, 64)
+	i := newInstancer(t, b, "svc", cs.opt(), natskv.WithStaleAfter(500*time.Millisecond))
+	ch := subscribe(t, i)
+	waitSet(t, ch)
+	time.Sleep(400 * time.Millisecond) // ticks over an empty service
+	put(t, wb, "svc", "late", natskv.StatusActive)
+	waitSet(t, ch, "late")
+	cs.wait(t, "service-instances.svc.late", natskv.ChangeStale) // never written again
+	waitSet(t, ch)
+}
