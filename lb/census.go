@@ -153,7 +153,8 @@ func (c *census) countLocked(v *View) int {
 }
 
 // judge enters panic mode when more than the threshold's share of the
-// instances are unavailable, and leaves it when no more are. c.mu is held.
+// instances are unavailable, and leaves it when the share is back at or
+// below the threshold (no hysteresis, as Envoy). c.mu is held.
 func (c *census) judge(unavailable, instances int) {
 	panicking := c.threshold > 0 && unavailable > 0 && float64(unavailable) > c.threshold*float64(instances)
 	if panicking == c.engaged.Load() {
@@ -179,9 +180,9 @@ func (c *census) instrument(o *setOptions, view func() *View) {
 	set := attribute.NewSet(o.metricAttrs...)
 	c.attrs = metric.WithAttributeSet(set)
 	var err, e error
-	if c.engagedN, e = m.Int64Counter(MetricPanicEngaged, metric.WithUnit("{occurrence}"),
-		metric.WithDescription("Times the endpoint set entered panic mode: balancing over every instance because too many were unavailable.")); e != nil || c.engagedN == nil {
-		err = errors.Join(err, e)
+	c.engagedN, err = m.Int64Counter(MetricPanicEngaged, metric.WithUnit("{occurrence}"),
+		metric.WithDescription("Times the endpoint set entered panic mode: balancing over every instance because too many were unavailable."))
+	if c.engagedN == nil {
 		c.engagedN = noop.Int64Counter{}
 	}
 	unavailable, e := m.Int64ObservableGauge(MetricUnavailable, metric.WithUnit("{instance}"),
