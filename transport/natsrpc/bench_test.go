@@ -3,7 +3,10 @@ package natsrpc_test
 import (
 	"context"
 	"encoding/json"
+	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -46,7 +49,36 @@ func echo(_ context.Context, m benchMsg) (benchMsg, error) { return m, nil }
 //	                headers cost by themselves (nats.go and the server)
 //	raw-bytes       nats.Conn.Request to a responder echoing the bytes, no codec
 //	micro           a bare micro endpoint that echoes the bytes (micro's own cost)
+//
+// On a shared machine, compare ratios from BenchmarkRequestReplyPaired.
 func BenchmarkRequestReply(b *testing.B) {
+	callers := requestReplyCallers(b)
+	b.Run("serial", func(b *testing.B) {
+		runCallers(b, callers, func(b *testing.B, ctx context.Context, call func(context.Context) error) {
+			for b.Loop() {
+				if err := call(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+	b.Run("parallel", func(b *testing.B) {
+		runCallers(b, callers, func(b *testing.B, ctx context.Context, call func(context.Context) error) {
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := call(ctx); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	})
+}
+
+// requestReplyCallers starts the responders of BenchmarkRequestReply and
+// returns a caller of each.
+func requestReplyCallers(b *testing.B) []benchCaller {
 	srv := natstest.Start(b)
 	snc := natstest.Connect(b, srv.URL())
 	cnc := natstest.Connect(b, srv.URL())
@@ -65,13 +97,13 @@ func BenchmarkRequestReply(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer rawSub.Unsubscribe()
+	b.Cleanup(func() { rawSub.Unsubscribe() })
 	// raw-bytes: no codec at all, the floor.
 	bytesSub, err := snc.Subscribe("bench.bytes", func(m *nats.Msg) { _ = m.Respond(m.Data) })
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer bytesSub.Unsubscribe()
+	b.Cleanup(func() { bytesSub.Unsubscribe() })
 
 	// micro, bare
 	msvc, err := micro.AddService(snc, micro.Config{Name: "benchmicro", Version: "0.0.0",
@@ -79,7 +111,7 @@ func BenchmarkRequestReply(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer msvc.Stop()
+	b.Cleanup(func() { msvc.Stop() })
 
 	// gokit
 	gkSub := kitnats.NewSubscriber(
@@ -95,7 +127,7 @@ func BenchmarkRequestReply(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer gs.Unsubscribe()
+	b.Cleanup(func() { gs.Unsubscribe() })
 	gkPub := kitnats.NewPublisher(cnc, "bench.gokit", kitnats.EncodeJSONRequest,
 		func(_ context.Context, m *nats.Msg) (any, error) {
 			var v benchMsg
@@ -109,13 +141,13 @@ func BenchmarkRequestReply(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer svc.Shutdown(context.Background())
+	b.Cleanup(func() { svc.Shutdown(context.Background()) })
 	client, err := natsrpc.NewJSONServiceClient[benchMsg](cnc, "bench", "echo")
 	if err != nil {
 		b.Fatal(err)
 	}
 
-	callers := []benchCaller{
+	return []benchCaller{
 		{"raw", func(context.Context) error {
 			data, err := json.Marshal(payload)
 			if err != nil {
@@ -157,27 +189,83 @@ func BenchmarkRequestReply(b *testing.B) {
 			return err
 		}},
 	}
-	b.Run("serial", func(b *testing.B) {
-		runCallers(b, callers, func(b *testing.B, ctx context.Context, call func(context.Context) error) {
+}
+
+// BenchmarkRequestReplyPaired compares the callers of BenchmarkRequestReply
+// on a shared, noisy machine, where load drifting over the seconds each
+// sub-benchmark of BenchmarkRequestReply runs swamps differences of a few
+// percent. Each op is one round in which every caller makes a batch of
+// calls in turn, the order rotating from round to round, so drifting load
+// falls on all of them alike; the metrics are medians over rounds of each
+// caller's time relative to raw's in the same round ("natsrpc/raw"), and of
+// natsrpc's relative to gokit's, by wall time and by the process's CPU time
+// ("-cpu"). Serially, and with GOMAXPROCS callers at once. Run it for ten
+// seconds or more (-benchtime 10s): an op is some milliseconds.
+func BenchmarkRequestReplyPaired(b *testing.B) {
+	callers := requestReplyCallers(b)
+	index := map[string]int{}
+	for i, c := range callers {
+		index[c.name] = i
+	}
+	const batch = 20
+	for _, par := range []int{1, runtime.GOMAXPROCS(0)} {
+		name := "serial"
+		if par > 1 {
+			name = "parallel"
+		}
+		b.Run(name, func(b *testing.B) {
+			wall := make([][]float64, len(callers)) // per caller, per round: its time / raw's
+			cpu := make([][]float64, len(callers))
+			var gkWall, gkCPU []float64
+			took := make([]time.Duration, len(callers))
+			used := make([]time.Duration, len(callers))
+			round := 0
 			for b.Loop() {
-				if err := call(ctx); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	})
-	b.Run("parallel", func(b *testing.B) {
-		runCallers(b, callers, func(b *testing.B, ctx context.Context, call func(context.Context) error) {
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					if err := call(ctx); err != nil {
-						b.Error(err)
-						return
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				for k := range callers {
+					i := (k + round) % len(callers)
+					c0, t0 := cpuTime(), time.Now()
+					var wg sync.WaitGroup
+					for range par {
+						wg.Go(func() {
+							for range batch {
+								if err := callers[i].call(ctx); err != nil {
+									b.Error(err)
+									return
+								}
+							}
+						})
 					}
+					wg.Wait()
+					took[i], used[i] = time.Since(t0), cpuTime()-c0
 				}
-			})
+				cancel()
+				for i := range callers {
+					wall[i] = append(wall[i], float64(took[i])/float64(took[0]))
+					cpu[i] = append(cpu[i], float64(used[i])/float64(max(used[0], 1)))
+				}
+				n, g := index["natsrpc"], index["gokit"]
+				gkWall = append(gkWall, float64(took[n])/float64(took[g]))
+				gkCPU = append(gkCPU, float64(used[n])/float64(max(used[g], 1)))
+				round++
+			}
+			for i, c := range callers[1:] {
+				b.ReportMetric(median(wall[i+1]), c.name+"/raw")
+				b.ReportMetric(median(cpu[i+1]), c.name+"/raw-cpu")
+			}
+			b.ReportMetric(median(gkWall), "natsrpc/gokit")
+			b.ReportMetric(median(gkCPU), "natsrpc/gokit-cpu")
 		})
-	})
+	}
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	xs = slices.Clone(xs)
+	slices.Sort(xs)
+	return xs[len(xs)/2]
 }
 
 type benchCaller struct {
