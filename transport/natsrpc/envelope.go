@@ -1,0 +1,902 @@
+package natsrpc
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"math"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/vmihailenco/msgpack/v5"
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
+)
+
+// AegisSDK envelopes.
+//
+// The Python AegisSDK frames every RPC in an envelope and uses no NATS
+// headers. A request is a map with exactly these keys (snake_case, in this
+// order when written):
+//
+//	message_id      string         a UUID
+//	trace_id        string         a UUID
+//	correlation_id  string | null
+//	timestamp       string         ISO-8601 UTC, "2025-08-08T05:02:24.123456+00:00"
+//	source          string | null  the caller's instance ID
+//	target          string | null  the target service
+//	method          string         required
+//	params          map            never null; the only thing the handler receives
+//	timeout         number > 0     seconds; 5.0 when absent
+//
+// A response has the first six keys (a new message_id and trace_id,
+// correlation_id = the request's message_id, source and target null) and
+// then success (bool), result (any) and error: null when success is true, a
+// string when it is false. Errors are free text, without codes.
+//
+// Envelopes travel as JSON or msgpack. A receiver tells them apart by the
+// first byte (DetectEnvelopeFormat), and an AegisSDK server replies in its
+// own configured format whatever the request used, so a reply is decoded in
+// either. msgpack strings are str (never bin), map keys are strings, and
+// timestamps are ISO strings, never the timestamp extension.
+//
+// Readers are as strict as the Python reader: an unknown key, a null where a
+// string is required, a wrong type, a params that is not a map, a timeout
+// that is not a positive number, or bytes after the envelope make it
+// malformed (ErrMalformedEnvelope). Keys with a default (all but method in a
+// request, all but success in a response) may be absent. Writers write every
+// key, in the order above.
+
+// EnvelopeFormat is the encoding of an AegisSDK envelope.
+type EnvelopeFormat uint8
+
+const (
+	// EnvelopeJSON is JSON, AegisSDK's optional format.
+	EnvelopeJSON EnvelopeFormat = iota + 1
+	// EnvelopeMsgpack is msgpack, AegisSDK's default format.
+	EnvelopeMsgpack
+)
+
+func (f EnvelopeFormat) String() string {
+	switch f {
+	case EnvelopeJSON:
+		return "json"
+	case EnvelopeMsgpack:
+		return "msgpack"
+	}
+	return "EnvelopeFormat(" + strconv.Itoa(int(f)) + ")"
+}
+
+func (f EnvelopeFormat) valid() bool { return f == EnvelopeJSON || f == EnvelopeMsgpack }
+
+// DetectEnvelopeFormat tells an envelope's format by its first byte, as
+// AegisSDK does: 0x80–0x9F or 0xC0–0xDF is msgpack (a fixmap, a fixarray,
+// nil, bool, bin, ext, a number, str8–32, array16/32 or map16/32),
+// anything else, the empty body included, is JSON.
+func DetectEnvelopeFormat(data []byte) EnvelopeFormat {
+	if len(data) > 0 {
+		if c := data[0]; c >= 0x80 && c <= 0x9f || c >= 0xc0 && c <= 0xdf {
+			return EnvelopeMsgpack
+		}
+	}
+	return EnvelopeJSON
+}
+
+// DefaultEnvelopeTimeout is the timeout of a request envelope that carries
+// none, as AegisSDK defaults it.
+const DefaultEnvelopeTimeout = 5 * time.Second
+
+// maxEnvelopeTimeout caps the deadline a request envelope may ask for: any
+// positive float is a valid timeout to AegisSDK, and a day is as good as
+// forever for one call.
+const maxEnvelopeTimeout = 24 * time.Hour
+
+// RequestEnvelope is an AegisSDK request. The nullable string fields use ""
+// for null.
+type RequestEnvelope struct {
+	MessageID     string
+	TraceID       string
+	CorrelationID string // "" is null
+	Timestamp     string
+	Source        string // "" is null
+	Target        string // "" is null
+	Method        string
+	// Params is the request's params as a JSON object, whatever the
+	// envelope's format (msgpack params are converted). nil is {}.
+	Params json.RawMessage
+	// Timeout is the caller's budget in seconds; 0 is the default (5 s).
+	Timeout float64
+}
+
+// Deadline is the time the caller allows from now: Timeout, or
+// DefaultEnvelopeTimeout when it is 0; at least a nanosecond, at most a day.
+func (r *RequestEnvelope) Deadline() time.Duration {
+	if r.Timeout <= 0 {
+		return DefaultEnvelopeTimeout
+	}
+	return secondsToDuration(r.Timeout)
+}
+
+// secondsToDuration converts a positive timeout: at least a nanosecond (a
+// positive timeout too short to count has still run out), at most a day.
+func secondsToDuration(s float64) time.Duration {
+	if s >= maxEnvelopeTimeout.Seconds() {
+		return maxEnvelopeTimeout
+	}
+	return max(time.Duration(s*float64(time.Second)), time.Nanosecond)
+}
+
+// ResponseEnvelope is an AegisSDK response. The nullable string fields use
+// "" for null; Error is written as null when Success is true.
+type ResponseEnvelope struct {
+	MessageID     string
+	TraceID       string
+	CorrelationID string // "" is null
+	Timestamp     string
+	Source        string // "" is null
+	Target        string // "" is null
+	Success       bool
+	// Result is the result as JSON, whatever the envelope's format (msgpack
+	// is converted); a decoded null is "null", and nil is written as null.
+	Result json.RawMessage
+	Error  string
+}
+
+// NotActiveCode is the text by which an AegisSDK standby instance says it is
+// not the active one: in an error string of a success:false reply, or as the
+// "error" of a result map of a success:true reply.
+const NotActiveCode = "NOT_ACTIVE"
+
+// ErrMalformedEnvelope is matched by every error of the envelope decoders:
+// the data is not an AegisSDK envelope under the strict rules.
+var ErrMalformedEnvelope = errors.New("natsrpc: malformed envelope")
+
+type envelopeError struct {
+	f      EnvelopeFormat
+	detail string
+}
+
+func (e *envelopeError) Error() string {
+	return "natsrpc: malformed " + e.f.String() + " envelope: " + e.detail
+}
+func (e *envelopeError) Is(target error) bool { return target == ErrMalformedEnvelope }
+
+func badEnvelope(f EnvelopeFormat, detail string) error { return &envelopeError{f: f, detail: detail} }
+
+// Key names, in the order writers use.
+const (
+	keyMessageID     = "message_id"
+	keyTraceID       = "trace_id"
+	keyCorrelationID = "correlation_id"
+	keyTimestamp     = "timestamp"
+	keySource        = "source"
+	keyTarget        = "target"
+	keyMethod        = "method"
+	keyParams        = "params"
+	keyTimeout       = "timeout"
+	keySuccess       = "success"
+	keyResult        = "result"
+	keyError         = "error"
+)
+
+// ---- writing ----
+
+// AppendJSON appends r as a JSON envelope. Params must be a JSON object (or
+// nil for {}).
+func (r *RequestEnvelope) AppendJSON(b []byte) ([]byte, error) {
+	params := r.Params
+	if len(params) == 0 {
+		params = json.RawMessage("{}")
+	} else if !isJSONObject(params) {
+		return b, errors.New("natsrpc: envelope params must be a JSON object")
+	}
+	b = append(b, `{"message_id":`...)
+	b = appendJSONString(b, r.MessageID)
+	b = append(b, `,"trace_id":`...)
+	b = appendJSONString(b, r.TraceID)
+	b = append(b, `,"correlation_id":`...)
+	b = appendJSONNullable(b, r.CorrelationID)
+	b = append(b, `,"timestamp":`...)
+	b = appendJSONString(b, r.Timestamp)
+	b = append(b, `,"source":`...)
+	b = appendJSONNullable(b, r.Source)
+	b = append(b, `,"target":`...)
+	b = appendJSONNullable(b, r.Target)
+	b = append(b, `,"method":`...)
+	b = appendJSONString(b, r.Method)
+	b = append(b, `,"params":`...)
+	b = append(b, params...)
+	b = append(b, `,"timeout":`...)
+	b = appendJSONFloat(b, r.timeoutOrDefault())
+	return append(b, '}'), nil
+}
+
+func (r *RequestEnvelope) timeoutOrDefault() float64 {
+	if r.Timeout > 0 && !math.IsInf(r.Timeout, 0) {
+		return r.Timeout
+	}
+	return DefaultEnvelopeTimeout.Seconds()
+}
+
+// AppendMsgpack appends r as a msgpack envelope; its params, given as a
+// JSON object, are written as a msgpack map.
+func (r *RequestEnvelope) AppendMsgpack(b []byte) ([]byte, error) {
+	w := newMsgpackWriter(b)
+	defer w.release()
+	w.mapLen(9)
+	w.str(keyMessageID)
+	w.str(r.MessageID)
+	w.str(keyTraceID)
+	w.str(r.TraceID)
+	w.str(keyCorrelationID)
+	w.nullable(r.CorrelationID)
+	w.str(keyTimestamp)
+	w.str(r.Timestamp)
+	w.str(keySource)
+	w.nullable(r.Source)
+	w.str(keyTarget)
+	w.nullable(r.Target)
+	w.str(keyMethod)
+	w.str(r.Method)
+	w.str(keyParams)
+	if len(r.Params) == 0 {
+		w.mapLen(0)
+	} else {
+		if !isJSONObject(r.Params) {
+			return b, errors.New("natsrpc: envelope params must be a JSON object")
+		}
+		if err := w.json(r.Params); err != nil {
+			return b, err
+		}
+	}
+	w.str(keyTimeout)
+	w.float(r.timeoutOrDefault())
+	return w.bytes(), w.err
+}
+
+// Encode writes r in format f.
+func (r *RequestEnvelope) Encode(f EnvelopeFormat) ([]byte, error) {
+	if f == EnvelopeMsgpack {
+		return r.AppendMsgpack(nil)
+	}
+	return r.AppendJSON(nil)
+}
+
+// AppendJSON appends r as a JSON envelope. Result must be JSON (nil is
+// null).
+func (r *ResponseEnvelope) AppendJSON(b []byte) ([]byte, error) {
+	result := r.Result
+	if len(result) == 0 {
+		result = json.RawMessage("null")
+	} else if !json.Valid(result) {
+		return b, errors.New("natsrpc: envelope result is not JSON")
+	}
+	b = append(b, `{"message_id":`...)
+	b = appendJSONString(b, r.MessageID)
+	b = append(b, `,"trace_id":`...)
+	b = appendJSONString(b, r.TraceID)
+	b = append(b, `,"correlation_id":`...)
+	b = appendJSONNullable(b, r.CorrelationID)
+	b = append(b, `,"timestamp":`...)
+	b = appendJSONString(b, r.Timestamp)
+	b = append(b, `,"source":`...)
+	b = appendJSONNullable(b, r.Source)
+	b = append(b, `,"target":`...)
+	b = appendJSONNullable(b, r.Target)
+	b = append(b, `,"success":`...)
+	b = strconv.AppendBool(b, r.Success)
+	b = append(b, `,"result":`...)
+	b = append(b, result...)
+	b = append(b, `,"error":`...)
+	if r.Success {
+		b = append(b, "null"...)
+	} else {
+		b = appendJSONString(b, r.Error)
+	}
+	return append(b, '}'), nil
+}
+
+// AppendMsgpack appends r as a msgpack envelope; its result, given as JSON,
+// is written as the msgpack value of that JSON.
+func (r *ResponseEnvelope) AppendMsgpack(b []byte) ([]byte, error) {
+	w := newMsgpackWriter(b)
+	defer w.release()
+	w.mapLen(9)
+	w.str(keyMessageID)
+	w.str(r.MessageID)
+	w.str(keyTraceID)
+	w.str(r.TraceID)
+	w.str(keyCorrelationID)
+	w.nullable(r.CorrelationID)
+	w.str(keyTimestamp)
+	w.str(r.Timestamp)
+	w.str(keySource)
+	w.nullable(r.Source)
+	w.str(keyTarget)
+	w.nullable(r.Target)
+	w.str(keySuccess)
+	w.boolean(r.Success)
+	w.str(keyResult)
+	if len(r.Result) == 0 {
+		w.null()
+	} else if err := w.json(r.Result); err != nil {
+		return b, err
+	}
+	w.str(keyError)
+	if r.Success {
+		w.null()
+	} else {
+		w.str(r.Error)
+	}
+	return w.bytes(), w.err
+}
+
+// Encode writes r in format f.
+func (r *ResponseEnvelope) Encode(f EnvelopeFormat) ([]byte, error) {
+	if f == EnvelopeMsgpack {
+		return r.AppendMsgpack(nil)
+	}
+	return r.AppendJSON(nil)
+}
+
+// ---- reading ----
+
+// DecodeRequestEnvelope decodes an AegisSDK request in the format its first
+// byte tells (DetectEnvelopeFormat), under the strict rules. Every error
+// matches ErrMalformedEnvelope.
+func DecodeRequestEnvelope(data []byte) (*RequestEnvelope, EnvelopeFormat, error) {
+	r := new(RequestEnvelope)
+	f := DetectEnvelopeFormat(data)
+	var err error
+	if f == EnvelopeMsgpack {
+		err = decodeRequestMsgpack(data, r)
+	} else {
+		err = decodeRequestJSON(data, r)
+	}
+	if err != nil {
+		return nil, f, err
+	}
+	return r, f, nil
+}
+
+// DecodeResponseEnvelope decodes an AegisSDK response in the format its
+// first byte tells, under the strict rules: success is required, error is
+// null when success is true and a string when it is false. Every error
+// matches ErrMalformedEnvelope.
+func DecodeResponseEnvelope(data []byte) (*ResponseEnvelope, EnvelopeFormat, error) {
+	r := new(ResponseEnvelope)
+	f := DetectEnvelopeFormat(data)
+	var err error
+	if f == EnvelopeMsgpack {
+		err = decodeResponseMsgpack(data, r)
+	} else {
+		err = decodeResponseJSON(data, r)
+	}
+	if err != nil {
+		return nil, f, err
+	}
+	return r, f, nil
+}
+
+func decodeRequestJSON(data []byte, r *RequestEnvelope) error {
+	m, err := jsonObject(data)
+	if err != nil {
+		return err
+	}
+	return decodeRequestMembers(m, r)
+}
+
+// decodeRequestMembers reads a request from the members of a JSON object.
+func decodeRequestMembers(m map[string]json.RawMessage, r *RequestEnvelope) error {
+	var err error
+	hasMethod := false
+	for k, v := range m {
+		switch k {
+		case keyMessageID:
+			r.MessageID, err = jsonStr(k, v, false)
+		case keyTraceID:
+			r.TraceID, err = jsonStr(k, v, false)
+		case keyCorrelationID:
+			r.CorrelationID, err = jsonStr(k, v, true)
+		case keyTimestamp:
+			r.Timestamp, err = jsonStr(k, v, false)
+		case keySource:
+			r.Source, err = jsonStr(k, v, true)
+		case keyTarget:
+			r.Target, err = jsonStr(k, v, true)
+		case keyMethod:
+			r.Method, err = jsonStr(k, v, false)
+			hasMethod = true
+		case keyParams:
+			if !isJSONObject(v) {
+				err = badEnvelope(EnvelopeJSON, "params is not an object")
+			}
+			r.Params = v
+		case keyTimeout:
+			r.Timeout, err = jsonTimeout(v)
+		default:
+			err = badEnvelope(EnvelopeJSON, "unknown key "+strconv.Quote(k))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if !hasMethod {
+		return badEnvelope(EnvelopeJSON, "method missing")
+	}
+	return nil
+}
+
+func decodeResponseJSON(data []byte, r *ResponseEnvelope) error {
+	m, err := jsonObject(data)
+	if err != nil {
+		return err
+	}
+	hasSuccess, hasError := false, false
+	for k, v := range m {
+		switch k {
+		case keyMessageID:
+			r.MessageID, err = jsonStr(k, v, false)
+		case keyTraceID:
+			r.TraceID, err = jsonStr(k, v, false)
+		case keyCorrelationID:
+			r.CorrelationID, err = jsonStr(k, v, true)
+		case keyTimestamp:
+			r.Timestamp, err = jsonStr(k, v, false)
+		case keySource:
+			r.Source, err = jsonStr(k, v, true)
+		case keyTarget:
+			r.Target, err = jsonStr(k, v, true)
+		case keySuccess:
+			switch string(v) {
+			case "true":
+				r.Success = true
+			case "false":
+				r.Success = false
+			default:
+				err = badEnvelope(EnvelopeJSON, "success is not a bool")
+			}
+			hasSuccess = true
+		case keyResult:
+			r.Result = v
+		case keyError:
+			if string(v) != "null" {
+				r.Error, err = jsonStr(k, v, false)
+				hasError = true
+			}
+		default:
+			err = badEnvelope(EnvelopeJSON, "unknown key "+strconv.Quote(k))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if r.Result == nil {
+		r.Result = json.RawMessage("null")
+	}
+	return checkResponse(EnvelopeJSON, r, hasSuccess, hasError)
+}
+
+func checkResponse(f EnvelopeFormat, r *ResponseEnvelope, hasSuccess, hasError bool) error {
+	switch {
+	case !hasSuccess:
+		return badEnvelope(f, "success missing")
+	case r.Success && hasError:
+		return badEnvelope(f, "error is not null in a success")
+	case !r.Success && !hasError:
+		return badEnvelope(f, "error is not a string in a failure")
+	}
+	return nil
+}
+
+// jsonObject splits a JSON object into its members. encoding/json matches
+// struct fields case-insensitively; a map keeps the keys exactly as sent,
+// which is what a strict reader needs.
+func jsonObject(data []byte) (map[string]json.RawMessage, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, badEnvelope(EnvelopeJSON, "not a JSON object: "+err.Error())
+	}
+	if m == nil {
+		return nil, badEnvelope(EnvelopeJSON, "null")
+	}
+	return m, nil
+}
+
+// jsonStr reads a JSON string member; null is "" when nullable.
+func jsonStr(key string, v json.RawMessage, nullable bool) (string, error) {
+	if len(v) == 0 || v[0] != '"' {
+		if nullable && string(v) == "null" {
+			return "", nil
+		}
+		return "", badEnvelope(EnvelopeJSON, key+" is not a string")
+	}
+	if s := v[1 : len(v)-1]; bytes.IndexByte(s, '\\') < 0 && utf8.Valid(s) {
+		return string(s), nil
+	}
+	var s string
+	if err := json.Unmarshal(v, &s); err != nil {
+		return "", badEnvelope(EnvelopeJSON, key+": "+err.Error())
+	}
+	return s, nil
+}
+
+func jsonTimeout(v json.RawMessage) (float64, error) {
+	if len(v) == 0 || v[0] != '-' && (v[0] < '0' || v[0] > '9') {
+		return 0, badEnvelope(EnvelopeJSON, "timeout is not a number")
+	}
+	t, err := strconv.ParseFloat(string(v), 64)
+	if err != nil || !(t > 0) || math.IsInf(t, 0) {
+		return 0, badEnvelope(EnvelopeJSON, "timeout "+string(v)+" is not a positive number")
+	}
+	return t, nil
+}
+
+// isJSONObject reports whether v, valid JSON, is an object.
+func isJSONObject(v []byte) bool {
+	v = bytes.TrimLeft(v, " \t\r\n")
+	return len(v) > 0 && v[0] == '{'
+}
+
+func decodeRequestMsgpack(data []byte, r *RequestEnvelope) error {
+	rd := newMsgpackReader(data)
+	defer rd.release()
+	n, err := rd.mapLen()
+	if err != nil {
+		return err
+	}
+	hasMethod := false
+	for range n {
+		k, err := rd.str("key")
+		if err != nil {
+			return err
+		}
+		switch k {
+		case keyMessageID:
+			r.MessageID, err = rd.str(k)
+		case keyTraceID:
+			r.TraceID, err = rd.str(k)
+		case keyCorrelationID:
+			r.CorrelationID, err = rd.nullableStr(k)
+		case keyTimestamp:
+			r.Timestamp, err = rd.str(k)
+		case keySource:
+			r.Source, err = rd.nullableStr(k)
+		case keyTarget:
+			r.Target, err = rd.nullableStr(k)
+		case keyMethod:
+			r.Method, err = rd.str(k)
+			hasMethod = true
+		case keyParams:
+			var c byte
+			if c, err = rd.d.PeekCode(); err == nil && !isMsgpackMap(c) {
+				err = badEnvelope(EnvelopeMsgpack, "params is not a map")
+			}
+			if err == nil {
+				r.Params, err = rd.toJSON(nil)
+			}
+		case keyTimeout:
+			r.Timeout, err = rd.timeout()
+		default:
+			err = badEnvelope(EnvelopeMsgpack, "unknown key "+strconv.Quote(k))
+		}
+		if err != nil {
+			return rd.wrap(err)
+		}
+	}
+	if err := rd.end(); err != nil {
+		return err
+	}
+	if !hasMethod {
+		return badEnvelope(EnvelopeMsgpack, "method missing")
+	}
+	return nil
+}
+
+func decodeResponseMsgpack(data []byte, r *ResponseEnvelope) error {
+	rd := newMsgpackReader(data)
+	defer rd.release()
+	n, err := rd.mapLen()
+	if err != nil {
+		return err
+	}
+	hasSuccess, hasError := false, false
+	for range n {
+		k, err := rd.str("key")
+		if err != nil {
+			return err
+		}
+		switch k {
+		case keyMessageID:
+			r.MessageID, err = rd.str(k)
+		case keyTraceID:
+			r.TraceID, err = rd.str(k)
+		case keyCorrelationID:
+			r.CorrelationID, err = rd.nullableStr(k)
+		case keyTimestamp:
+			r.Timestamp, err = rd.str(k)
+		case keySource:
+			r.Source, err = rd.nullableStr(k)
+		case keyTarget:
+			r.Target, err = rd.nullableStr(k)
+		case keySuccess:
+			var c byte
+			if c, err = rd.d.PeekCode(); err == nil {
+				if c != msgpcode.True && c != msgpcode.False {
+					err = badEnvelope(EnvelopeMsgpack, "success is not a bool")
+				} else {
+					r.Success, err = rd.d.DecodeBool()
+				}
+			}
+			hasSuccess = true
+		case keyResult:
+			r.Result, err = rd.toJSON(nil)
+		case keyError:
+			var c byte
+			if c, err = rd.d.PeekCode(); err == nil {
+				if c == msgpcode.Nil {
+					err = rd.d.DecodeNil()
+					hasError = false
+				} else {
+					r.Error, err = rd.str(k)
+					hasError = true
+				}
+			}
+		default:
+			err = badEnvelope(EnvelopeMsgpack, "unknown key "+strconv.Quote(k))
+		}
+		if err != nil {
+			return rd.wrap(err)
+		}
+	}
+	if err := rd.end(); err != nil {
+		return err
+	}
+	if r.Result == nil {
+		r.Result = json.RawMessage("null")
+	}
+	return checkResponse(EnvelopeMsgpack, r, hasSuccess, hasError)
+}
+
+// ---- JSON writing helpers ----
+
+func appendJSONNullable(b []byte, s string) []byte {
+	if s == "" {
+		return append(b, "null"...)
+	}
+	return appendJSONString(b, s)
+}
+
+// appendJSONString appends s as a JSON string, escaped as encoding/json
+// escapes it (without its HTML escaping): quotes, backslashes and control
+// characters, U+2028 and U+2029; invalid UTF-8 becomes U+FFFD.
+func appendJSONString(b []byte, s string) []byte {
+	const hexdigits = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexdigits[c>>4], hexdigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexdigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// appendJSONFloat appends a finite float as a JSON number that reads back as
+// a float in Python ("5.0", not "5").
+func appendJSONFloat(b []byte, f float64) []byte {
+	n := len(b)
+	b = strconv.AppendFloat(b, f, 'g', -1, 64)
+	if !bytes.ContainsAny(b[n:], ".eEn") {
+		b = append(b, '.', '0')
+	}
+	return b
+}
+
+// ---- msgpack writing ----
+
+// msgpackWriter writes msgpack with the library's encoder into a byte
+// slice: strings as str, floats as float64, integers in their shortest
+// form, never an extension. The first error sticks.
+type msgpackWriter struct {
+	buf *bytes.Buffer
+	e   *msgpack.Encoder
+	err error
+}
+
+func newMsgpackWriter(b []byte) *msgpackWriter {
+	w := &msgpackWriter{buf: bytes.NewBuffer(b), e: msgpack.GetEncoder()}
+	w.e.Reset(w.buf)
+	return w
+}
+
+func (w *msgpackWriter) release() {
+	if w.e != nil {
+		msgpack.PutEncoder(w.e)
+		w.e = nil
+	}
+}
+
+func (w *msgpackWriter) bytes() []byte { return w.buf.Bytes() }
+
+func (w *msgpackWriter) set(err error) {
+	if w.err == nil && err != nil {
+		w.err = err
+	}
+}
+
+func (w *msgpackWriter) mapLen(n int)   { w.set(w.e.EncodeMapLen(n)) }
+func (w *msgpackWriter) arrayLen(n int) { w.set(w.e.EncodeArrayLen(n)) }
+func (w *msgpackWriter) str(s string)   { w.set(w.e.EncodeString(s)) }
+func (w *msgpackWriter) null()          { w.set(w.e.EncodeNil()) }
+func (w *msgpackWriter) boolean(v bool) { w.set(w.e.EncodeBool(v)) }
+func (w *msgpackWriter) float(f float64) {
+	w.set(w.e.EncodeFloat64(f))
+}
+
+func (w *msgpackWriter) nullable(s string) {
+	if s == "" {
+		w.null()
+		return
+	}
+	w.str(s)
+}
+
+// ---- msgpack reading ----
+
+// msgpackReader reads an envelope with the library's decoder, checking
+// every value's type code first, so that bin is never taken for str, nor an
+// extension for anything.
+type msgpackReader struct {
+	rd *bytes.Reader
+	d  *msgpack.Decoder
+}
+
+func newMsgpackReader(data []byte) *msgpackReader {
+	r := &msgpackReader{rd: bytes.NewReader(data), d: msgpack.GetDecoder()}
+	r.d.Reset(r.rd) // a bytes.Reader is an io.ByteScanner: no buffering
+	return r
+}
+
+func (r *msgpackReader) release() { msgpack.PutDecoder(r.d) }
+
+// wrap makes a decoder error an envelope error.
+func (r *msgpackReader) wrap(err error) error {
+	if errors.Is(err, ErrMalformedEnvelope) {
+		return err
+	}
+	return badEnvelope(EnvelopeMsgpack, err.Error())
+}
+
+func (r *msgpackReader) mapLen() (int, error) {
+	c, err := r.d.PeekCode()
+	if err != nil {
+		return 0, r.wrap(err)
+	}
+	if !isMsgpackMap(c) {
+		return 0, badEnvelope(EnvelopeMsgpack, "not a map")
+	}
+	n, err := r.d.DecodeMapLen()
+	if err != nil {
+		return 0, r.wrap(err)
+	}
+	return n, nil
+}
+
+func (r *msgpackReader) str(what string) (string, error) {
+	c, err := r.d.PeekCode()
+	if err != nil {
+		return "", r.wrap(err)
+	}
+	if !msgpcode.IsString(c) {
+		return "", badEnvelope(EnvelopeMsgpack, what+" is not a str")
+	}
+	s, err := r.d.DecodeString()
+	if err != nil {
+		return "", r.wrap(err)
+	}
+	return s, nil
+}
+
+func (r *msgpackReader) nullableStr(what string) (string, error) {
+	c, err := r.d.PeekCode()
+	if err != nil {
+		return "", r.wrap(err)
+	}
+	if c == msgpcode.Nil {
+		return "", r.d.DecodeNil()
+	}
+	return r.str(what)
+}
+
+func (r *msgpackReader) timeout() (float64, error) {
+	c, err := r.d.PeekCode()
+	if err != nil {
+		return 0, r.wrap(err)
+	}
+	var t float64
+	switch {
+	case c == msgpcode.Float || c == msgpcode.Double:
+		t, err = r.d.DecodeFloat64()
+	case isMsgpackUint(c):
+		var u uint64
+		u, err = r.d.DecodeUint64()
+		t = float64(u)
+	case isMsgpackInt(c):
+		var i int64
+		i, err = r.d.DecodeInt64()
+		t = float64(i)
+	default:
+		return 0, badEnvelope(EnvelopeMsgpack, "timeout is not a number")
+	}
+	if err != nil {
+		return 0, r.wrap(err)
+	}
+	if !(t > 0) || math.IsInf(t, 0) {
+		return 0, badEnvelope(EnvelopeMsgpack, "timeout "+strconv.FormatFloat(t, 'g', -1, 64)+" is not a positive number")
+	}
+	return t, nil
+}
+
+// end checks that nothing follows the envelope.
+func (r *msgpackReader) end() error {
+	if r.rd.Len() != 0 {
+		return badEnvelope(EnvelopeMsgpack, strconv.Itoa(r.rd.Len())+" bytes after the envelope")
+	}
+	return nil
+}
+
+func isMsgpackMap(c byte) bool {
+	return msgpcode.IsFixedMap(c) || c == msgpcode.Map16 || c == msgpcode.Map32
+}
+
+func isMsgpackArray(c byte) bool {
+	return msgpcode.IsFixedArray(c) || c == msgpcode.Array16 || c == msgpcode.Array32
+}
+
+// isMsgpackUint: positive fixint and uint8–64.
+func isMsgpackUint(c byte) bool {
+	return c <= msgpcode.PosFixedNumHigh || c >= msgpcode.Uint8 && c <= msgpcode.Uint64
+}
+
+// isMsgpackInt: negative fixint and int8–64.
+func isMsgpackInt(c byte) bool {
+	return c >= msgpcode.NegFixedNumLow || c >= msgpcode.Int8 && c <= msgpcode.Int64
+}
