@@ -61,6 +61,8 @@ func register(t testing.TB, b *natskv.Bucket, in natskv.Instance, opts ...natskv
 
 func newInstancer(t testing.TB, b *natskv.Bucket, svc string, opts ...natskv.InstancerOption) *natskv.Instancer {
 	t.Helper()
+	// Tests that need the set at once have it however loaded the machine.
+	opts = append([]natskv.InstancerOption{natskv.WithReadyWait(waitFor)}, opts...)
 	i, err := natskv.NewInstancer(b, svc, nil, opts...)
 	if err != nil {
 		t.Fatal(err)

@@ -106,7 +106,7 @@ func TestOneWatchPerBucket(t *testing.T) {
 	fill(t, wb, natskv.LayoutDotted, []string{"a", "b", "c"}, 3)
 	ia := newInstancer(t, b, "a")
 	ib := newInstancer(t, b, "b")
-	ia2, err := natskv.NewInstancer(b, "a", nil, natskv.WithExcludeStandby())
+	ia2, err := natskv.NewInstancer(b, "a", nil, natskv.WithExcludeStandby(), natskv.WithReadyWait(waitFor))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +186,8 @@ func TestEndpointerFirstCall(t *testing.T) {
 	_ = keep
 	for n := range 100 {
 		svc := services[n%len(services)] // s0: followed; the others: new each time
-		i, err := natskv.NewInstancer(b, svc, nil)
+		// The default wait is 2 s; the test's is longer, for a loaded machine.
+		i, err := natskv.NewInstancer(b, svc, nil, natskv.WithReadyWait(waitFor))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -232,7 +233,7 @@ func TestManyViewsRandomOrder(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for k := range work {
-				i, err := natskv.NewInstancer(b, services[k%nServices], nil)
+				i, err := natskv.NewInstancer(b, services[k%nServices], nil, natskv.WithReadyWait(waitFor))
 				if err != nil {
 					t.Error(err)
 					continue
