@@ -343,6 +343,9 @@ func BenchmarkInstancerScale(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			if sv%50 == 49 { // a bounded number in flight
+				<-js.PublishAsyncComplete()
+			}
 		}
 		select {
 		case <-js.PublishAsyncComplete():

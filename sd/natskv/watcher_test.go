@@ -50,7 +50,11 @@ func fill(t testing.TB, b *natskv.Bucket, l natskv.Layout, services []string, pe
 			if _, err := js.PublishAsync("$KV."+b.Name()+"."+key, data); err != nil {
 				t.Fatal(err)
 			}
+			if n%500 == 499 { // a bounded number in flight
+				<-js.PublishAsyncComplete()
+			}
 		}
+		<-js.PublishAsyncComplete()
 	}
 	select {
 	case <-js.PublishAsyncComplete():

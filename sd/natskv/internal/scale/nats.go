@@ -55,11 +55,18 @@ func record(svc string, id int, healthy bool) (string, []byte) {
 
 func (n *NATS) Fill(ctx context.Context, services []string, per int) error {
 	n.per = per
-	for _, svc := range services {
+	for k, svc := range services {
 		for id := range per {
 			key, data := record(svc, id, true)
 			if _, err := n.js.PublishAsync("$KV.scale."+key, data); err != nil {
 				return err
+			}
+		}
+		if k%50 == 49 { // a bounded number in flight
+			select {
+			case <-n.js.PublishAsyncComplete():
+			case <-ctx.Done():
+				return ctx.Err()
 			}
 		}
 	}
