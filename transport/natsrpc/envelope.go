@@ -343,7 +343,8 @@ func (r *ResponseEnvelope) Encode(f EnvelopeFormat) ([]byte, error) {
 
 // DecodeRequestEnvelope decodes an AegisSDK request in the format its first
 // byte tells (DetectEnvelopeFormat), under the strict rules. Every error
-// matches ErrMalformedEnvelope.
+// matches ErrMalformedEnvelope. The Params of a JSON envelope is a slice of
+// data, not a copy.
 func DecodeRequestEnvelope(data []byte) (*RequestEnvelope, EnvelopeFormat, error) {
 	r := new(RequestEnvelope)
 	f := DetectEnvelopeFormat(data)
@@ -362,7 +363,8 @@ func DecodeRequestEnvelope(data []byte) (*RequestEnvelope, EnvelopeFormat, error
 // DecodeResponseEnvelope decodes an AegisSDK response in the format its
 // first byte tells, under the strict rules: success is required, error is
 // null when success is true and a string when it is false. Every error
-// matches ErrMalformedEnvelope.
+// matches ErrMalformedEnvelope. The Result of a JSON envelope is a slice of
+// data, not a copy.
 func DecodeResponseEnvelope(data []byte) (*ResponseEnvelope, EnvelopeFormat, error) {
 	r := new(ResponseEnvelope)
 	f := DetectEnvelopeFormat(data)
@@ -379,47 +381,39 @@ func DecodeResponseEnvelope(data []byte) (*ResponseEnvelope, EnvelopeFormat, err
 }
 
 func decodeRequestJSON(data []byte, r *RequestEnvelope) error {
-	m, err := jsonObject(data)
-	if err != nil {
-		return err
-	}
-	return decodeRequestMembers(m, r)
-}
-
-// decodeRequestMembers reads a request from the members of a JSON object.
-func decodeRequestMembers(m map[string]json.RawMessage, r *RequestEnvelope) error {
-	var err error
 	hasMethod := false
-	for k, v := range m {
-		switch k {
+	err := eachMember(data, func(k, v []byte) error {
+		var err error
+		switch string(k) {
 		case keyMessageID:
-			r.MessageID, err = jsonStr(k, v, false)
+			r.MessageID, err = jsonStr(keyMessageID, v, false)
 		case keyTraceID:
-			r.TraceID, err = jsonStr(k, v, false)
+			r.TraceID, err = jsonStr(keyTraceID, v, false)
 		case keyCorrelationID:
-			r.CorrelationID, err = jsonStr(k, v, true)
+			r.CorrelationID, err = jsonStr(keyCorrelationID, v, true)
 		case keyTimestamp:
-			r.Timestamp, err = jsonStr(k, v, false)
+			r.Timestamp, err = jsonStr(keyTimestamp, v, false)
 		case keySource:
-			r.Source, err = jsonStr(k, v, true)
+			r.Source, err = jsonStr(keySource, v, true)
 		case keyTarget:
-			r.Target, err = jsonStr(k, v, true)
+			r.Target, err = jsonStr(keyTarget, v, true)
 		case keyMethod:
-			r.Method, err = jsonStr(k, v, false)
+			r.Method, err = jsonStr(keyMethod, v, false)
 			hasMethod = true
 		case keyParams:
-			if !isJSONObject(v) {
+			if v[0] != '{' {
 				err = badEnvelope(EnvelopeJSON, "params is not an object")
 			}
 			r.Params = v
 		case keyTimeout:
 			r.Timeout, err = jsonTimeout(v)
 		default:
-			err = badEnvelope(EnvelopeJSON, "unknown key "+strconv.Quote(k))
+			err = badEnvelope(EnvelopeJSON, "unknown key "+strconv.Quote(string(k)))
 		}
-		if err != nil {
-			return err
-		}
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	if !hasMethod {
 		return badEnvelope(EnvelopeJSON, "method missing")
@@ -428,25 +422,22 @@ func decodeRequestMembers(m map[string]json.RawMessage, r *RequestEnvelope) erro
 }
 
 func decodeResponseJSON(data []byte, r *ResponseEnvelope) error {
-	m, err := jsonObject(data)
-	if err != nil {
-		return err
-	}
 	hasSuccess, hasError := false, false
-	for k, v := range m {
-		switch k {
+	err := eachMember(data, func(k, v []byte) error {
+		var err error
+		switch string(k) {
 		case keyMessageID:
-			r.MessageID, err = jsonStr(k, v, false)
+			r.MessageID, err = jsonStr(keyMessageID, v, false)
 		case keyTraceID:
-			r.TraceID, err = jsonStr(k, v, false)
+			r.TraceID, err = jsonStr(keyTraceID, v, false)
 		case keyCorrelationID:
-			r.CorrelationID, err = jsonStr(k, v, true)
+			r.CorrelationID, err = jsonStr(keyCorrelationID, v, true)
 		case keyTimestamp:
-			r.Timestamp, err = jsonStr(k, v, false)
+			r.Timestamp, err = jsonStr(keyTimestamp, v, false)
 		case keySource:
-			r.Source, err = jsonStr(k, v, true)
+			r.Source, err = jsonStr(keySource, v, true)
 		case keyTarget:
-			r.Target, err = jsonStr(k, v, true)
+			r.Target, err = jsonStr(keyTarget, v, true)
 		case keySuccess:
 			switch string(v) {
 			case "true":
@@ -460,16 +451,19 @@ func decodeResponseJSON(data []byte, r *ResponseEnvelope) error {
 		case keyResult:
 			r.Result = v
 		case keyError:
-			if string(v) != "null" {
-				r.Error, err = jsonStr(k, v, false)
-				hasError = true
+			hasError = string(v) != "null"
+			if hasError {
+				r.Error, err = jsonStr(keyError, v, false)
+			} else {
+				r.Error = ""
 			}
 		default:
-			err = badEnvelope(EnvelopeJSON, "unknown key "+strconv.Quote(k))
+			err = badEnvelope(EnvelopeJSON, "unknown key "+strconv.Quote(string(k)))
 		}
-		if err != nil {
-			return err
-		}
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	if r.Result == nil {
 		r.Result = json.RawMessage("null")
@@ -489,18 +483,102 @@ func checkResponse(f EnvelopeFormat, r *ResponseEnvelope, hasSuccess, hasError b
 	return nil
 }
 
-// jsonObject splits a JSON object into its members. encoding/json matches
-// struct fields case-insensitively; a map keeps the keys exactly as sent,
-// which is what a strict reader needs.
-func jsonObject(data []byte) (map[string]json.RawMessage, error) {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, badEnvelope(EnvelopeJSON, "not a JSON object: "+err.Error())
+// eachMember calls fn with the key (unescaped) and the raw value of each
+// member of the JSON object data, in order, and stops at fn's first error.
+// The values are slices of data. Keys are compared exactly: encoding/json
+// would match struct fields case-insensitively, which a strict reader must
+// not. A repeated key is seen twice (the last one wins, as in Python's
+// json.loads).
+func eachMember(data []byte, fn func(k, v []byte) error) error {
+	if !json.Valid(data) {
+		return badEnvelope(EnvelopeJSON, "not JSON")
 	}
-	if m == nil {
-		return nil, badEnvelope(EnvelopeJSON, "null")
+	// Valid JSON from here on: every string, object and array is closed.
+	i := skipSpace(data, 0)
+	if data[i] != '{' {
+		return badEnvelope(EnvelopeJSON, "not an object")
 	}
-	return m, nil
+	i = skipSpace(data, i+1)
+	if data[i] == '}' {
+		return nil
+	}
+	for {
+		end := skipString(data, i)
+		k := data[i+1 : end-1]
+		if bytes.IndexByte(k, '\\') >= 0 || !utf8.Valid(k) {
+			var key string
+			if err := json.Unmarshal(data[i:end], &key); err != nil {
+				return badEnvelope(EnvelopeJSON, err.Error())
+			}
+			k = []byte(key)
+		}
+		i = skipSpace(data, end) // at ':'
+		i = skipSpace(data, i+1) // at the value
+		end = skipValue(data, i)
+		if err := fn(k, data[i:end]); err != nil {
+			return err
+		}
+		i = skipSpace(data, end) // at ',' or '}'
+		if data[i] == '}' {
+			return nil
+		}
+		i = skipSpace(data, i+1)
+	}
+}
+
+func skipSpace(data []byte, i int) int {
+	for i < len(data) {
+		switch data[i] {
+		case ' ', '\t', '\r', '\n':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// skipString returns the index after the string that starts at data[i].
+func skipString(data []byte, i int) int {
+	for j := i + 1; ; j++ {
+		switch data[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1
+		}
+	}
+}
+
+// skipValue returns the index after the value that starts at data[i].
+func skipValue(data []byte, i int) int {
+	switch data[i] {
+	case '"':
+		return skipString(data, i)
+	case '{', '[':
+		depth := 0
+		for j := i; ; j++ {
+			switch data[j] {
+			case '"':
+				j = skipString(data, j) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return j + 1
+				}
+			}
+		}
+	}
+	j := i
+	for j < len(data) {
+		switch data[j] {
+		case ',', '}', ']', ' ', '\t', '\r', '\n':
+			return j
+		}
+		j++
+	}
+	return j
 }
 
 // jsonStr reads a JSON string member; null is "" when nullable.
@@ -547,25 +625,25 @@ func decodeRequestMsgpack(data []byte, r *RequestEnvelope) error {
 	}
 	hasMethod := false
 	for range n {
-		k, err := rd.str("key")
+		k, err := rd.key()
 		if err != nil {
 			return err
 		}
-		switch k {
+		switch string(k) {
 		case keyMessageID:
-			r.MessageID, err = rd.str(k)
+			r.MessageID, err = rd.str(keyMessageID)
 		case keyTraceID:
-			r.TraceID, err = rd.str(k)
+			r.TraceID, err = rd.str(keyTraceID)
 		case keyCorrelationID:
-			r.CorrelationID, err = rd.nullableStr(k)
+			r.CorrelationID, err = rd.nullableStr(keyCorrelationID)
 		case keyTimestamp:
-			r.Timestamp, err = rd.str(k)
+			r.Timestamp, err = rd.str(keyTimestamp)
 		case keySource:
-			r.Source, err = rd.nullableStr(k)
+			r.Source, err = rd.nullableStr(keySource)
 		case keyTarget:
-			r.Target, err = rd.nullableStr(k)
+			r.Target, err = rd.nullableStr(keyTarget)
 		case keyMethod:
-			r.Method, err = rd.str(k)
+			r.Method, err = rd.str(keyMethod)
 			hasMethod = true
 		case keyParams:
 			var c byte
@@ -578,7 +656,7 @@ func decodeRequestMsgpack(data []byte, r *RequestEnvelope) error {
 		case keyTimeout:
 			r.Timeout, err = rd.timeout()
 		default:
-			err = badEnvelope(EnvelopeMsgpack, "unknown key "+strconv.Quote(k))
+			err = badEnvelope(EnvelopeMsgpack, "unknown key "+strconv.Quote(string(k)))
 		}
 		if err != nil {
 			return rd.wrap(err)
@@ -602,23 +680,23 @@ func decodeResponseMsgpack(data []byte, r *ResponseEnvelope) error {
 	}
 	hasSuccess, hasError := false, false
 	for range n {
-		k, err := rd.str("key")
+		k, err := rd.key()
 		if err != nil {
 			return err
 		}
-		switch k {
+		switch string(k) {
 		case keyMessageID:
-			r.MessageID, err = rd.str(k)
+			r.MessageID, err = rd.str(keyMessageID)
 		case keyTraceID:
-			r.TraceID, err = rd.str(k)
+			r.TraceID, err = rd.str(keyTraceID)
 		case keyCorrelationID:
-			r.CorrelationID, err = rd.nullableStr(k)
+			r.CorrelationID, err = rd.nullableStr(keyCorrelationID)
 		case keyTimestamp:
-			r.Timestamp, err = rd.str(k)
+			r.Timestamp, err = rd.str(keyTimestamp)
 		case keySource:
-			r.Source, err = rd.nullableStr(k)
+			r.Source, err = rd.nullableStr(keySource)
 		case keyTarget:
-			r.Target, err = rd.nullableStr(k)
+			r.Target, err = rd.nullableStr(keyTarget)
 		case keySuccess:
 			var c byte
 			if c, err = rd.d.PeekCode(); err == nil {
@@ -638,12 +716,12 @@ func decodeResponseMsgpack(data []byte, r *ResponseEnvelope) error {
 					err = rd.d.DecodeNil()
 					hasError = false
 				} else {
-					r.Error, err = rd.str(k)
+					r.Error, err = rd.str(keyError)
 					hasError = true
 				}
 			}
 		default:
-			err = badEnvelope(EnvelopeMsgpack, "unknown key "+strconv.Quote(k))
+			err = badEnvelope(EnvelopeMsgpack, "unknown key "+strconv.Quote(string(k)))
 		}
 		if err != nil {
 			return rd.wrap(err)
@@ -670,7 +748,7 @@ func appendJSONNullable(b []byte, s string) []byte {
 // appendJSONString appends s as a JSON string, escaped as encoding/json
 // escapes it (without its HTML escaping): quotes, backslashes and control
 // characters, U+2028 and U+2029; invalid UTF-8 becomes U+FFFD.
-func appendJSONString(b []byte, s string) []byte {
+func appendJSONString[S string | []byte](b []byte, s S) []byte {
 	const hexdigits = "0123456789abcdef"
 	b = append(b, '"')
 	start := 0
@@ -698,7 +776,8 @@ func appendJSONString(b []byte, s string) []byte {
 			start = i
 			continue
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
+		// At most 4 bytes: the conversion of a []byte needs no allocation.
+		r, size := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))]))
 		if r == utf8.RuneError && size == 1 {
 			b = append(b, s[start:i]...)
 			b = append(b, `\ufffd`...)
@@ -785,12 +864,13 @@ func (w *msgpackWriter) nullable(s string) {
 // every value's type code first, so that bin is never taken for str, nor an
 // extension for anything.
 type msgpackReader struct {
-	rd *bytes.Reader
-	d  *msgpack.Decoder
+	data []byte
+	rd   *bytes.Reader
+	d    *msgpack.Decoder
 }
 
 func newMsgpackReader(data []byte) *msgpackReader {
-	r := &msgpackReader{rd: bytes.NewReader(data), d: msgpack.GetDecoder()}
+	r := &msgpackReader{data: data, rd: bytes.NewReader(data), d: msgpack.GetDecoder()}
 	r.d.Reset(r.rd) // a bytes.Reader is an io.ByteScanner: no buffering
 	return r
 }
@@ -818,6 +898,18 @@ func (r *msgpackReader) mapLen() (int, error) {
 		return 0, r.wrap(err)
 	}
 	return n, nil
+}
+
+// key reads a map key, which must be a str, as a slice of the data.
+func (r *msgpackReader) key() ([]byte, error) {
+	c, err := r.d.PeekCode()
+	if err != nil {
+		return nil, r.wrap(err)
+	}
+	if !msgpcode.IsString(c) {
+		return nil, badEnvelope(EnvelopeMsgpack, "key is not a str")
+	}
+	return r.raw()
 }
 
 func (r *msgpackReader) str(what string) (string, error) {

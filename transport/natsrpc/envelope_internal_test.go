@@ -1,0 +1,88 @@
+package natsrpc
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+)
+
+// eachMember splits an object exactly as encoding/json does (the last of
+// repeated keys wins there too), and refuses whatever encoding/json does not
+// read as an object.
+func FuzzEachMember(f *testing.F) {
+	for _, s := range []string{`{}`, ` { "a" : 1 , "b":[1,{"c":"}"}],"a":"x\"y"} `, `{"\u0061":null}`, `[]`, `null`, `{"a":1`, `{"a":"\\"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var want map[string]json.RawMessage
+		werr := json.Unmarshal(data, &want)
+		have := map[string]json.RawMessage{}
+		herr := eachMember(data, func(k, v []byte) error {
+			have[string(k)] = v
+			return nil
+		})
+		if werr != nil || want == nil {
+			if herr == nil {
+				t.Fatalf("%q: read as an object: %v", data, have)
+			}
+			return
+		}
+		if herr != nil {
+			t.Fatalf("%q: %v", data, herr)
+		}
+		if len(have) != len(want) {
+			t.Fatalf("%q: %v, want %v", data, have, want)
+		}
+		for k, v := range want {
+			if string(have[k]) != string(v) {
+				t.Fatalf("%q: %q = %q, want %q", data, k, have[k], v)
+			}
+		}
+	})
+}
+
+// Reading a JSON envelope allocates its strings and nothing else: keys
+// are compared in place, params and result are slices of the data.
+func TestJSONDecodersDoNotAllocateForKeys(t *testing.T) {
+	data := []byte(`{"message_id":"a","trace_id":"b","correlation_id":null,"timestamp":"t","source":null,"target":null,"method":"m","params":{"x":1},"timeout":5.0}`)
+	var r RequestEnvelope
+	allocs := testing.AllocsPerRun(100, func() {
+		r = RequestEnvelope{}
+		if err := decodeRequestJSON(data, &r); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 5 { // the five non-null strings
+		t.Errorf("%v allocations", allocs)
+	}
+}
+
+// JSON written as msgpack reads back as the same JSON value.
+func FuzzJSONToMsgpack(f *testing.F) {
+	for _, s := range []string{`{"a":[1,-2,3.5,"x",null,true,false,{}],"b":{"c":"\u00e9\n"}}`, `18446744073709551615`, `-9223372036854775809`, `1e400`, `"\ud800"`, ` [ ] `, `{"k":"` + "\xff" + `"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if !json.Valid(data) {
+			return
+		}
+		w := newMsgpackWriter(nil)
+		defer w.release()
+		if err := w.json(data); err != nil {
+			return // a number beyond float64
+		}
+		rd := newMsgpackReader(w.bytes())
+		defer rd.release()
+		back, err := rd.toJSON(nil)
+		if err != nil || rd.end() != nil {
+			t.Fatalf("%q → % x: %v", data, w.bytes(), err)
+		}
+		var want, have any
+		if json.Unmarshal(data, &want) != nil || json.Unmarshal(back, &have) != nil {
+			t.Fatalf("%q → %q", data, back)
+		}
+		if !reflect.DeepEqual(want, have) {
+			t.Fatalf("%q → %q", data, back)
+		}
+	})
+}
