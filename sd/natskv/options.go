@@ -4,7 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
+	"github.com/aegis-sdk/kitnats/lb/zone"
 	"github.com/go-kit/log"
 	"go.opentelemetry.io/otel/metric"
 )
@@ -66,6 +69,7 @@ type commonOptions struct {
 
 type registrarOptions struct {
 	commonOptions
+	zone string // "": not set
 }
 
 type instancerOptions struct {
@@ -89,6 +93,10 @@ func (f commonOption) applyRegistrar(o *registrarOptions) error { return f(&o.co
 func (f commonOption) applyInstancer(o *instancerOptions) error { return f(&o.commonOptions) }
 
 type instancerOption func(*instancerOptions) error
+
+type registrarOption func(*registrarOptions) error
+
+func (f registrarOption) applyRegistrar(o *registrarOptions) error { return f(o) }
 
 func (f instancerOption) applyInstancer(o *instancerOptions) error { return f(o) }
 
@@ -332,4 +340,40 @@ func WithReadyWait(d time.Duration) InstancerOption {
 		o.readyWait = d
 		return nil
 	})
+}
+
+// MetadataZone is the metadata key an instance's zone is written under: the
+// key lb/zone reads (zone.Key), so that zone-aware balancing sees the zone a
+// Registrar was given with WithZone.
+const MetadataZone = zone.Key
+
+// WithZone makes a Registrar write zone into its record's metadata under
+// MetadataZone ("zone"), where lb/zone's balancers read it; it overrides a
+// "zone" the Instance's own Metadata carries. The zone must be non-empty,
+// at most 255 bytes, valid UTF-8 and free of control characters.
+func WithZone(zone string) RegistrarOption {
+	return registrarOption(func(o *registrarOptions) error {
+		if err := validateZone(zone); err != nil {
+			return invalid("WithZone", "%v", err)
+		}
+		o.zone = zone
+		return nil
+	})
+}
+
+func validateZone(z string) error {
+	switch {
+	case z == "":
+		return errors.New("empty zone")
+	case len(z) > 255:
+		return fmt.Errorf("zone of %d bytes, over 255", len(z))
+	case !utf8.ValidString(z):
+		return fmt.Errorf("zone %q is not valid UTF-8", z)
+	}
+	for _, r := range z {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("zone %q contains a control character", z)
+		}
+	}
+	return nil
 }

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aegis-sdk/kitnats/lb/zone"
 )
 
 // A bucket that is never used: the constructors refuse bad options before
@@ -32,6 +34,11 @@ func TestBadOptionsRefused(t *testing.T) {
 		{name: "unknown layout", reg: []RegistrarOption{WithLayout(Layout(7))}, ins: []InstancerOption{WithLayout(-1)}, in: "unknown layout"},
 		{name: "bad option in a bundle", reg: []RegistrarOption{Options(WithLayout(LayoutAegis), WithHeartbeat(0))},
 			ins: []InstancerOption{Options(nil, WithRetryWait(0))}, in: "natskv: invalid option"},
+		{name: "empty zone", reg: []RegistrarOption{WithZone("")}, in: "WithZone"},
+		{name: "zone with a newline", reg: []RegistrarOption{WithZone("eu-1\n")}, in: "WithZone"},
+		{name: "zone with a NUL", reg: []RegistrarOption{WithZone("eu\x001")}, in: "WithZone"},
+		{name: "zone not UTF-8", reg: []RegistrarOption{WithZone("eu\xff")}, in: "WithZone"},
+		{name: "zone too long", reg: []RegistrarOption{WithZone(strings.Repeat("z", 256))}, in: "WithZone"},
 		{name: "zero poll interval", ins: []InstancerOption{WithPolling(0)}, in: "WithPolling"},
 		{name: "negative ready wait", ins: []InstancerOption{WithReadyWait(-time.Second)}, in: "WithReadyWait"},
 		{name: "negative poll interval", ins: []InstancerOption{WithPolling(-time.Second)}, in: "WithPolling"},
@@ -132,5 +139,36 @@ func TestOptionDefaults(t *testing.T) {
 	}
 	if o.retryWait != time.Minute || o.layout != LayoutAegis || o.heartbeat != DefaultHeartbeat {
 		t.Errorf("bundled: %+v", o.commonOptions)
+	}
+}
+
+func TestWithZoneWritesMetadata(t *testing.T) {
+	if MetadataZone != zone.Key {
+		t.Fatalf("MetadataZone %q, lb/zone reads %q", MetadataZone, zone.Key)
+	}
+	inst := validInst.Clone()
+	inst.Metadata = map[string]string{"zone": "old", "addr": "x"}
+	r, err := NewRegistrar(fakeBucket(true), inst, nil, WithZone("eu-west-1a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := r.Instance().Metadata
+	if got[MetadataZone] != "eu-west-1a" || got["addr"] != "x" {
+		t.Errorf("metadata %v, want zone eu-west-1a and addr x", got)
+	}
+	if inst.Metadata["zone"] != "old" {
+		t.Errorf("the caller's map was changed: %v", inst.Metadata)
+	}
+	// Without the option the Instance's own zone stays.
+	r, err = NewRegistrar(fakeBucket(true), inst, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if z := r.Instance().Metadata[MetadataZone]; z != "old" {
+		t.Errorf("zone %q without WithZone, want old", z)
+	}
+	// Unicode zones are fine.
+	if _, err := NewRegistrar(fakeBucket(true), validInst, nil, WithZone("zürich-1 b")); err != nil {
+		t.Errorf("WithZone(zürich-1 b): %v", err)
 	}
 }

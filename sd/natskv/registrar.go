@@ -45,7 +45,7 @@ var _ sd.Registrar = (*Registrar)(nil)
 // NewRegistrar returns a Registrar for inst in bucket b; nothing is written
 // until Register. inst must be valid (see Instance.Validate); its
 // LastHeartbeat is set on every write, and an empty Status means ACTIVE.
-// Options: WithLayout, WithHeartbeat, WithTTL, WithRetryWait.
+// Options: WithLayout, WithHeartbeat, WithTTL, WithRetryWait, WithZone.
 func NewRegistrar(b *Bucket, inst Instance, logger log.Logger, opts ...RegistrarOption) (*Registrar, error) {
 	o := registrarOptions{commonOptions: defaultCommon()}
 	logger, err := configure(b, logger, opts, RegistrarOption.applyRegistrar, &o, &o.commonOptions)
@@ -58,6 +58,9 @@ func NewRegistrar(b *Bucket, inst Instance, logger log.Logger, opts ...Registrar
 	}
 	if inst.Metadata == nil {
 		inst.Metadata = map[string]string{}
+	}
+	if o.zone != "" {
+		inst.Metadata[MetadataZone] = o.zone
 	}
 	probe := inst
 	probe.LastHeartbeat = time.Now()
