@@ -53,6 +53,7 @@ type Client struct {
 	timeout time.Duration
 	prop    propagation.TextMapPropagator
 	closed  atomic.Bool
+	aegis   aegisConfig // AegisSDK envelopes, Factory's addressing (aegis.go)
 	// reuse: nothing outside this package sees the request message (the
 	// encoder is EncodeJSONRequest, no ClientBefore, the W3C propagator),
 	// so its message and header map are recycled once sent.
@@ -100,6 +101,7 @@ func NewClient(nc *nats.Conn, subject string, enc EncodeRequestFunc, dec DecodeR
 	for _, o := range opts {
 		o(c)
 	}
+	c.initEnvelope()
 	c.reuse = len(c.before) == 0 && isTraceContext(c.prop) && enc != nil &&
 		reflect.ValueOf(enc).Pointer() == reflect.ValueOf(EncodeJSONRequest).Pointer()
 	return c
@@ -137,7 +139,16 @@ func newNamedClient(nc *nats.Conn, subject string, nameErr error, enc EncodeRequ
 // subject, and its io.Closer (the *Client) makes later calls fail fast with
 // the retryable ErrClientClosed. An invalid service, method or instance name
 // makes the factory return a *NameError for that instance.
+//
+// With ClientMetadata, addressing follows the instance: an instance whose
+// registry metadata has MetadataRPC = RPCInstance is called on its instance
+// subject with the headers protocol; any other (an AegisSDK instance, which
+// serves only the service-wide subject) on rpc.{service}.{method} in
+// AegisSDK envelopes (ClientEnvelope's format, JSON by default).
 func Factory(nc *nats.Conn, service, method string, enc EncodeRequestFunc, dec DecodeResponseFunc, opts ...ClientOption) sd.Factory {
+	if lookup := factoryMetadata(opts); lookup != nil {
+		return addressingFactory(nc, service, method, enc, dec, lookup, opts)
+	}
 	return func(instance string) (endpoint.Endpoint, io.Closer, error) {
 		c, err := NewInstanceClient(nc, service, method, instance, enc, dec, opts...)
 		if err != nil {
@@ -196,8 +207,10 @@ func (c *Client) call(ctx context.Context, request any) (any, error) {
 		// Under a millisecond left: no reply can be counted on.
 		return nil, &CallError{Subject: c.subject, Err: context.DeadlineExceeded}
 	}
-	out.timeout[0] = v
-	msg.Header[HeaderTimeout] = out.timeout[:]
+	if c.aegis.format == 0 { // an envelope carries its own timeout
+		out.timeout[0] = v
+		msg.Header[HeaderTimeout] = out.timeout[:]
+	}
 	switch c.nc.Status() {
 	case nats.CLOSED, nats.DRAINING_SUBS, nats.DRAINING_PUBS:
 		return nil, &CallError{Subject: c.subject, Err: ErrConnClosed}
@@ -225,6 +238,9 @@ func (c *Client) call(ctx context.Context, request any) (any, error) {
 	}
 	response, err := c.dec(ctx, reply)
 	if err != nil {
+		if isRemote(err) { // the decoder found the remote side's error in the body
+			return nil, err
+		}
 		return nil, &CallError{Subject: c.subject, Err: errDecode, Cause: err}
 	}
 	return response, nil

@@ -30,9 +30,14 @@ func DecodeJSONRequest[T any](_ context.Context, msg *nats.Msg) (any, error) {
 }
 
 // DecodeJSONResponse is a DecodeResponseFunc that decodes a JSON reply body
-// into a T. Use it as natsrpc.DecodeJSONResponse[MyResponse].
+// into a T. Use it as natsrpc.DecodeJSONResponse[MyResponse]. A reply with
+// an error status in its headers, or whose body is exactly go-kit's error
+// body {"err": "…"} while T has no "err" field of its own (a struct
+// without one; not a map, an interface or a json.Unmarshaler), is an
+// *Error instead, so the function also serves as a go-kit Publisher's
+// decoder (see gokit.go).
 func DecodeJSONResponse[T any](_ context.Context, reply *nats.Msg) (any, error) {
-	return decodeJSON[T](reply)
+	return decodeJSONResponse[T](reply)
 }
 
 // encodeJSON is the body of both JSON encoders: requests and replies are

@@ -159,6 +159,8 @@ func (s *Service) arrive(j *job) bool {
 				return false
 			}
 		}
+	} else {
+		s.arriveForeign(j) // an AegisSDK envelope, or a go-kit or other plain request
 	}
 	if !j.caller && s.timeout > 0 {
 		j.deadline = j.recv.Add(s.timeout)
@@ -191,7 +193,13 @@ func (s *Service) run(j *job) {
 	if s.hasTraceHeader(j.msg.Header) {
 		ctx = s.prop.Extract(ctx, HeaderCarrier(j.msg.Header))
 	}
-	reply, err := j.srv.serve(ctx, j.msg, &j.reply)
+	var reply *nats.Msg
+	var err error
+	if j.foreign == nil {
+		reply, err = j.srv.serve(ctx, j.msg, &j.reply)
+	} else {
+		reply, err = j.srv.serveForeign(ctx, j.foreign, j.msg, &j.reply)
+	}
 	if err != nil {
 		j.stats.Errors.Add(1)
 		msg := err.Error()

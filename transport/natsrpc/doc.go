@@ -45,9 +45,37 @@
 //     errors (errors.Is(err, ErrBusiness)); Retryable() only for 503; a 504
 //     matches context.DeadlineExceeded.
 //   - *PayloadError (ErrPayloadTooLarge): over the connection's max payload, not sent.
+//   - *EnvelopeError (errors.Is(err, ErrRemote)): an AegisSDK envelope reply with
+//     success false and its message, not retryable; or a standby's NOT_ACTIVE answer
+//     (errors.Is(err, ErrNotActive)), Retryable.
+//
+// A reply that cannot be decoded is a *CallError (and ErrMalformedEnvelope for
+// an envelope), never a success.
 //
 // Retry middleware finds Retryable through errors.As with
 // interface{ Retryable() bool } without importing this package.
+//
+// # AegisSDK and go-kit peers
+//
+// A Service tells its callers apart per request. With Kitnats-Timeout, the
+// headers protocol above. Without it, a request whose body is an AegisSDK
+// envelope (a JSON object or msgpack map, told by the first byte, with
+// message_id and method among its keys; see RequestEnvelope for the format) is
+// answered in an envelope of its format: the handler's decoder gets the
+// params as JSON, the envelope's timeout is the deadline, the encoder's JSON
+// becomes the result, and every failure — business error, panic, params or
+// an envelope that do not decode — is success false with the message (a
+// 503, "NOT_ACTIVE: …", which AegisSDK clients retry elsewhere). Any other
+// request without the header (go-kit's transport/nats Publisher, nats req)
+// is served as usual under ServiceDefaultTimeout, and its error replies
+// carry go-kit's body {"err": "…"} beside the status headers.
+//
+// A client speaks envelopes with ClientEnvelope. Factory with
+// ClientMetadata calls kitnats instances (registry metadata MetadataRPC =
+// RPCInstance) on their instance subjects and the others on the
+// service-wide subject in envelopes. DecodeJSONResponse reads go-kit's error
+// body, and has go-kit's DecodeResponseFunc type, as EncodeJSONRequest has
+// its EncodeRequestFunc type.
 //
 // # Server
 //

@@ -13,41 +13,14 @@ import (
 	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
 
-// AegisSDK envelopes.
-//
-// The Python AegisSDK frames every RPC in an envelope and uses no NATS
-// headers. A request is a map with exactly these keys (snake_case, in this
-// order when written):
-//
-//	message_id      string         a UUID
-//	trace_id        string         a UUID
-//	correlation_id  string | null
-//	timestamp       string         ISO-8601 UTC, "2025-08-08T05:02:24.123456+00:00"
-//	source          string | null  the caller's instance ID
-//	target          string | null  the target service
-//	method          string         required
-//	params          map            never null; the only thing the handler receives
-//	timeout         number > 0     seconds; 5.0 when absent
-//
-// A response has the first six keys (a new message_id and trace_id,
-// correlation_id = the request's message_id, source and target null) and
-// then success (bool), result (any) and error: null when success is true, a
-// string when it is false. Errors are free text, without codes.
-//
-// Envelopes travel as JSON or msgpack. A receiver tells them apart by the
-// first byte (DetectEnvelopeFormat), and an AegisSDK server replies in its
-// own configured format whatever the request used, so a reply is decoded in
-// either. msgpack strings are str (never bin), map keys are strings, and
-// timestamps are ISO strings, never the timestamp extension.
-//
-// Readers are as strict as the Python reader: an unknown key, a null where a
-// string is required, a wrong type, a params that is not a map, a timeout
-// that is not a positive number, or bytes after the envelope make it
-// malformed (ErrMalformedEnvelope). Keys with a default (all but method in a
-// request, all but success in a response) may be absent. Writers write every
-// key, in the order above.
-
-// EnvelopeFormat is the encoding of an AegisSDK envelope.
+// EnvelopeFormat is the encoding of an AegisSDK envelope (RequestEnvelope,
+// ResponseEnvelope). The Python AegisSDK frames every RPC in an envelope and
+// uses no NATS headers. Envelopes travel as JSON or msgpack (its default).
+// A receiver tells them apart by the first byte (DetectEnvelopeFormat), and
+// an AegisSDK server replies in its own configured format whatever the
+// request used, so a reply is decoded in either. msgpack strings are str
+// (never bin), map keys strings, and timestamps ISO strings, never the
+// timestamp extension.
 type EnvelopeFormat uint8
 
 const (
@@ -91,8 +64,20 @@ const DefaultEnvelopeTimeout = 5 * time.Second
 // forever for one call.
 const maxEnvelopeTimeout = 24 * time.Hour
 
-// RequestEnvelope is an AegisSDK request. The nullable string fields use ""
-// for null.
+// RequestEnvelope is an AegisSDK request: a map with exactly these keys
+// (snake_case; in this order when written, every one of them):
+//
+//	message_id      string         a UUID
+//	trace_id        string         a UUID
+//	correlation_id  string | null
+//	timestamp       string         ISO-8601 UTC, "2025-08-08T05:02:24.123456+00:00"
+//	source          string | null  the caller's instance ID
+//	target          string | null  the target service
+//	method          string         required
+//	params          map            never null; the only thing the handler receives
+//	timeout         number > 0     seconds; 5.0 when absent
+//
+// The nullable string fields use "" for null.
 type RequestEnvelope struct {
 	MessageID     string
 	TraceID       string
@@ -126,8 +111,12 @@ func secondsToDuration(s float64) time.Duration {
 	return max(time.Duration(s*float64(time.Second)), time.Nanosecond)
 }
 
-// ResponseEnvelope is an AegisSDK response. The nullable string fields use
-// "" for null; Error is written as null when Success is true.
+// ResponseEnvelope is an AegisSDK response: the first six keys of a
+// request (a new message_id and trace_id, correlation_id = the request's
+// message_id, source and target null), then success (bool), result (any)
+// and error, null when success is true and a string when it is false.
+// Errors are free text, without codes. The nullable string fields use ""
+// for null; Error is written as null when Success is true.
 type ResponseEnvelope struct {
 	MessageID     string
 	TraceID       string
@@ -342,8 +331,12 @@ func (r *ResponseEnvelope) Encode(f EnvelopeFormat) ([]byte, error) {
 // ---- reading ----
 
 // DecodeRequestEnvelope decodes an AegisSDK request in the format its first
-// byte tells (DetectEnvelopeFormat), under the strict rules. Every error
-// matches ErrMalformedEnvelope. The Params of a JSON envelope is a slice of
+// byte tells (DetectEnvelopeFormat), as strictly as AegisSDK's reader: an
+// unknown key (keys are compared exactly), a null where a string is
+// required, a wrong type, params that are not a map, a timeout that is not
+// a positive number, a msgpack bin where a str is due, an extension, or
+// bytes after the envelope make it malformed; keys with a default (all but
+// method) may be absent. Every error matches ErrMalformedEnvelope. The Params of a JSON envelope is a slice of
 // data, not a copy.
 func DecodeRequestEnvelope(data []byte) (*RequestEnvelope, EnvelopeFormat, error) {
 	r := new(RequestEnvelope)

@@ -134,6 +134,7 @@ type job struct {
 	// service's default; zero for none.
 	deadline time.Time
 	caller   bool
+	foreign  *foreignRequest // nil for the headers protocol (aegis.go)
 	msg      *nats.Msg
 	reply    nats.Msg
 	dl       deadlineCtx
@@ -396,7 +397,7 @@ func (s *Service) respond(j *job, reply *nats.Msg) {
 	if errors.Is(err, nats.ErrMaxPayload) {
 		j.stats.Errors.Add(1)
 		perr := &PayloadError{Subject: j.msg.Subject, Size: msgSize(reply), Max: s.nc.MaxPayload()}
-		err = s.nc.PublishMsg(errorReply(j.msg.Reply, CodeInternal, perr.Error()))
+		err = s.nc.PublishMsg(j.errorReply(CodeInternal, perr.Error()))
 	}
 	if err != nil {
 		s.log("msg", "reply failed", "subject", j.msg.Subject, "err", err)
@@ -424,7 +425,7 @@ func (s *Service) replyError(j *job, code int, msg string) {
 	if j.msg.Reply == "" {
 		return
 	}
-	if err := s.nc.PublishMsg(errorReply(j.msg.Reply, code, msg)); err != nil {
+	if err := s.nc.PublishMsg(j.errorReply(code, msg)); err != nil {
 		s.log("msg", "reply failed", "subject", j.msg.Subject, "err", err)
 	}
 }
