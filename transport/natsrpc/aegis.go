@@ -387,7 +387,7 @@ func sniffForeign(data []byte) *foreignRequest {
 		}) != nil || !hasID || !hasMethod {
 			return plainRequest
 		}
-		err = decodeRequestJSON(data, r)
+		err = decodeRequestJSON(data, r, true) // validated by eachMember above
 	} else {
 		if !msgpackHasIDAndMethod(data) {
 			return plainRequest

@@ -2,7 +2,10 @@ package natsrpc_test
 
 import (
 	"context"
+	"runtime"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/aegis-sdk/kitnats/internal/natstest"
 	"github.com/aegis-sdk/kitnats/transport/natsrpc"
@@ -16,7 +19,79 @@ import (
 //	                  Service answers in kind
 //	envelope-msgpack  the same in msgpack, params and result converted from and to JSON
 //	                  on both sides
+//
+// Each sub-benchmark reports ns/op, allocations and CPU per op; "paired"
+// runs the three in rotating batches and reports the median per-round
+// ratio of each envelope caller to headers, by wall and by CPU time, which
+// a shared machine's drifting load disturbs far less (see
+// BenchmarkRequestReplyPaired).
 func BenchmarkEnvelope(b *testing.B) {
+	callers := envelopeCallers(b)
+	b.Run("serial", func(b *testing.B) {
+		runCallers(b, callers, func(b *testing.B, ctx context.Context, call func(context.Context) error) {
+			for b.Loop() {
+				if err := call(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+	b.Run("parallel", func(b *testing.B) {
+		runCallers(b, callers, func(b *testing.B, ctx context.Context, call func(context.Context) error) {
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := call(ctx); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	})
+	b.Run("paired", func(b *testing.B) {
+		const batch = 20
+		par := runtime.GOMAXPROCS(0)
+		wall := make([][]float64, len(callers))
+		cpu := make([][]float64, len(callers))
+		took := make([]time.Duration, len(callers))
+		used := make([]time.Duration, len(callers))
+		round := 0
+		for b.Loop() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			for k := range callers {
+				i := (k + round) % len(callers)
+				c0, t0 := cpuTime(), time.Now()
+				var wg sync.WaitGroup
+				for range par {
+					wg.Go(func() {
+						for range batch {
+							if err := callers[i].call(ctx); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
+				}
+				wg.Wait()
+				took[i], used[i] = time.Since(t0), cpuTime()-c0
+			}
+			cancel()
+			for i := range callers {
+				wall[i] = append(wall[i], float64(took[i])/float64(took[0]))
+				cpu[i] = append(cpu[i], float64(used[i])/float64(max(used[0], 1)))
+			}
+			round++
+		}
+		for i, c := range callers[1:] {
+			b.ReportMetric(median(wall[i+1]), c.name+"/headers")
+			b.ReportMetric(median(cpu[i+1]), c.name+"/headers-cpu")
+		}
+	})
+}
+
+// envelopeCallers starts a Service and returns a caller per protocol,
+// headers first.
+func envelopeCallers(b *testing.B) []benchCaller {
 	srv := natstest.Start(b)
 	snc := natstest.Connect(b, srv.URL())
 	cnc := natstest.Connect(b, srv.URL())
@@ -27,7 +102,7 @@ func BenchmarkEnvelope(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer svc.Shutdown(context.Background())
+	b.Cleanup(func() { _ = svc.Shutdown(context.Background()) })
 
 	var callers []benchCaller
 	for _, c := range []struct {
@@ -50,25 +125,5 @@ func BenchmarkEnvelope(b *testing.B) {
 			return err
 		}})
 	}
-	b.Run("serial", func(b *testing.B) {
-		runCallers(b, callers, func(b *testing.B, ctx context.Context, call func(context.Context) error) {
-			for b.Loop() {
-				if err := call(ctx); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	})
-	b.Run("parallel", func(b *testing.B) {
-		runCallers(b, callers, func(b *testing.B, ctx context.Context, call func(context.Context) error) {
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					if err := call(ctx); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-		})
-	})
+	return callers
 }

@@ -345,7 +345,7 @@ func DecodeRequestEnvelope(data []byte) (*RequestEnvelope, EnvelopeFormat, error
 	if f == EnvelopeMsgpack {
 		err = decodeRequestMsgpack(data, r)
 	} else {
-		err = decodeRequestJSON(data, r)
+		err = decodeRequestJSON(data, r, false)
 	}
 	if err != nil {
 		return nil, f, err
@@ -373,9 +373,15 @@ func DecodeResponseEnvelope(data []byte) (*ResponseEnvelope, EnvelopeFormat, err
 	return r, f, nil
 }
 
-func decodeRequestJSON(data []byte, r *RequestEnvelope) error {
+// decodeRequestJSON reads a JSON request; valid says data is known to be
+// valid JSON already.
+func decodeRequestJSON(data []byte, r *RequestEnvelope, valid bool) error {
+	each := eachMember
+	if valid {
+		each = eachValidMember
+	}
 	hasMethod := false
-	err := eachMember(data, func(k, v []byte) error {
+	err := each(data, func(k, v []byte) error {
 		var err error
 		switch string(k) {
 		case keyMessageID:
@@ -486,7 +492,12 @@ func eachMember(data []byte, fn func(k, v []byte) error) error {
 	if !json.Valid(data) {
 		return badEnvelope(EnvelopeJSON, "not JSON")
 	}
-	// Valid JSON from here on: every string, object and array is closed.
+	return eachValidMember(data, fn)
+}
+
+// eachValidMember is eachMember for data known to be valid JSON: every
+// string, object and array is closed.
+func eachValidMember(data []byte, fn func(k, v []byte) error) error {
 	i := skipSpace(data, 0)
 	if data[i] != '{' {
 		return badEnvelope(EnvelopeJSON, "not an object")

@@ -48,7 +48,7 @@ func TestJSONDecodersDoNotAllocateForKeys(t *testing.T) {
 	var r RequestEnvelope
 	allocs := testing.AllocsPerRun(100, func() {
 		r = RequestEnvelope{}
-		if err := decodeRequestJSON(data, &r); err != nil {
+		if err := decodeRequestJSON(data, &r, false); err != nil {
 			t.Fatal(err)
 		}
 	})
