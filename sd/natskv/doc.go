@@ -9,7 +9,10 @@
 // services can share a bucket; use LayoutAegis for its key spelling
 // `service-instances__{service}__{instance}`. The default, LayoutDotted,
 // spells keys `service-instances.{service}.{instance}` so that a watch on one
-// service is filtered by the server.
+// service is filtered by the server. On LayoutAegis both sides see one
+// fleet: service names follow the AegisSDK's rules (lower-case, at least 2
+// characters, no trailing '_' or '-'), and Instancers read records strictly,
+// skipping and counting what the Python reader drops (WithStrictRecords).
 //
 // Liveness. A Registrar rewrites its record every heartbeat (default 10 s).
 // On a bucket with LimitMarkerTTL (nats-server ≥ 2.11; CreateBucket asks for

@@ -49,15 +49,17 @@ func (l Layout) Parse(key string) (service, instance string, ok bool) {
 		if !found {
 			return "", "", false
 		}
-		// Names may end in '_' ("svc_"), so more than one "__" may
-		// separate a service from the rest: prefer the split that leaves
-		// a valid instance ID, as the Instancer of that service reads it.
+		// Service names of the layout do not end in '_', nor do instance
+		// IDs start with it, so a run of underscores splits at its last
+		// two ("svc___x" is no key of "svc" nor of "svc_"); among the
+		// splits that leave a valid service, prefer the one that leaves a
+		// valid instance ID, as the Instancer of that service reads it.
 		for i := strings.Index(rest, "__"); i >= 0 && i+2 <= len(rest); i++ {
 			if rest[i] != '_' || rest[i+1] != '_' {
 				continue
 			}
 			s, in := rest[:i], rest[i+2:]
-			if l.validateService(s) != nil || strings.Contains(in, "__") {
+			if l.validateService(s) != nil || strings.Contains(in, "__") || strings.HasPrefix(in, "_") {
 				continue
 			}
 			if !ok || l.validateInstance(in) == nil {
@@ -72,8 +74,9 @@ func (l Layout) Parse(key string) (service, instance string, ok bool) {
 	return "", "", false
 }
 
-// DecodeRecord reads the record stored under key as an Instancer does: it
-// must decode (DecodeInstance) and name the service and instance its key
+// DecodeRecord reads the record stored under key as an Instancer does by
+// default: it must decode (DecodeInstanceStrict on LayoutAegis,
+// DecodeInstance on LayoutDotted; see WithStrictRecords) and name the service and instance its key
 // names. The error says why an Instancer would skip it; it matches
 // ErrInvalidRecord, ErrInvalidName or, for a key outside the layout,
 // ErrKeyMismatch.
@@ -82,7 +85,7 @@ func DecodeRecord(l Layout, key string, data []byte) (Instance, error) {
 	if !ok {
 		return Instance{}, &RecordError{Err: fmt.Errorf("%w: %s is not a key of the %s layout", ErrKeyMismatch, key, l)}
 	}
-	inst, err := DecodeInstance(data)
+	inst, err := decodeInstance(data, l == LayoutAegis)
 	if err != nil {
 		return Instance{}, err
 	}

@@ -46,9 +46,13 @@ func TestLayoutParse(t *testing.T) {
 		{LayoutDotted, "service-instances__greeter__greeter-1", want{}},
 		{LayoutDotted, "other.greeter.a", want{}},
 		{LayoutAegis, "service-instances__greeter__greeter-1", want{"greeter", "greeter-1", true}},
-		{LayoutAegis, "service-instances__a___inst", want{"a_", "inst", true}},
+		{LayoutAegis, "service-instances__a___inst", want{}}, // "a_" is no service of the layout, "_inst" no instance
+		{LayoutAegis, "service-instances__ab__Inst", want{"ab", "Inst", true}},
+		{LayoutAegis, "service-instances__Ab__inst", want{}}, // upper-case service
+		{LayoutAegis, "service-instances__a__inst", want{}},  // one-letter service
 		{LayoutAegis, "service-instances__a_b__c_d", want{"a_b", "c_d", true}},
-		{LayoutAegis, "service-instances__greeter___x", want{"greeter_", "x", true}},
+		{LayoutAegis, "service-instances__greeter___x", want{}},
+		{LayoutAegis, "service-instances__greeter-__x", want{}},
 		{LayoutAegis, "service-instances__greeter__x__y", want{}},
 		{LayoutAegis, "service-instances__greeter", want{}},
 		{LayoutAegis, "service-instances.greeter.greeter-1", want{}},
@@ -64,7 +68,7 @@ func TestLayoutParse(t *testing.T) {
 	// Parse undoes Key, and agrees with what an Instancer of the service
 	// holds.
 	for _, l := range []Layout{LayoutDotted, LayoutAegis} {
-		for _, n := range [][2]string{{"greeter", "greeter-1"}, {"a_", "b_"}, {"x-y", "0"}, {"S", "i-_-j"}} {
+		for _, n := range [][2]string{{"greeter", "greeter-1"}, {"a_b", "b_"}, {"x-y", "0"}, {"sv", "i-_-j"}} {
 			key, err := l.Key(n[0], n[1])
 			if err != nil {
 				t.Fatal(err)

@@ -63,6 +63,9 @@ var (
 	// ErrKeyMismatch: a record whose service or instance differs from the key
 	// it is stored under.
 	ErrKeyMismatch = errors.New("record does not match its key")
+	// ErrUnknownField: a top-level record key that strict decoding (the
+	// AegisSDK reader's rules, WithStrictRecords) does not know.
+	ErrUnknownField = errors.New("unknown field")
 )
 
 // RecordError says which field of an instance record is wrong. It matches
@@ -440,6 +443,56 @@ func DecodeInstance(data []byte) (Instance, error) {
 		return Instance{}, &RecordError{Field: "version", Err: ErrMissingField}
 	}
 	return i, nil
+}
+
+// strictKeys are the top-level keys the AegisSDK reader accepts: each field
+// in camelCase or snake_case.
+var strictKeys = map[string]bool{
+	"serviceName": true, "service_name": true,
+	"instanceId": true, "instance_id": true,
+	"version":       true,
+	"status":        true,
+	"lastHeartbeat": true, "last_heartbeat": true,
+	"stickyActiveGroup": true, "sticky_active_group": true,
+	"metadata": true,
+}
+
+// DecodeInstanceStrict is DecodeInstance refusing what the Python AegisSDK
+// reader refuses (see WithStrictRecords): an unknown top-level key (names
+// are matched exactly, not case-insensitively), a null or non-object
+// metadata, a version that is not MAJOR.MINOR.PATCH, a field of the wrong
+// type. Errors match ErrInvalidRecord or ErrInvalidName.
+func DecodeInstanceStrict(data []byte) (Instance, error) {
+	i, err := DecodeInstance(data)
+	if err != nil {
+		return Instance{}, err
+	}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(data, &top); err != nil {
+		return Instance{}, &RecordError{Err: err}
+	}
+	for k := range top {
+		if !strictKeys[k] {
+			return Instance{}, &RecordError{Field: k, Err: ErrUnknownField}
+		}
+	}
+	if md, ok := top["metadata"]; ok {
+		if t := bytes.TrimLeft(md, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+			return Instance{}, &RecordError{Field: "metadata", Err: errors.New("not an object")}
+		}
+	}
+	if !versionRE.MatchString(i.Version) {
+		return Instance{}, &RecordError{Field: "version", Err: fmt.Errorf("%w: %q", ErrInvalidVersion, i.Version)}
+	}
+	return i, nil
+}
+
+// decodeInstance is DecodeInstanceStrict or DecodeInstance.
+func decodeInstance(data []byte, strict bool) (Instance, error) {
+	if strict {
+		return DecodeInstanceStrict(data)
+	}
+	return DecodeInstance(data)
 }
 
 // isoTime formats like Python's datetime.isoformat() on an aware UTC time.

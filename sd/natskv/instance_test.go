@@ -65,6 +65,112 @@ func TestEncodeTimeAndNulls(t *testing.T) {
 // aegisStrict applies the Python SDK's reader rules (interop/aegis.md) to a
 // record: exactly the seven keys in order, semver version, known status,
 // stickyActiveGroup present (null or string), metadata an object.
+// checkStrict holds DecodeInstanceStrict to its contract: it accepts a
+// subset of what DecodeInstance accepts, with the same result; what it
+// refuses of that has one of the reasons the AegisSDK reader has (an
+// unknown top-level key, metadata null or not an object, a non-semver
+// version); what it accepts it writes back in a form it accepts again.
+func checkStrict(t *testing.T, data []byte) {
+	t.Helper()
+	strict, serr := natskv.DecodeInstanceStrict(data)
+	lenient, lerr := natskv.DecodeInstance(data)
+	if serr != nil && !errors.Is(serr, natskv.ErrInvalidRecord) && !errors.Is(serr, natskv.ErrInvalidName) {
+		t.Fatalf("untyped strict error %v", serr)
+	}
+	if serr == nil && lerr != nil {
+		t.Fatalf("strict accepts what lenient refuses (%v): %s", lerr, data)
+	}
+	if lerr != nil {
+		return
+	}
+	var top map[string]json.RawMessage
+	_ = json.Unmarshal(data, &top)
+	reason := ""
+	for k := range top {
+		switch k {
+		case "serviceName", "service_name", "instanceId", "instance_id", "version", "status",
+			"lastHeartbeat", "last_heartbeat", "stickyActiveGroup", "sticky_active_group", "metadata":
+		default:
+			reason = "unknown key " + k
+		}
+	}
+	if md, ok := top["metadata"]; ok && !strings.HasPrefix(strings.TrimLeft(string(md), " \t\r\n"), "{") {
+		reason = "metadata not an object"
+	}
+	if !regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+$`).MatchString(lenient.Version) {
+		reason = "version not semver"
+	}
+	if serr != nil {
+		if reason == "" {
+			t.Fatalf("strict refuses %s (%v), with none of the AegisSDK reader's reasons", data, serr)
+		}
+		return
+	}
+	if reason != "" {
+		t.Fatalf("strict accepts %s, which the AegisSDK reader refuses: %s", data, reason)
+	}
+	if strict.ServiceName != lenient.ServiceName || strict.InstanceID != lenient.InstanceID || strict.Version != lenient.Version ||
+		strict.Status != lenient.Status || strict.StickyActiveGroup != lenient.StickyActiveGroup ||
+		!equalMap(strict.Metadata, lenient.Metadata) || !strict.LastHeartbeat.Equal(lenient.LastHeartbeat) {
+		t.Fatalf("strict %+v != lenient %+v", strict, lenient)
+	}
+	out, err := natskv.EncodeInstance(strict)
+	if err != nil {
+		return // e.g. more metadata than a record may carry
+	}
+	if _, err := natskv.DecodeInstanceStrict(out); err != nil {
+		t.Fatalf("strict re-read of %s: %v", out, err)
+	}
+}
+
+func TestDecodeInstanceStrict(t *testing.T) {
+	const hb = `"lastHeartbeat":"2025-08-08T05:02:34.512345+00:00"`
+	for _, tc := range []struct {
+		name, rec string
+		strict    bool // accepted by the strict reader
+		field     string
+	}{
+		{name: "aegis example", rec: aegisExample, strict: true},
+		{name: "snake_case", rec: `{"service_name":"echo","instance_id":"e-1","version":"1.0.0","status":"ACTIVE","last_heartbeat":"2025-08-08T05:02:34Z","sticky_active_group":null,"metadata":{}}`, strict: true},
+		{name: "Z offset, no sticky group or metadata", rec: `{"serviceName":"echo","instanceId":"e-1","version":"1.0.0","status":"ACTIVE","lastHeartbeat":"2025-08-08T05:02:34Z"}`, strict: true},
+		{name: "other offset", rec: `{"serviceName":"echo","instanceId":"e-1","version":"1.0.0","status":"STANDBY",` + `"lastHeartbeat":"2025-08-08T10:32:34+05:30","metadata":{"n":1,"o":{"a":null}}}`, strict: true},
+		{name: "unknown key", rec: `{"serviceName":"echo","instanceId":"e-1","version":"1.0.0","status":"ACTIVE",` + hb + `,"metadata":{},"zone":"a"}`, field: "zone"},
+		{name: "key of another case", rec: `{"ServiceName":"echo","instanceId":"e-1","version":"1.0.0","status":"ACTIVE",` + hb + `,"metadata":{}}`, field: "ServiceName"},
+		{name: "null metadata", rec: `{"serviceName":"echo","instanceId":"e-1","version":"1.0.0","status":"ACTIVE",` + hb + `,"metadata":null}`, field: "metadata"},
+		{name: "version 1.0", rec: `{"serviceName":"echo","instanceId":"e-1","version":"1.0","status":"ACTIVE",` + hb + `,"metadata":{}}`, field: "version"},
+		{name: "version v1.0.0", rec: `{"serviceName":"echo","instanceId":"e-1","version":"v1.0.0","status":"ACTIVE",` + hb + `,"metadata":{}}`, field: "version"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := natskv.DecodeInstance([]byte(tc.rec)); err != nil {
+				t.Fatalf("lenient: %v", err)
+			}
+			_, err := natskv.DecodeInstanceStrict([]byte(tc.rec))
+			if tc.strict {
+				if err != nil {
+					t.Fatalf("strict refuses: %v", err)
+				}
+				return
+			}
+			var re *natskv.RecordError
+			if !errors.As(err, &re) || !errors.Is(err, natskv.ErrInvalidRecord) || re.Field != tc.field {
+				t.Fatalf("strict: %v, want a RecordError on %q", err, tc.field)
+			}
+			checkStrict(t, []byte(tc.rec))
+		})
+	}
+	// Wrong types are refused by both readers.
+	for _, rec := range []string{
+		`{"serviceName":"echo","instanceId":"e-1","version":1,"status":"ACTIVE",` + hb + `,"metadata":{}}`,
+		`{"serviceName":"echo","instanceId":"e-1","version":"1.0.0","status":"ACTIVE",` + hb + `,"metadata":[]}`,
+		`{"serviceName":"echo","instanceId":"e-1","version":"1.0.0","status":"ACTIVE",` + hb + `,"stickyActiveGroup":7}`,
+		`{"serviceName":"echo","instanceId":"e-1","version":"1.0.0","status":"ACTIVE","lastHeartbeat":17}`,
+	} {
+		if _, err := natskv.DecodeInstanceStrict([]byte(rec)); !errors.Is(err, natskv.ErrInvalidRecord) {
+			t.Errorf("strict %s: %v, want ErrInvalidRecord", rec, err)
+		}
+	}
+}
+
 func aegisStrict(data []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
@@ -290,7 +396,10 @@ func FuzzDecodeInstance(f *testing.F) {
 	f.Add([]byte(`{"serviceName":"s","instanceId":"i","version":"1","status":"ACTIVE","lastHeartbeat":"2025-08-08 05:02:34+05:30","metadata":null}`))
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`[`))
+	f.Add([]byte(`{"serviceName":"s","instanceId":"i","version":"1.0.0","status":"ACTIVE","lastHeartbeat":"2025-08-08T05:02:34Z","extra":1}`))
+	f.Add([]byte(`{"serviceName":"s","instanceId":"i","version":"1.0.0","status":"ACTIVE","lastHeartbeat":"2025-08-08T05:02:34Z","ServiceName":"s"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		checkStrict(t, data)
 		in, err := natskv.DecodeInstance(data)
 		if err != nil {
 			if !errors.Is(err, natskv.ErrInvalidRecord) && !errors.Is(err, natskv.ErrInvalidName) {

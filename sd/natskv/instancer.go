@@ -157,7 +157,7 @@ func NewInstancerContext(ctx context.Context, b *Bucket, service string, logger 
 
 func newInstancer(b *Bucket, service string, logger log.Logger, opts []InstancerOption) (*Instancer, error) {
 	o := instancerOptions{commonOptions: defaultCommon(), format: func(i Instance) string { return i.InstanceID },
-		readyWait: -1}
+		readyWait: -1, guardShare: DefaultStaleGuardShare}
 	logger, err := configure(b, logger, opts, InstancerOption.applyInstancer, &o, &o.commonOptions)
 	if err != nil {
 		return nil, err
@@ -173,6 +173,10 @@ func newInstancer(b *Bucket, service string, logger log.Logger, opts []Instancer
 	}
 	if err := o.layout.validateService(service); err != nil {
 		return nil, err
+	}
+	if o.strict == nil {
+		strict := o.layout == LayoutAegis
+		o.strict = &strict
 	}
 	if o.staleAfter == 0 {
 		o.staleAfter = staleDefault(b, &o.commonOptions)
@@ -203,7 +207,8 @@ func newInstancer(b *Bucket, service string, logger log.Logger, opts []Instancer
 
 func (i *Instancer) stateConfig() stateConfig {
 	return stateConfig{service: i.service, layout: i.opts.layout, format: i.opts.format,
-		excludeStandby: i.opts.excludeStandby, staleAfter: i.opts.staleAfter}
+		excludeStandby: i.opts.excludeStandby, staleAfter: i.opts.staleAfter, strict: *i.opts.strict,
+		guardShare: i.opts.guardShare}
 }
 
 func (i *Instancer) setState(st *state) {
@@ -399,6 +404,21 @@ func (i *Instancer) offerLocked() {
 }
 
 // recordChanges counts changes and tells the change func, outside the lock.
+// recordGuard logs and counts the mass-removal guard engaging or
+// disengaging.
+func (i *Instancer) recordGuard(g *guardChange) {
+	if g == nil {
+		return
+	}
+	if g.engaged {
+		i.m.guard.Add(context.Background(), 1, i.m.set)
+		i.logger.Log("stale_guard", "engaged", "reason", g.reason, "held", g.held)
+		return
+	}
+	i.m.guard.Add(context.Background(), -1, i.m.set)
+	i.logger.Log("stale_guard", "disengaged", "reason", g.reason)
+}
+
 func (i *Instancer) recordChanges(cs []Change) {
 	for _, c := range cs {
 		i.m.event(c.Kind)

@@ -219,7 +219,7 @@ func FuzzParseDirect(f *testing.F) {
 			t.Fatalf("record %+v from subject %q sequence %q", r, subj, seq)
 		}
 		// A record feeds a load like any other.
-		l := newBook("svc", LayoutDotted).newLoad()
+		l := newBook("svc", LayoutDotted, false).newLoad()
 		l.add(r)
 	})
 }

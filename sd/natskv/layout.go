@@ -2,6 +2,7 @@ package natskv
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/aegis-sdk/kitnats/internal/names"
@@ -55,10 +56,33 @@ func (l Layout) validateService(service string) error {
 	if err := ValidateServiceName(service); err != nil {
 		return err
 	}
-	if l == LayoutAegis && strings.Contains(service, "__") {
-		return &names.Error{Kind: names.Service, Name: service, Reason: `contains "__", the aegis layout's separator`}
+	if l == LayoutAegis {
+		return validateAegisService(service)
 	}
 	return nil
+}
+
+// validateAegisService applies the AegisSDK's rules for service names on
+// top of kitnats' own (ValidateServiceName): ^[a-zA-Z][a-zA-Z0-9_-]*[a-zA-Z0-9]$,
+// at most 64 bytes, and lower-case, since the AegisSDK lower-cases the names
+// it registers under (an upper-case name would be a service its clients
+// never find). So: at least 2 characters, no trailing '_' or '-', no "__"
+// (the layout's separator).
+func validateAegisService(service string) error {
+	var reason string
+	switch last := service[len(service)-1]; {
+	case len(service) < 2:
+		reason = "shorter than 2 characters, the AegisSDK's minimum"
+	case last == '_' || last == '-':
+		reason = "ends with " + strconv.QuoteRune(rune(last)) + ", which the AegisSDK refuses"
+	case strings.ToLower(service) != service:
+		reason = "has upper-case letters; the AegisSDK registers lower-case names"
+	case strings.Contains(service, "__"):
+		reason = `contains "__", the aegis layout's separator`
+	default:
+		return nil
+	}
+	return &names.Error{Kind: names.Service, Name: service, Reason: reason}
 }
 
 func (l Layout) validateInstance(instance string) error {
@@ -97,8 +121,9 @@ func (l Layout) match(service, key string) (instance string, ours bool) {
 		return "", false
 	}
 	rest := key[len(p):]
-	if l == LayoutAegis && strings.Contains(rest, "__") {
-		// A service whose name extends ours ("svc__x"): not ours.
+	if l == LayoutAegis && (strings.Contains(rest, "__") || strings.HasPrefix(rest, "_")) {
+		// A service whose name extends ours ("svc__x", or "svc_", whose
+		// keys start "svc___"): not ours. Instance IDs never start with '_'.
 		return "", false
 	}
 	if l == LayoutDotted && strings.Contains(rest, ".") {
@@ -121,8 +146,19 @@ func (l Layout) serviceOf(key string) (service string, ok bool) {
 	if !found {
 		return "", false
 	}
-	service, _, found = strings.Cut(rest, sep)
-	if !found || service == "" {
+	n := strings.Index(rest, sep)
+	if n < 0 {
+		return "", false
+	}
+	if l == LayoutAegis {
+		// In a run of underscores the separator is the last two: instance
+		// IDs never start with '_' ("svc_" + "__" + "a" is "svc___a").
+		for n+2 < len(rest) && rest[n+2] == '_' {
+			n++
+		}
+	}
+	service = rest[:n]
+	if service == "" {
 		return "", false
 	}
 	return service, true

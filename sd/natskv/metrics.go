@@ -18,6 +18,9 @@ const (
 	MetricStaleDropped = "kitnats.registry.stale_dropped"  // counter: instances dropped for an old heartbeat
 	MetricRestarts     = "kitnats.registry.watch.restarts" // counter: watches rebuilt after a failure
 	MetricListDuration = "kitnats.registry.list.duration"  // histogram (s): one re-list in polling mode
+	// MetricStaleGuard is an up-down counter per service: 1 while the
+	// mass-removal guard holds staleness (WithStaleGuard), 0 otherwise.
+	MetricStaleGuard = "kitnats.registry.stale_guard.engaged"
 )
 
 type metrics struct {
@@ -27,6 +30,7 @@ type metrics struct {
 	skipped  metric.Int64Counter
 	stale    metric.Int64Counter
 	restarts metric.Int64Counter
+	guard    metric.Int64UpDownCounter
 	listDur  metric.Float64Histogram
 	reg      metric.Registration
 }
@@ -45,6 +49,7 @@ func newMetrics(mp metric.MeterProvider, service string, healthy func() int64) *
 	ms.skipped, _ = m.Int64Counter(MetricSkipped, metric.WithDescription("Malformed registry entries skipped."))
 	ms.stale, _ = m.Int64Counter(MetricStaleDropped, metric.WithDescription("Instances dropped because their heartbeat was too old."))
 	ms.restarts, _ = m.Int64Counter(MetricRestarts, metric.WithDescription("Registry watches rebuilt after a failure."))
+	ms.guard, _ = m.Int64UpDownCounter(MetricStaleGuard, metric.WithDescription("1 while the mass-removal guard keeps stale instances of a service."))
 	ms.listDur, _ = m.Float64Histogram(MetricListDuration, metric.WithUnit("s"), metric.WithDescription("Time to re-list a service in polling mode."))
 	gauge, err := m.Int64ObservableGauge(MetricInstances, metric.WithDescription("Healthy instances of a service."))
 	if err == nil {

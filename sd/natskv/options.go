@@ -83,6 +83,8 @@ type instancerOptions struct {
 	onChange       func(Change)
 	watchHeartbeat time.Duration // 0: not set, DefaultWatchHeartbeat
 	readyWait      time.Duration // < 0: not set, DefaultReadyWait
+	strict         *bool         // nil: not set, strict on LayoutAegis only
+	guardShare     float64       // < 0: not set, DefaultStaleGuardShare; 0: no guard
 }
 
 // commonOption is an Option: it sets commonOptions, whichever constructor
@@ -230,15 +232,64 @@ func WithRetryWait(d time.Duration) Option {
 	})
 }
 
-// WithStaleAfter sets how old an instance's last write may be before an
-// Instancer stops offering it. It is what notices a crash on a bucket
-// without expiry markers. The default (also what 0 asks for) is the TTL (3
+// WithStaleAfter sets how old an instance's record may be before an
+// Instancer stops offering it. The age is the time since the server stored
+// the record's latest write (its stream timestamp, or when a live change
+// reached the Instancer), not the lastHeartbeat the record carries: a peer
+// with a wrong clock is neither kept nor dropped for it. It is what notices
+// a crash on a bucket without expiry markers. The default (also what 0 asks for) is the TTL (3
 // heartbeats unless WithTTL says otherwise); on a bucket with markers it is
 // the TTL rounded up to a whole second plus one, so that the server's expiry
 // normally comes first. A negative value disables the check.
 func WithStaleAfter(d time.Duration) InstancerOption {
 	return instancerOption(func(o *instancerOptions) error {
 		o.staleAfter = d
+		return nil
+	})
+}
+
+// WithStrictRecords sets whether an Instancer reads records as the Python
+// AegisSDK reader does (strict) or as leniently as it can. Strict decoding
+// accepts camelCase or snake_case field names and a heartbeat time with any
+// offset ("Z" too), and refuses what the AegisSDK reader refuses: an unknown
+// top-level key, a null or non-object metadata, a version that is not
+// MAJOR.MINOR.PATCH, a field of the wrong type. Refused records are skipped
+// and counted (ChangeSkipped), so that a kitnats client and a Python client
+// of the same bucket see the same fleet. Lenient decoding ignores unknown
+// keys, reads a null metadata as empty and takes any non-empty version.
+// Default: strict on LayoutAegis, lenient on LayoutDotted. Instancers share
+// a watch only if they agree on it.
+func WithStrictRecords(strict bool) InstancerOption {
+	return instancerOption(func(o *instancerOptions) error {
+		o.strict = &strict
+		return nil
+	})
+}
+
+// DefaultStaleGuardShare is the share of a service's live instances that
+// may go stale at once before the mass-removal guard holds them
+// (WithStaleGuard): Envoy's default panic threshold.
+const DefaultStaleGuardShare = 0.5
+
+// WithStaleGuard sets the mass-removal guard: when the registry itself looks
+// unhealthy, staleness stops removing instances. It looks unhealthy when
+// more than share of a service's live instances (and at least 2) go stale
+// at the same moment — their last writes within a third of the staleness
+// threshold of each other, as when a stream leader election or an outage
+// stops every heartbeat at once — and just after a lost watch is rebuilt;
+// while the watch is down nothing goes stale anyway. The guard holds for at
+// most the staleness threshold (WithStaleAfter) from when it engaged, then
+// staleness applies again, so a fleet that really died is dropped in the
+// end. Explicit deletes and expiry markers remove at once, guard or not.
+// Engaging and disengaging is logged and counted (MetricStaleGuard).
+// Default DefaultStaleGuardShare (0.5); 0 disables the guard. It must be
+// in [0, 1].
+func WithStaleGuard(share float64) InstancerOption {
+	return instancerOption(func(o *instancerOptions) error {
+		if !(share >= 0 && share <= 1) {
+			return invalid("WithStaleGuard", "share %v is not in [0, 1]", share)
+		}
+		o.guardShare = share
 		return nil
 	})
 }

@@ -2,6 +2,7 @@ package natskv
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -39,6 +40,9 @@ func TestBadOptionsRefused(t *testing.T) {
 		{name: "zone with a NUL", reg: []RegistrarOption{WithZone("eu\x001")}, in: "WithZone"},
 		{name: "zone not UTF-8", reg: []RegistrarOption{WithZone("eu\xff")}, in: "WithZone"},
 		{name: "zone too long", reg: []RegistrarOption{WithZone(strings.Repeat("z", 256))}, in: "WithZone"},
+		{name: "negative stale guard", ins: []InstancerOption{WithStaleGuard(-0.1)}, in: "WithStaleGuard"},
+		{name: "stale guard over 1", ins: []InstancerOption{WithStaleGuard(1.5)}, in: "WithStaleGuard"},
+		{name: "NaN stale guard", ins: []InstancerOption{WithStaleGuard(math.NaN())}, in: "WithStaleGuard"},
 		{name: "zero poll interval", ins: []InstancerOption{WithPolling(0)}, in: "WithPolling"},
 		{name: "negative ready wait", ins: []InstancerOption{WithReadyWait(-time.Second)}, in: "WithReadyWait"},
 		{name: "negative poll interval", ins: []InstancerOption{WithPolling(-time.Second)}, in: "WithPolling"},

@@ -50,6 +50,29 @@ type stateConfig struct {
 	format         func(Instance) string // the published string; "" leaves the instance out
 	excludeStandby bool
 	staleAfter     time.Duration // ≤ 0: nothing goes stale
+	strict         bool          // records decoded as the AegisSDK reader does (WithStrictRecords)
+	// guardShare: staleness removes nothing while more than this share of
+	// the live instances would go stale at once (WithStaleGuard); 0: no
+	// guard.
+	guardShare float64
+}
+
+// guardMin is the fewest instances going stale together that can engage
+// the mass-removal guard: one instance going silent is a crash, not a
+// registry failure.
+const guardMin = 2
+
+// guardWindow is how close to the staleness threshold an instance's last
+// write must be to count as going stale "at the same moment" as one past
+// it: a third of staleAfter, about one heartbeat with the default TTL of
+// three heartbeats (writes of a fleet are spread over one heartbeat).
+func guardWindow(staleAfter time.Duration) time.Duration { return staleAfter / 3 }
+
+// guardChange is a change of the mass-removal guard an update reports.
+type guardChange struct {
+	engaged bool
+	reason  string
+	held    int // instances kept that staleness would have removed
 }
 
 // update is what one operation on a state did: the changes to report (to
@@ -58,6 +81,7 @@ type stateConfig struct {
 type update struct {
 	changes []Change
 	publish bool
+	guard   *guardChange // the mass-removal guard engaged or disengaged
 }
 
 // entry is one decoded record. It is never modified once stored: a new
@@ -91,6 +115,7 @@ func (s *snapshot) get(str string) (*Instance, bool) {
 type book struct {
 	service string
 	layout  Layout
+	strict  bool              // decode as the AegisSDK reader does
 	prefix  string            // what the service's keys start with
 	entries map[string]*entry // by instance ID (the key less the prefix)
 	// skipped: the malformed records held under a key of the service, by
@@ -103,10 +128,14 @@ type book struct {
 	live   bool
 	loaded bool  // a full set was loaded once
 	err    error // why the feed is down, while !live after a load
+	// rebuilt: when a full set last replaced a loaded one (a rebuilt
+	// watch, a re-list): the ages it brings are the outage's, not the
+	// instances'.
+	rebuilt time.Time
 }
 
-func newBook(service string, l Layout) *book {
-	return &book{service: service, layout: l, prefix: l.servicePrefix(service), entries: map[string]*entry{}}
+func newBook(service string, l Layout, strict bool) *book {
+	return &book{service: service, layout: l, strict: strict, prefix: l.servicePrefix(service), entries: map[string]*entry{}}
 }
 
 // key is the key of an instance ID.
@@ -206,6 +235,9 @@ func (b *book) replace(l *load, now time.Time) []Change {
 		c.Instance = Instance{}
 		b.skipped[c.Key] = c // the key's latest skip
 	}
+	if b.loaded && !b.live {
+		b.rebuilt = now // a lost feed's first full set again
+	}
 	b.live, b.loaded, b.err = true, true, nil
 	return cs
 }
@@ -225,10 +257,20 @@ type state struct {
 	seq  uint64
 	strs []string
 	err  error
+
+	// The mass-removal guard: engaged since guardSince, for guardReason.
+	guardOn     bool
+	guardSince  time.Time
+	guardReason string
 }
 
+// guarded reports whether the mass-removal guard is engaged.
+func (s *state) guarded() bool { return s.guardOn }
+
 // newState is a state over a book of its own.
-func newState(cfg stateConfig) *state { return newView(newBook(cfg.service, cfg.layout), cfg) }
+func newState(cfg stateConfig) *state {
+	return newView(newBook(cfg.service, cfg.layout, cfg.strict), cfg)
+}
 
 // newView is a state over b, which may be shared. Until joined or fed it
 // has published nothing.
@@ -290,8 +332,9 @@ func (s *state) replace(l *load, now time.Time) update {
 // reloaded re-publishes after a full set replaced the book, cs being what
 // it changed.
 func (s *state) reloaded(cs []Change, now time.Time) update {
-	cs = append(cs, s.markStale(now)...)
-	return update{changes: cs, publish: s.publish(s.seq == 0 || s.err != nil)}
+	stale, g := s.markStale(now)
+	cs = append(cs, stale...)
+	return update{changes: cs, publish: s.publish(s.seq == 0 || s.err != nil), guard: g}
 }
 
 // joined starts a state over a book that may already hold a full set: it
@@ -315,11 +358,11 @@ func (s *state) tick(now time.Time) update {
 	if s.cfg.staleAfter <= 0 || !s.book.live {
 		return update{}
 	}
-	cs := s.markStale(now)
+	cs, g := s.markStale(now)
 	if len(cs) == 0 {
-		return update{}
+		return update{guard: g}
 	}
-	return update{changes: cs, publish: s.publish(false)}
+	return update{changes: cs, publish: s.publish(false), guard: g}
 }
 
 // lost says the feed failed: subscribers get the error once per outage and
@@ -343,13 +386,35 @@ func (s *state) failed(err error) update {
 // that just went stale, by key. An entry that is written again is a new
 // entry, not stale.
 //
-// It is the one place staleness removes instances: a guard against mass
-// removal (when the registry itself looks unhealthy) belongs here.
-func (s *state) markStale(now time.Time) []Change {
+// It is the one place staleness removes instances, and so where the
+// mass-removal guard (WithStaleGuard) holds them: when the registry itself
+// looks unhealthy — more than guardShare of the live instances going stale
+// at once (their last writes within guardWindow of each other's threshold),
+// or a full set that just replaced a lost feed's — nothing goes stale. The
+// guard holds for at most staleAfter from when it engaged; then staleness
+// applies again, so that a fleet that really died is dropped in the end.
+// Explicit deletes and expiry markers are not staleness: they remove at
+// once, guard or not. g reports the guard engaging or disengaging.
+func (s *state) markStale(now time.Time) (cs []Change, g *guardChange) {
 	if s.cfg.staleAfter <= 0 || !s.book.live {
-		return nil
+		return nil, nil
 	}
-	var cs []Change
+	// The first set is judged as it is: records already old when first
+	// seen are not a fleet that stopped at once.
+	if reason, held := s.guardReasonAt(now); reason != "" && s.seq > 0 {
+		if !s.guardOn {
+			s.guardOn, s.guardSince, s.guardReason = true, now, reason
+			g = &guardChange{engaged: true, reason: reason, held: held}
+		}
+		if now.Sub(s.guardSince) <= s.cfg.staleAfter {
+			return nil, g
+		}
+		// Held long enough: judge staleness again, guard still reported
+		// engaged until the registry looks healthy.
+	} else if s.guardOn {
+		s.guardOn = false
+		g = &guardChange{reason: s.guardReason}
+	}
 	for id, e := range s.book.entries {
 		stale := now.Sub(e.seen) > s.cfg.staleAfter
 		was := s.stale[id] == e
@@ -370,7 +435,39 @@ func (s *state) markStale(now time.Time) []Change {
 		}
 	}
 	slices.SortFunc(cs, byKey)
-	return cs
+	return cs, g
+}
+
+// guardReasonAt says why the mass-removal guard should hold staleness at
+// now ("" when it should not), and how many instances it would keep.
+func (s *state) guardReasonAt(now time.Time) (reason string, held int) {
+	if s.cfg.guardShare <= 0 {
+		return "", 0
+	}
+	window := guardWindow(s.cfg.staleAfter)
+	live, going, soon := 0, 0, 0
+	for id, e := range s.book.entries {
+		if s.stale[id] == e {
+			continue // already stale: not live
+		}
+		live++
+		switch age := now.Sub(e.seen); {
+		case age > s.cfg.staleAfter:
+			going++
+		case age > s.cfg.staleAfter-window:
+			soon++
+		}
+	}
+	if going == 0 {
+		return "", 0
+	}
+	if !s.book.rebuilt.IsZero() && now.Sub(s.book.rebuilt) <= window {
+		return "registry watch rebuilt", going
+	}
+	if n := going + soon; n >= guardMin && float64(n) > s.cfg.guardShare*float64(live) {
+		return fmt.Sprintf("%d of %d live instances going stale at once", n, live), going
+	}
+	return "", 0
 }
 
 type pair struct {
@@ -475,7 +572,7 @@ func (b *book) fold(entries map[string]*entry, r record) (Change, bool) {
 		delete(entries, instID)
 		return Change{Kind: r.op, Key: b.key(instID), Instance: old.inst, Revision: r.rev}, true
 	}
-	inst, err := DecodeInstance(r.data)
+	inst, err := decodeInstance(r.data, b.strict)
 	if err == nil && (inst.ServiceName != b.service || inst.InstanceID != instID) {
 		err = &RecordError{Err: fmt.Errorf("%w: key %s holds %s/%s", ErrKeyMismatch, r.key, inst.ServiceName, inst.InstanceID)}
 	}

@@ -372,3 +372,220 @@ func FuzzStateApply(f *testing.F) {
 		}
 	})
 }
+
+// Strict books skip (and report) what the AegisSDK reader drops; lenient
+// ones offer it. The aegis layout's matching leaves keys of "svc_" (which
+// start "svc___") to no Instancer of "svc".
+func TestStateStrictRecords(t *testing.T) {
+	const hb = `"lastHeartbeat":"2025-08-08T05:02:34Z"`
+	recs := map[string]string{
+		"ok":      `{"serviceName":"svc","instanceId":"ok","version":"1.0.0","status":"ACTIVE",` + hb + `,"metadata":{}}`,
+		"extra":   `{"serviceName":"svc","instanceId":"extra","version":"1.0.0","status":"ACTIVE",` + hb + `,"metadata":{},"zone":"a"}`,
+		"nullmd":  `{"serviceName":"svc","instanceId":"nullmd","version":"1.0.0","status":"ACTIVE",` + hb + `,"metadata":null}`,
+		"version": `{"serviceName":"svc","instanceId":"version","version":"1.0","status":"ACTIVE",` + hb + `}`,
+	}
+	for _, tc := range []struct {
+		layout  Layout
+		strict  bool
+		offered []string
+		skipped int
+	}{
+		{LayoutDotted, false, []string{"extra", "nullmd", "ok", "version"}, 0},
+		{LayoutDotted, true, []string{"ok"}, 3},
+		{LayoutAegis, true, []string{"ok"}, 3},
+		{LayoutAegis, false, []string{"extra", "nullmd", "ok", "version"}, 0},
+	} {
+		t.Run(fmt.Sprintf("%v strict=%v", tc.layout, tc.strict), func(t *testing.T) {
+			s := newState(stateConfig{service: "svc", layout: tc.layout, strict: tc.strict,
+				format: func(i Instance) string { return i.InstanceID }})
+			var rs []record
+			for id, data := range recs {
+				k, err := tc.layout.Key("svc", id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				rs = append(rs, record{key: k, op: ChangeUpdated, data: []byte(data), rev: uint64(len(rs) + 1), seen: at(0)})
+			}
+			if tc.layout == LayoutAegis {
+				// A record of service "svc_": not ours, not even skipped.
+				other := putIn("svc_", "x", 9, 0)
+				other.key = "service-instances__svc___x"
+				rs = append(rs, other)
+			}
+			u := replace(0, rs...)(s)
+			skipped := 0
+			for _, c := range u.changes {
+				if c.Kind == ChangeSkipped {
+					skipped++
+				}
+			}
+			if !slices.Equal(s.event().Instances, tc.offered) || skipped != tc.skipped {
+				t.Fatalf("offered %v, skipped %d (%+v); want %v, %d", s.event().Instances, skipped, u.changes, tc.offered, tc.skipped)
+			}
+			// Live changes are judged the same way.
+			k, _ := tc.layout.Key("svc", "extra")
+			u = s.apply(record{key: k, op: ChangeUpdated, data: []byte(recs["extra"]), rev: 20, seen: at(1)})
+			if want := ChangeUpdated; tc.strict {
+				want = ChangeSkipped
+				if len(u.changes) != 1 || u.changes[0].Kind != want {
+					t.Fatalf("live: %+v, want %v", u.changes, want)
+				}
+			}
+		})
+	}
+}
+
+func TestAegisServiceNames(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		aegis, ok bool // valid on the aegis layout; on the dotted one
+	}{
+		{"go-echo", true, true},
+		{"go_echo2", true, true},
+		{"ab", true, true},
+		{strings.Repeat("a", 64), true, true},
+		{strings.Repeat("a", 65), false, false},
+		{"g", false, true},
+		{"Go-Echo", false, true},
+		{"go_echo_", false, true},
+		{"go-echo-", false, true},
+		{"go__echo", false, true},
+		{"1go", false, false},
+	} {
+		for _, l := range []Layout{LayoutAegis, LayoutDotted} {
+			want := tc.ok
+			if l == LayoutAegis {
+				want = tc.aegis
+			}
+			_, kerr := l.Key(tc.name, "i-1")
+			inst := Instance{ServiceName: tc.name, InstanceID: "i-1", Version: "1.0.0"}
+			_, rerr := NewRegistrar(fakeBucket(true), inst, nil, WithLayout(l))
+			for what, err := range map[string]error{"Key": kerr, "NewRegistrar": rerr} {
+				if (err == nil) != want || (err != nil && !errors.Is(err, ErrInvalidName)) {
+					t.Errorf("%v %s(%q): %v, want valid=%v", l, what, tc.name, err, want)
+				}
+			}
+			if want {
+				continue // a valid Instancer would start reading the fake bucket
+			}
+			// Names are checked before the bucket is used.
+			if _, ierr := NewInstancer(fakeBucket(true), tc.name, nil, WithLayout(l)); !errors.Is(ierr, ErrInvalidName) {
+				t.Errorf("%v NewInstancer(%q): %v, want ErrInvalidName", l, tc.name, ierr)
+			}
+		}
+	}
+	// The key of "svc_" is nobody's on the aegis layout: not "svc"'s.
+	if _, ours := LayoutAegis.match("svc", "service-instances__svc___x"); ours {
+		t.Error(`match("svc") claims a key of "svc_"`)
+	}
+	if s, ok := LayoutAegis.serviceOf("service-instances__svc___x"); !ok || s != "svc_" {
+		t.Errorf("serviceOf = %q, %v", s, ok)
+	}
+}
+
+// The mass-removal guard: staleness removes one silent instance at once,
+// and holds a fleet whose heartbeats stop together (or the ages a rebuilt
+// watch brings) for at most staleAfter; deletes and expiry markers remove
+// at once, guard or not.
+func TestStaleGuard(t *testing.T) {
+	type gstep struct {
+		name  string
+		do    func(*state) update
+		want  []string // the offered set after the step
+		guard string   // "engaged", "disengaged" or "" (no change)
+	}
+	at0 := func(ids ...string) []record {
+		var rs []record
+		for n, id := range ids {
+			rs = append(rs, put(id, uint64(n+1), 0))
+		}
+		return rs
+	}
+	for _, tc := range []struct {
+		name  string
+		share float64
+		steps []gstep
+	}{
+		{name: "one of three goes silent: removed", share: 0.5, steps: []gstep{
+			{do: replace(0, at0("a", "b", "c")...), want: set("a", "b", "c")},
+			{do: apply(put("b", 4, 2)), want: set("a", "b", "c")},
+			{do: apply(put("c", 5, 2)), want: set("a", "b", "c")},
+			{do: tick(3.5), want: set("b", "c")},
+		}},
+		{name: "three stop within a heartbeat: held, released by writes", share: 0.5, steps: []gstep{
+			{do: replace(0.6, put("a", 1, 0), put("b", 2, 0.3), put("c", 3, 0.6)), want: set("a", "b", "c")},
+			{name: "a past, b and c close", do: tick(3.1), want: set("a", "b", "c"), guard: "engaged"},
+			{do: tick(4), want: set("a", "b", "c")},
+			{do: apply(put("a", 4, 4.2)), want: set("a", "b", "c")},
+			{do: apply(put("b", 5, 4.2)), want: set("a", "b", "c")},
+			{do: apply(put("c", 6, 4.2)), want: set("a", "b", "c")},
+			{do: tick(4.5), want: set("a", "b", "c"), guard: "disengaged"},
+		}},
+		{name: "held for at most staleAfter", share: 0.5, steps: []gstep{
+			{do: replace(0, at0("a", "b", "c")...), want: set("a", "b", "c")},
+			{do: tick(3.1), want: set("a", "b", "c"), guard: "engaged"},
+			{do: tick(6.0), want: set("a", "b", "c")},
+			{do: tick(6.2), want: set()},
+			{do: tick(6.5), want: set(), guard: "disengaged"},
+		}},
+		{name: "deletes and expiry markers remove while held", share: 0.5, steps: []gstep{
+			{do: replace(0, at0("a", "b", "c")...), want: set("a", "b", "c")},
+			{do: tick(3.1), want: set("a", "b", "c"), guard: "engaged"},
+			{do: apply(removal("a", ChangeExpired, 7, 3.2)), want: set("b", "c")},
+			{do: apply(removal("b", ChangeDeleted, 8, 3.3)), want: set("c")},
+			{name: "one left, alone: no mass", do: tick(3.4), want: set(), guard: "disengaged"},
+		}},
+		{name: "two of two held", share: 0.5, steps: []gstep{
+			{do: replace(0, at0("a", "b")...), want: set("a", "b")},
+			{do: tick(3.1), want: set("a", "b"), guard: "engaged"},
+		}},
+		{name: "one of one removed", share: 0.5, steps: []gstep{
+			{do: replace(0, at0("a")...), want: set("a")},
+			{do: tick(3.1), want: set()},
+		}},
+		{name: "half of four is not more than half", share: 0.5, steps: []gstep{
+			{do: replace(0, at0("a", "b", "c", "d")...), want: set("a", "b", "c", "d")},
+			{do: apply(put("c", 5, 2.5)), want: set("a", "b", "c", "d")},
+			{do: apply(put("d", 6, 2.5)), want: set("a", "b", "c", "d")},
+			{do: tick(3.1), want: set("c", "d")},
+		}},
+		{name: "guard off", share: 0, steps: []gstep{
+			{do: replace(0, at0("a", "b", "c")...), want: set("a", "b", "c")},
+			{do: tick(3.1), want: set()},
+		}},
+		{name: "a rebuilt watch's ages are held a moment", share: 0.5, steps: []gstep{
+			{do: replace(0, at0("a", "b", "c")...), want: set("a", "b", "c")},
+			{do: lost(errFeed), want: set("a", "b", "c")},
+			{name: "c silent since 0, a and b written during the outage",
+				do: replace(5, put("a", 4, 4.5), put("b", 5, 4.5), put("c", 3, 0)), want: set("a", "b", "c"), guard: "engaged"},
+			{do: tick(6.1), want: set("a", "b"), guard: "disengaged"},
+		}},
+		{name: "the first set is judged as it is", share: 0.5, steps: []gstep{
+			{do: replace(10, at0("a", "b", "c")...), want: set()},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newState(stateConfig{service: "svc", layout: LayoutDotted, format: func(i Instance) string { return i.InstanceID },
+				staleAfter: 3 * time.Second, guardShare: tc.share})
+			for n, st := range tc.steps {
+				u := st.do(s)
+				if have := s.snapshot().strs; !slices.Equal(have, st.want) {
+					t.Fatalf("step %d %s: offered %q, want %q (changes %+v)", n, st.name, have, st.want, u.changes)
+				}
+				g := ""
+				if u.guard != nil {
+					g = map[bool]string{true: "engaged", false: "disengaged"}[u.guard.engaged]
+				}
+				if g != st.guard {
+					t.Fatalf("step %d %s: guard %q (%+v), want %q", n, st.name, g, u.guard, st.guard)
+				}
+				if g == "engaged" && u.guard.reason == "" {
+					t.Fatalf("step %d: engaged without a reason", n)
+				}
+				if s.guarded() != (g == "engaged" || (g == "" && s.guarded())) {
+					t.Fatalf("step %d: guarded() = %v", n, s.guarded())
+				}
+			}
+		})
+	}
+}

@@ -38,6 +38,7 @@ type watcherKey struct {
 	bucket string
 	layout Layout
 	hb     time.Duration
+	strict bool // WithStrictRecords: a book decodes one way
 }
 
 var watchers = struct {
@@ -103,7 +104,7 @@ func acquireWatcher(b *Bucket, o *instancerOptions, logger log.Logger) *watcher 
 	if t := reflect.TypeOf(b.js); t != nil && t.Comparable() {
 		conn = b.js
 	}
-	k := watcherKey{conn: conn, bucket: b.Name(), layout: o.layout, hb: o.watchHeartbeat}
+	k := watcherKey{conn: conn, bucket: b.Name(), layout: o.layout, hb: o.watchHeartbeat, strict: *o.strict}
 	watchers.Lock()
 	defer watchers.Unlock()
 	w := watchers.m[k]
@@ -187,7 +188,7 @@ func (w *watcher) join(i *Instancer) {
 	f := w.follows[i.service]
 	created := f == nil
 	if created {
-		f = &follow{service: i.service, book: newBook(i.service, w.layout)}
+		f = &follow{service: i.service, book: newBook(i.service, w.layout, w.key.strict)}
 		w.follows[i.service] = f
 	}
 	i.setState(newView(f.book, i.stateConfig()))
@@ -243,7 +244,7 @@ func (i *Instancer) queue(batch []viewUpdate, u update, logErr error) []viewUpda
 		i.isReady = true
 		close(i.ready)
 	}
-	if i.stopped || (len(u.changes) == 0 && !u.publish && logErr == nil) {
+	if i.stopped || (len(u.changes) == 0 && !u.publish && logErr == nil && u.guard == nil) {
 		return batch
 	}
 	i.cb.Add(1)
@@ -262,6 +263,7 @@ func deliver(mu *sync.Mutex, batch []viewUpdate) {
 		if vu.logErr != nil {
 			vu.v.logger.Log("err", vu.logErr)
 		}
+		vu.v.recordGuard(vu.u.guard)
 		vu.v.recordChanges(vu.u.changes)
 	}
 	mu.Lock()
@@ -377,6 +379,11 @@ func (w *watcher) staleLoop() {
 				for _, v := range f.views {
 					if sa := v.opts.staleAfter; sa > 0 {
 						batch = w.add(batch, v, v.st.tick(now), nil)
+						if v.st.guarded() {
+							// Held entries are past their time: judge
+							// them again next tick.
+							next = now.Add(w.tickEvery)
+						}
 						for _, e := range f.book.entries {
 							if at := e.seen.Add(sa); at.After(now) && at.Before(next) {
 								next = at
