@@ -376,12 +376,8 @@ func DecodeResponseEnvelope(data []byte) (*ResponseEnvelope, EnvelopeFormat, err
 // decodeRequestJSON reads a JSON request; valid says data is known to be
 // valid JSON already.
 func decodeRequestJSON(data []byte, r *RequestEnvelope, valid bool) error {
-	each := eachMember
-	if valid {
-		each = eachValidMember
-	}
 	hasMethod := false
-	err := each(data, func(k, v []byte) error {
+	member := func(k, v []byte) error {
 		var err error
 		switch string(k) {
 		case keyMessageID:
@@ -410,7 +406,13 @@ func decodeRequestJSON(data []byte, r *RequestEnvelope, valid bool) error {
 			err = badEnvelope(EnvelopeJSON, "unknown key "+strconv.Quote(string(k)))
 		}
 		return err
-	})
+	}
+	var err error
+	if valid {
+		err = eachValidMember(data, member)
+	} else {
+		err = eachMember(data, member)
+	}
 	if err != nil {
 		return err
 	}
