@@ -3,6 +3,8 @@ package natskv_test
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -142,6 +144,98 @@ func TestClusterNodeLossManyViews(t *testing.T) {
 	}
 	t.Logf("100 views current %v after the node stopped", time.Since(stopped))
 	if err := c.Node(node).StartAgain(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A stream leader election is a registry failure, not a fleet failure: with
+// short heartbeats (1 s, TTL 3 s), the bucket's stream leader killed, the
+// Instancer's set never drops a live instance. Every event's set is
+// recorded and must hold all three. (The registry half of issue 8's
+// evidence: no RPC load runs here.)
+func TestClusterLeaderLossKeepsLiveInstances(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test skipped in -short mode")
+	}
+	c := natstest.StartCluster(t, 3)
+	ctx := ctxT(t)
+	js := natstest.JetStream(t, natstest.Connect(t, c.URL()))
+	var b *natskv.Bucket
+	eventually(t, "create R3 bucket", func() (err error) {
+		b, err = natskv.CreateBucket(ctx, js, natskv.BucketConfig{Replicas: 3})
+		return err
+	})
+	liveness := natskv.Options(natskv.WithHeartbeat(time.Second), natskv.WithTTL(3*time.Second))
+	ids := []string{"a", "b", "c"}
+	for _, id := range ids {
+		// Each instance its own connection, like separate processes.
+		rb, err := natskv.BindBucket(ctx, natstest.JetStream(t, natstest.Connect(t, c.URL())), b.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		register(t, rb, inst("svc", id), liveness)
+	}
+	ib, err := natskv.BindBucket(ctx, natstest.JetStream(t, natstest.Connect(t, c.URL())), b.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var changes []natskv.Change
+	i := newInstancer(t, ib, "svc", liveness, natskv.WithChangeFunc(func(ch natskv.Change) {
+		mu.Lock()
+		changes = append(changes, ch)
+		mu.Unlock()
+	}))
+	ch := subscribe(t, i)
+	waitSet(t, ch, ids...)
+
+	var leader string
+	eventually(t, "find the stream leader", func() error {
+		s, err := js.Stream(ctx, "KV_"+b.Name())
+		if err != nil {
+			return err
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.Cluster == nil || info.Cluster.Leader == "" {
+			return fmt.Errorf("no leader")
+		}
+		leader = info.Cluster.Leader
+		return nil
+	})
+	t.Logf("stopping %s, the stream leader", leader)
+	c.Node(leader).Stop()
+	// Watch the set for longer than the TTL and the staleness threshold
+	// together, while the cluster elects a leader and writes resume.
+	var events, errs int
+	until := time.After(10 * time.Second)
+	for done := false; !done; {
+		select {
+		case ev := <-ch:
+			if ev.Err != nil {
+				errs++ // a lost watch: subscribers keep their set
+				continue
+			}
+			events++
+			if !slices.Equal(ev.Instances, ids) {
+				mu.Lock()
+				t.Errorf("the set dropped a live instance: %v (changes so far: %+v)", ev.Instances, changes)
+				mu.Unlock()
+			}
+		case <-until:
+			done = true
+		}
+	}
+	mu.Lock()
+	kinds := map[natskv.ChangeKind]int{}
+	for _, c := range changes {
+		kinds[c.Kind]++
+	}
+	mu.Unlock()
+	t.Logf("after the leader loss: %d events, %d error events, changes by kind %v", events, errs, kinds)
+	if err := c.Node(leader).StartAgain(); err != nil {
 		t.Fatal(err)
 	}
 }
