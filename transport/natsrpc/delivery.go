@@ -59,16 +59,17 @@ type route struct {
 	stats   *EndpointStats
 }
 
-// deliveryBuffer sizes a method's channel: about 32 MiB of the largest
-// messages the server accepts, between 64 and 1024 messages. Readers keep
-// it near empty; it absorbs what arrives within a watchdog tick or two.
-// Messages over it are dropped by nats.go and counted (EndpointStats
-// "dropped"); their callers time out.
+// deliveryBuffer sizes a method's channel: 256 messages, or as many of the
+// largest messages the server accepts as fit in 64 MiB when that is more,
+// up to 4096. Readers keep it near empty; it absorbs a burst that arrives
+// while every reader is in a handler, until the watchdog adds one (a tick
+// or two). Messages over it are dropped by nats.go and counted
+// (EndpointStats "dropped"); their callers time out.
 func deliveryBuffer(maxPayload int64) int {
 	if maxPayload <= 0 {
 		return 256
 	}
-	return int(min(max(32<<20/maxPayload, 64), 1024))
+	return int(min(max(64<<20/maxPayload, 256), 4096))
 }
 
 // start runs one reader per method, and the watchdog.

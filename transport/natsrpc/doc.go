@@ -118,12 +118,12 @@
 // worker freed goes to its own method if that fell under its reserve,
 // otherwise round robin to the methods with requests waiting.
 //
-// Memory. Per method, the server holds at most its channel (about 32 MiB of
-// the largest messages the NATS server accepts, 64 to 1024 messages;
-// beyond it nats.go drops and counts), its queue (ServiceMaxPending), and
-// the requests running (ServiceMaxConcurrent in all); goroutines are the
-// running handlers plus an idle reader per method and the watchdog. A
-// panic becomes a 500 reply.
+// Memory. Per method, the server holds at most its channel (256 messages,
+// or as many of the largest the NATS server accepts as fit in 64 MiB, up
+// to 4096; beyond it nats.go drops and counts), its queue
+// (ServiceMaxPending), and the requests running (ServiceMaxConcurrent in
+// all); goroutines are the running handlers plus an idle reader per method
+// and the watchdog. A panic becomes a 500 reply.
 //
 // Shutdown unsubscribes the queue group first, so the NATS server routes
 // new requests to other instances at once, serves every request already
