@@ -205,6 +205,20 @@ func (p *Probe) Check(patterns ...string) *PermissionError {
 	return pe
 }
 
+// Refused is the connection's last error when it is a refusal of one of
+// patterns, however old: for an operation that failed without a Probe, on
+// a connection that never did what it tried.
+func Refused(nc *nats.Conn, patterns ...string) *PermissionError {
+	if nc == nil {
+		return nil
+	}
+	pe := Parse(nc.LastError())
+	if pe == nil || (len(patterns) > 0 && !matchAny(patterns, pe.Subject)) {
+		return nil
+	}
+	return pe
+}
+
 // same compares two errors without panicking on uncomparable ones.
 func same(a, b error) bool {
 	if a == nil || b == nil {

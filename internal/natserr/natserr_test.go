@@ -187,6 +187,20 @@ func TestDoAgainstServer(t *testing.T) {
 		t.Error("a new probe reports an old violation")
 	}
 
+	// Refused reads the last error, however old.
+	if err := nc.Publish("denied.z", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if pe := natserr.Refused(nc, "denied.>"); pe == nil || pe.Subject != "denied.z" {
+		t.Errorf("Refused: %v", pe)
+	}
+	if pe := natserr.Refused(nc, "allowed.>"); pe != nil {
+		t.Errorf("Refused of another subject: %v", pe)
+	}
+
 	// JetStream API request without permission for it.
 	js, err := jetstream.New(nc)
 	if err != nil {

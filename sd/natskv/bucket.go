@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/aegis-sdk/kitnats/internal/natserr"
 )
 
 // DefaultBucket is the bucket AegisSDK services register in.
@@ -149,10 +151,10 @@ func CreateBucket(ctx context.Context, js jetstream.JetStream, cfg BucketConfig)
 			kvc.LimitMarkerTTL = time.Second // the server's resolution
 		}
 	}
-	kv, err := js.CreateKeyValue(ctx, kvc)
+	kv, err := createKV(ctx, js, kvc)
 	if errors.Is(err, jetstream.ErrLimitMarkerTTLNotSupported) {
 		kvc.LimitMarkerTTL = 0
-		kv, err = js.CreateKeyValue(ctx, kvc)
+		kv, err = createKV(ctx, js, kvc)
 	}
 	if errors.Is(err, jetstream.ErrBucketExists) {
 		existing, berr := BindBucket(ctx, js, cfg.Name)
@@ -193,11 +195,27 @@ func BindBucket(ctx context.Context, js jetstream.JetStream, name string) (*Buck
 	if err := validateBucketName(name); err != nil {
 		return nil, err
 	}
-	kv, err := js.KeyValue(ctx, name)
+	var kv jetstream.KeyValue
+	err := natserr.Do(ctx, js.Conn(), []string{apiPrefix(js) + "STREAM.INFO.KV_" + name, natserr.InboxPattern(js.Conn())},
+		func(ctx context.Context) (err error) {
+			kv, err = js.KeyValue(ctx, name)
+			return err
+		})
 	if err != nil {
 		return nil, fmt.Errorf("natskv: bind bucket %s: %w", name, err)
 	}
 	return bind(ctx, js, kv)
+}
+
+// createKV is js.CreateKeyValue, which reports a refused JetStream API
+// request (it asks for account info, then creates the stream) as a
+// *PermissionError as soon as the server refuses it.
+func createKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (kv jetstream.KeyValue, err error) {
+	err = natserr.Do(ctx, js.Conn(), []string{apiPrefix(js) + ">", natserr.InboxPattern(js.Conn())}, func(ctx context.Context) error {
+		kv, err = js.CreateKeyValue(ctx, cfg)
+		return err
+	})
+	return kv, err
 }
 
 func bind(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue) (*Bucket, error) {

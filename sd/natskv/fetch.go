@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/aegis-sdk/kitnats/internal/natserr"
 )
 
 // fetchTimeout bounds a direct get; past it the service is scanned with a
@@ -27,6 +29,7 @@ type fetchOp struct {
 	token string
 	load  *load // filled by the reply goroutine only
 	timer *time.Timer
+	probe *natserr.Probe // the server refusing the get
 }
 
 // directRequest is the body of a batched direct get ("multi_last").
@@ -47,6 +50,7 @@ func (w *watcher) startFetch(f *follow) {
 	op.token = strconv.FormatUint(w.nextFetch, 36)
 	w.fetches[op.token] = op
 	body, _ := json.Marshal(directRequest{MultiLast: w.filters([]string{f.service}, false)})
+	op.probe = natserr.NewProbe(w.b.js.Conn())
 	err := w.b.js.Conn().PublishMsg(&nats.Msg{
 		Subject: w.api + "DIRECT.GET." + w.b.stream(),
 		Reply:   w.inbox + "." + op.token,
@@ -119,6 +123,9 @@ func (w *watcher) directFailed(op *fetchOp, err error) {
 	}
 	w.dropFetch(op)
 	if op.f.fetch == op {
+		if pe := op.probe.Check(w.api + "DIRECT.GET." + w.b.stream()); pe != nil {
+			err = pe
+		}
 		w.logger.Log("service", op.f.service, "direct", err, "then", "scan")
 		w.scanLater(op)
 	}

@@ -103,6 +103,7 @@ type Instancer struct {
 	stopped bool
 	isReady bool
 	ready   chan struct{} // closed when a set is first published
+	refusal refusal       // the server refused the watch (or listing)
 
 	// WithPolling
 	ctx     context.Context
@@ -124,9 +125,11 @@ var (
 // after it returns gets the set before Register returns. When the registry
 // cannot be read within the wait it returns all the same, without error,
 // and subscribers get the set once it is in; NewInstancerContext fails
-// instead. It takes the Options shared with NewRegistrar (WithLayout,
-// WithHeartbeat, WithTTL, WithRetryWait) and its own InstancerOptions. Stop
-// it when done.
+// instead. When the NATS server refuses the watch for lack of a permission
+// before the set is in, it fails at once with an error matching
+// ErrPermission that names the permission (a *PermissionError). It takes
+// the Options shared with NewRegistrar (WithLayout, WithHeartbeat, WithTTL,
+// WithRetryWait) and its own InstancerOptions. Stop it when done.
 func NewInstancer(b *Bucket, service string, logger log.Logger, opts ...InstancerOption) (*Instancer, error) {
 	i, err := newInstancer(b, service, logger, opts)
 	if err != nil {
@@ -135,22 +138,30 @@ func NewInstancer(b *Bucket, service string, logger log.Logger, opts ...Instance
 	if d := i.opts.readyWait; d > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), d)
 		defer cancel()
-		i.waitReady(ctx)
+		if err := i.waitReady(ctx); errors.Is(err, ErrPermission) {
+			i.Stop()
+			return nil, fmt.Errorf("natskv: %s: %w", service, err)
+		}
 	}
 	return i, nil
 }
 
 // NewInstancerContext is NewInstancer that waits for the service's current
-// set as long as ctx allows, and fails when it ends first: the Instancer is
-// stopped and the error wraps ctx's. It ignores WithReadyWait.
+// set as long as ctx allows, and fails when it ends first (the Instancer is
+// stopped and the error wraps ctx's) or when the server refuses the watch
+// for lack of a permission (the error matches ErrPermission). It ignores
+// WithReadyWait.
 func NewInstancerContext(ctx context.Context, b *Bucket, service string, logger log.Logger, opts ...InstancerOption) (*Instancer, error) {
 	i, err := newInstancer(b, service, logger, opts)
 	if err != nil {
 		return nil, err
 	}
-	if !i.waitReady(ctx) {
+	if err := i.waitReady(ctx); err != nil {
 		i.Stop()
-		return nil, fmt.Errorf("natskv: %s: no set before the context ended: %w", service, ctx.Err())
+		if errors.Is(err, ErrPermission) {
+			return nil, fmt.Errorf("natskv: %s: %w", service, err)
+		}
+		return nil, fmt.Errorf("natskv: %s: no set before the context ended: %w", service, err)
 	}
 	return i, nil
 }
@@ -187,6 +198,7 @@ func newInstancer(b *Bucket, service string, logger log.Logger, opts []Instancer
 		logger:  log.With(logger, "component", "natskv.Instancer", "service", service),
 		opts:    o,
 		ready:   make(chan struct{}),
+		refusal: refusal{ch: make(chan struct{})},
 	}
 	i.m = newMetrics(o.meter, service, func() int64 { return int64(len(i.snapshot().list)) })
 	if o.polling {
@@ -224,13 +236,22 @@ func (i *Instancer) snapshot() *snapshot {
 	return &snapshot{}
 }
 
-// waitReady waits for the first set, and reports whether it came.
-func (i *Instancer) waitReady(ctx context.Context) bool {
+// waitReady waits for the first set: nil when it came, the server's
+// refusal of the watch (a *PermissionError) if that came first, or ctx's
+// error.
+func (i *Instancer) waitReady(ctx context.Context) error {
 	select {
 	case <-i.ready:
-		return true
+		return nil
+	case <-i.refusal.ch:
+		select {
+		case <-i.ready:
+			return nil
+		default:
+			return i.refusal.err
+		}
 	case <-ctx.Done():
-		return false
+		return ctx.Err()
 	}
 }
 

@@ -2,11 +2,14 @@ package natskv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/aegis-sdk/kitnats/internal/natserr"
 )
 
 // pollLoop is discovery WithPolling: the AegisSDK's cached listing, re-read
@@ -46,7 +49,12 @@ func (i *Instancer) relist() error {
 	i.mu.Lock()
 	l := i.st.newLoad()
 	i.mu.Unlock()
-	err := func() error {
+	nc := i.b.js.Conn()
+	api := apiPrefix(i.b.js)
+	// nats.go's KV watch: a push consumer on an inbox, with flow control.
+	refusals := []string{api + "CONSUMER.CREATE." + i.b.stream() + ".>", api + "CONSUMER.DELETE." + i.b.stream() + ".*",
+		"$JS.FC." + i.b.stream() + ".>", natserr.InboxPattern(nc)}
+	err := natserr.Do(ctx, nc, refusals, func(ctx context.Context) error {
 		w, err := i.b.kv.WatchFiltered(ctx, []string{i.opts.layout.watchFilter(i.service)}, jetstream.IgnoreDeletes())
 		if err != nil {
 			return err
@@ -67,7 +75,7 @@ func (i *Instancer) relist() error {
 				l.add(record{key: e.Key(), op: ChangeUpdated, data: e.Value(), rev: e.Revision(), seen: e.Created()})
 			}
 		}
-	}()
+	})
 	i.m.listDur.Record(context.Background(), time.Since(start).Seconds(), i.m.set)
 	if err != nil {
 		if i.ctx.Err() != nil {
@@ -77,7 +85,10 @@ func (i *Instancer) relist() error {
 		i.mu.Lock()
 		u := i.st.lost(err)
 		i.mu.Unlock()
-		i.emit(u, err)
+		i.emit(u, err) // logged, and told to subscribers
+		if pe := (*PermissionError)(nil); errors.As(err, &pe) {
+			i.refused(pe)
+		}
 		return err
 	}
 	i.mu.Lock()

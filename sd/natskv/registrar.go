@@ -11,6 +11,8 @@ import (
 	"github.com/go-kit/log"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/aegis-sdk/kitnats/internal/natserr"
 )
 
 // ErrClosed is returned by a Registrar's calls after Close.
@@ -155,7 +157,7 @@ func (r *Registrar) DeregisterContext(ctx context.Context) error {
 		r.mu.Lock()
 		r.registered = false
 		r.mu.Unlock()
-		if err := r.b.kv.Delete(ctx, r.key); err != nil {
+		if err := r.guard(ctx, func(ctx context.Context) error { return r.b.kv.Delete(ctx, r.key) }); err != nil {
 			return fmt.Errorf("natskv: deregister %s: %w", r.key, err)
 		}
 		return nil
@@ -236,15 +238,18 @@ func (r *Registrar) writeRecord(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if r.ttl > 0 {
-		// A KV Put drops the key's TTL; publishing to the key's subject
-		// with Nats-TTL renews it on every heartbeat.
-		msg := nats.NewMsg(r.b.subject(r.key))
-		msg.Data = data
-		_, err = r.b.js.PublishMsg(ctx, msg, jetstream.WithMsgTTL(r.ttl))
-	} else {
-		_, err = r.b.kv.Put(ctx, r.key, data)
-	}
+	err = r.guard(ctx, func(ctx context.Context) (err error) {
+		if r.ttl > 0 {
+			// A KV Put drops the key's TTL; publishing to the key's
+			// subject with Nats-TTL renews it on every heartbeat.
+			msg := nats.NewMsg(r.b.subject(r.key))
+			msg.Data = data
+			_, err = r.b.js.PublishMsg(ctx, msg, jetstream.WithMsgTTL(r.ttl))
+		} else {
+			_, err = r.b.kv.Put(ctx, r.key, data)
+		}
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("natskv: write %s: %w", r.key, err)
 	}
@@ -285,7 +290,19 @@ func (r *Registrar) loop(ctx context.Context, done chan struct{}, retrySoon bool
 			}
 			r.logger.Log("action", "heartbeat", "err", err)
 			next = r.opts.retryWait
+			if errors.Is(err, ErrPermission) {
+				next = r.opts.heartbeat // not transient: retry at the heartbeat's pace
+			}
 		}
 		t.Reset(next)
 	}
+}
+
+// guard runs a write of the record: a refusal by the server (the user may
+// not publish to the key's subject, or not receive JetStream's ack on its
+// inbox) is returned as a *PermissionError as soon as it is reported,
+// instead of the write's timeout.
+func (r *Registrar) guard(ctx context.Context, write func(context.Context) error) error {
+	nc := r.b.js.Conn()
+	return natserr.Do(ctx, nc, []string{r.b.subject(r.key), natserr.InboxPattern(nc)}, write)
 }

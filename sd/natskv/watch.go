@@ -2,12 +2,14 @@ package natskv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/aegis-sdk/kitnats/internal/backoff"
+	"github.com/aegis-sdk/kitnats/internal/natserr"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -27,6 +29,13 @@ type session struct {
 	loads    map[*follow]*load // the initial values, until they are all in
 	filtered []string          // the services the consumer's filter names, sorted
 	whole    bool              // the consumer's filter is the whole registry
+	probe    *natserr.Probe    // refusals by the server since the session started
+}
+
+// refused is the server's refusal of what the session's consumer needs —
+// its pull requests, its inbox — since the session started, if any.
+func (s *session) refused(w *watcher, nc *nats.Conn) *PermissionError {
+	return s.probe.Check(w.api+"CONSUMER.MSG.NEXT."+w.b.stream()+".*", natserr.InboxPattern(nc))
 }
 
 // fail ends the session from any goroutine; the watch loop rebuilds it.
@@ -79,7 +88,8 @@ func (w *watcher) watchLoop() {
 		}
 		s, err := w.startSession()
 		if err != nil {
-			w.failWith(fmt.Errorf("%w: %w", ErrWatchLost, err))
+			w.failWith(fmt.Errorf("%w: %w", ErrWatchLost, err)) // logged, and told to subscribers
+			w.refuse(err)
 			// Retry soon (a restarted server's JetStream is up moments
 			// after its client port), backing off to retryWait.
 			w.mu.Lock()
@@ -123,8 +133,12 @@ func (w *watcher) watchLoop() {
 				w.stopSession(s, true)
 				break running
 			case err := <-s.failed:
+				if pe := s.refused(w, w.b.js.Conn()); pe != nil {
+					err = pe // what the heartbeats went missing for
+				}
 				w.stopSession(s, true)
 				w.failWith(fmt.Errorf("%w: %w", ErrWatchLost, err))
+				w.refuse(err)
 				break running
 			case st := <-status:
 				switch st {
@@ -244,7 +258,14 @@ func (w *watcher) startSession() (*session, error) {
 	w.mu.Unlock()
 	ctx, cancel := w.request(max(4*w.hb, 2*time.Second))
 	defer cancel()
-	cons, err := w.b.js.CreateConsumer(ctx, w.b.stream(), s.cfg)
+	nc := w.b.js.Conn()
+	s.probe = natserr.NewProbe(nc)
+	var cons jetstream.Consumer
+	err := natserr.Do(ctx, nc, []string{w.api + "CONSUMER.CREATE." + w.b.stream() + ".>", natserr.InboxPattern(nc)},
+		func(ctx context.Context) (err error) {
+			cons, err = w.b.js.CreateConsumer(ctx, w.b.stream(), s.cfg)
+			return err
+		})
 	if err != nil {
 		w.dropSession(s)
 		return nil, err
@@ -255,6 +276,17 @@ func (w *watcher) startSession() (*session, error) {
 		jetstream.PullHeartbeat(w.hb),
 		jetstream.PullExpiry(max(4*w.hb, time.Second)),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) { s.fail(err) }))
+	if err == nil && nc != nil {
+		// Consume has subscribed its inbox and sent its first pull
+		// request: the server reports a refusal of either before it
+		// answers a flush.
+		if ferr := nc.FlushWithContext(ctx); ferr == nil {
+			if pe := s.refused(w, nc); pe != nil {
+				cc.Stop()
+				err = pe
+			}
+		}
+	}
 	if err != nil {
 		w.dropSession(s)
 		w.deleteConsumer(s.cfg.Name)
@@ -298,7 +330,15 @@ func (w *watcher) deleteConsumer(name string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	_ = w.b.js.DeleteConsumer(ctx, w.b.stream(), name)
+	nc := w.b.js.Conn()
+	err := natserr.Do(ctx, nc, []string{w.api + "CONSUMER.DELETE." + w.b.stream() + ".*", natserr.InboxPattern(nc)},
+		func(ctx context.Context) error { return w.b.js.DeleteConsumer(ctx, w.b.stream(), name) })
+	if errors.Is(err, ErrPermission) {
+		// Harmless (the server drops the consumer after its inactive
+		// threshold), but the user's permissions are not what they
+		// should be.
+		w.logger.Log("consumer", name, "delete", err)
+	}
 }
 
 // finishInit makes a session's initial values the books and publishes every
