@@ -1,7 +1,6 @@
 package natsrpc
 
 import (
-	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,9 +41,7 @@ type pool struct {
 	refuse func(j *job, code int, msg string) // replies an error without running j
 	drop   func(j *job)                       // j's deadline passed before it ran
 
-	held     atomic.Int64  // queued or running
-	draining atomic.Bool   // someone waits in wait for held to reach 0
-	idle     chan struct{} // signalled when held drops to 0 while draining
+	held atomic.Int64 // queued or running
 }
 
 // lane is one method's share of the pool.
@@ -82,7 +79,6 @@ func newPool(max, pending, methods int, refuse func(*job, int, string), drop fun
 		lanes:   make([]*lane, methods),
 		refuse:  refuse,
 		drop:    drop,
-		idle:    make(chan struct{}, 1),
 	}
 	p.unmet = p.reserve * methods
 	for i := range p.lanes {
@@ -233,26 +229,7 @@ func (l *lane) pop() *job {
 }
 
 func (p *pool) finished() {
-	if p.held.Add(-1) == 0 && p.draining.Load() {
-		select {
-		case p.idle <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// wait returns once no admitted request is queued or running, or with
-// ctx.Err() when ctx ends first.
-func (p *pool) wait(ctx context.Context) error {
-	p.draining.Store(true)
-	for p.held.Load() > 0 {
-		select {
-		case <-p.idle:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return nil
+	p.held.Add(-1)
 }
 
 // stop refuses every queued request and every later one with
