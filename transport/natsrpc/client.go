@@ -13,6 +13,8 @@ import (
 	"github.com/go-kit/kit/sd"
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/aegis-sdk/kitnats/internal/natserr"
 )
 
 // DefaultTimeout bounds a call whose context has no deadline.
@@ -42,7 +44,12 @@ type ClientResponseFunc func(ctx context.Context, reply *nats.Msg) context.Conte
 //   - *Error for a reply with an error status (Business for
 //     endpoint.Failer errors; Retryable only for CodeUnavailable);
 //   - *PayloadError before sending a message over the connection's max
-//     payload.
+//     payload;
+//   - *CallError wrapping a *PermissionError (ErrPermission) when the
+//     server refused the request's subject or the reply's inbox for lack
+//     of a permission: not retryable. A client watches for a refusal until
+//     a call of it has had a reply; a permission revoked after that (by a
+//     configuration reload) shows as timeouts.
 type Client struct {
 	nc      *nats.Conn
 	subject string
@@ -54,6 +61,12 @@ type Client struct {
 	prop    propagation.TextMapPropagator
 	closed  atomic.Bool
 	aegis   aegisConfig // AegisSDK envelopes, Factory's addressing (aegis.go)
+	// proven: a call has had a reply, so the user may publish to the
+	// subject and receive on its inbox; calls stop watching for refusals.
+	// Until then one call at a time watches (probing); the others check
+	// the connection's last error when they fail.
+	proven  atomic.Bool
+	probing atomic.Bool
 	// reuse: nothing outside this package sees the request message (the
 	// encoder is EncodeJSONRequest, no ClientBefore, the W3C propagator),
 	// so its message and header map are recycled once sent.
@@ -221,9 +234,27 @@ func (c *Client) call(ctx context.Context, request any) (any, error) {
 		}
 	}
 
-	reply, err := c.nc.RequestMsgWithContext(ctx, msg)
+	var reply *nats.Msg
+	var err error
+	switch {
+	case c.proven.Load():
+		reply, err = c.nc.RequestMsgWithContext(ctx, msg)
+	case c.probing.CompareAndSwap(false, true):
+		reply, err = c.guardedRequest(ctx, msg)
+		c.probing.Store(false)
+	default:
+		reply, err = c.nc.RequestMsgWithContext(ctx, msg)
+		if err != nil && !c.proven.Load() {
+			if pe := natserr.Refused(c.nc, msg.Subject, natserr.InboxPattern(c.nc)); pe != nil {
+				err = pe
+			}
+		}
+	}
 	if err != nil {
 		return nil, c.mapErr(ctx, err, msgSize(msg))
+	}
+	if !c.proven.Load() {
+		c.proven.Store(true)
 	}
 	if len(reply.Header) > 0 {
 		if e, _ := DecodeError(reply.Header); e != nil {
@@ -274,8 +305,22 @@ var (
 	errDecode = errors.New("decode response")
 )
 
+// guardedRequest is the request, ended as soon as the server reports
+// refusing its subject or the connection's inbox (a *PermissionError)
+// rather than at its deadline.
+func (c *Client) guardedRequest(ctx context.Context, msg *nats.Msg) (reply *nats.Msg, err error) {
+	err = natserr.Do(ctx, c.nc, []string{msg.Subject, natserr.InboxPattern(c.nc)}, func(ctx context.Context) (err error) {
+		reply, err = c.nc.RequestMsgWithContext(ctx, msg)
+		return err
+	})
+	return reply, err
+}
+
 func (c *Client) mapErr(ctx context.Context, err error, size int64) error {
+	var pe *PermissionError
 	switch {
+	case errors.As(err, &pe):
+		return &CallError{Subject: c.subject, Err: pe}
 	case errors.Is(err, nats.ErrNoResponders):
 		return &CallError{Subject: c.subject, Err: ErrNoResponders}
 	case errors.Is(err, nats.ErrConnectionDraining):

@@ -122,6 +122,11 @@ func (s *Service) deliver(m *method, msg *nats.Msg) {
 		e = &m.eps[1]
 	}
 	e.stats.requests.Add(1)
+	if reservedReply(msg.Reply) {
+		e.stats.Rejected.Add(1)
+		s.log("msg", "request not served: its reply subject is reserved to NATS", "subject", msg.Subject, "reply", msg.Reply)
+		return
+	}
 	j := &job{srv: m.srv, stats: e.stats, lane: m.lane, msg: msg}
 	if !s.arrive(j) || !s.pool.admit(j) {
 		return

@@ -132,6 +132,9 @@ func (s *Service) subscribeDiscovery() error {
 			}
 			body := v.body
 			sub, err := s.nc.Subscribe(subject, func(m *nats.Msg) {
+				if reservedReply(m.Reply) {
+					return
+				}
 				if err := m.Respond(body()); err != nil {
 					s.log("msg", "discovery reply failed", "subject", m.Subject, "err", err)
 				}

@@ -45,6 +45,10 @@
 //     errors (errors.Is(err, ErrBusiness)); Retryable() only for 503; a 504
 //     matches context.DeadlineExceeded.
 //   - *PayloadError (ErrPayloadTooLarge): over the connection's max payload, not sent.
+//   - *CallError with a *PermissionError (ErrPermission): the server refused the
+//     request's subject or the reply's inbox for lack of a permission, not retryable
+//     (found until a call of the client has had a reply, at once rather than at the
+//     deadline).
 //   - *EnvelopeError (errors.Is(err, ErrRemote)): an AegisSDK envelope reply with
 //     success false and its message, not retryable; or a standby's NOT_ACTIVE answer
 //     (errors.Is(err, ErrNotActive)), Retryable.
@@ -128,4 +132,14 @@
 // Shutdown unsubscribes the queue group first, so the NATS server routes
 // new requests to other instances at once, serves every request already
 // delivered, and returns when they are replied.
+//
+// Replies. A caller chooses the subject a reply goes to. A request whose
+// reply subject starts with '$' — reserved to NATS's own APIs: $JS, $KV,
+// $O, $SRV, $SYS — is neither run nor answered (EndpointStats.Rejected),
+// and neither is such a $SRV discovery request: no inbox starts with '$',
+// and a reply there would be a write chosen by the caller, made with the
+// service's permissions (on a connection that may write the instance's
+// registry key, over its record). Package permissions has the NATS
+// permissions a Service needs; NewService fails with a *PermissionError
+// when the server refuses one of its subscriptions.
 package natsrpc

@@ -12,6 +12,8 @@ import (
 	"github.com/go-kit/log"
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/aegis-sdk/kitnats/internal/natserr"
 )
 
 // DefaultMaxConcurrent is how many requests a Service handles at once unless
@@ -92,7 +94,9 @@ type EndpointStats struct {
 	Malformed atomic.Uint64 `json:"-"` // malformed deadline headers (ignored)
 	// Rejected counts requests refused with 503 without running the
 	// handler: the method's queue was full or would outlast the caller's
-	// deadline, or the service was shutting down.
+	// deadline, or the service was shutting down; and requests not run
+	// and not answered because their reply subject is reserved to NATS
+	// (see the package doc, Replies).
 	Rejected atomic.Uint64 `json:"-"`
 	// Expired counts requests dropped without running the handler because
 	// their deadline passed before they could run. Those with the caller's
@@ -229,7 +233,9 @@ func ServiceMetadata(m map[string]string) ServiceOption {
 // waits until the NATS server has the subscriptions (so a request sent once
 // it returns is routed here), and returns the running service. ctx bounds
 // that wait only; stop the service with Shutdown. methods maps method names
-// to their servers; it is not kept.
+// to their servers; it is not kept. A subscription the server refuses for
+// lack of a permission fails it with an error matching ErrPermission that
+// names the subject (a *PermissionError).
 func NewService(ctx context.Context, nc *nats.Conn, service, instance string, methods map[string]*Server, opts ...ServiceOption) (*Service, error) {
 	if nc == nil {
 		return nil, ErrNilConn
@@ -302,14 +308,28 @@ func NewService(ctx context.Context, nc *nats.Conn, service, instance string, me
 		})
 	}
 
+	// The server refuses a subscription by telling the connection so
+	// before it answers the flush's ping; the connection keeps the last
+	// refusal only, so the endpoints are checked before discovery.
+	probe := natserr.NewProbe(nc)
+	flushed := func() error {
+		if ferr := flush(ctx, nc); ferr != nil {
+			return fmt.Errorf("natsrpc: subscribe %s: %w", service, ferr)
+		}
+		if pe := probe.Check("rpc."+service+".>", "$SRV.>"); pe != nil {
+			return fmt.Errorf("natsrpc: serve %s: %w", service, pe)
+		}
+		return nil
+	}
 	err = s.subscribe()
+	if err == nil {
+		err = flushed()
+	}
 	if err == nil {
 		err = s.subscribeDiscovery()
 	}
 	if err == nil {
-		if ferr := flush(ctx, nc); ferr != nil {
-			err = fmt.Errorf("natsrpc: subscribe %s: %w", service, ferr)
-		}
+		err = flushed()
 	}
 	if err != nil {
 		s.unsubscribe()
