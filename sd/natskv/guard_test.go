@@ -84,3 +84,39 @@ func TestStaleGuardHoldsAFleetThatStopsAtOnce(t *testing.T) {
 		t.Fatalf("%s = %d after disengaging", natskv.MetricStaleGuard, have)
 	}
 }
+
+// An Instancer stopped while its guard is engaged counts itself out of
+// MetricStaleGuard.
+func TestStaleGuardMetricAfterStop(t *testing.T) {
+	_, b := newBucket(t, natskv.BucketConfig{NoMarkers: true})
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer mp.Shutdown(context.Background())
+	hb := 100 * time.Millisecond
+	var rs []*natskv.Registrar
+	for _, id := range []string{"x", "y"} {
+		rs = append(rs, register(t, b, inst("svc", id), natskv.WithHeartbeat(hb)))
+	}
+	glog := &guardLog{}
+	// A threshold long enough that the guard is still engaged at Stop.
+	i, err := natskv.NewInstancer(b, "svc", log.Logger(glog), natskv.WithHeartbeat(hb),
+		natskv.WithStaleAfter(time.Second), natskv.WithMeterProvider(mp), natskv.WithReadyWait(waitFor))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := subscribe(t, i)
+	waitSet(t, ch, "x", "y")
+	for _, r := range rs {
+		r.Close()
+	}
+	eventually(t, "guard engaged", func() error {
+		if lines := glog.get(); len(lines) == 0 {
+			return fmt.Errorf("no guard log")
+		}
+		return nil
+	})
+	i.Stop() // engaged or, on a slow machine, already released: 0 either way
+	if have := counter(t, reader, natskv.MetricStaleGuard); have != 0 {
+		t.Fatalf("%s = %d after Stop (log %v)", natskv.MetricStaleGuard, have, glog.get())
+	}
+}

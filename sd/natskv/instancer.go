@@ -89,7 +89,8 @@ type Instancer struct {
 	opts    instancerOptions
 	m       *metrics
 
-	w        *watcher // nil WithPolling
+	w        *watcher    // nil WithPolling
+	guardOn  atomic.Bool // MetricStaleGuard counts this Instancer's guard
 	stopOnce sync.Once
 	cb       sync.WaitGroup // deliveries of changes in progress
 
@@ -336,6 +337,9 @@ func (i *Instancer) Stop() {
 			s.stop()
 		}
 		i.cb.Wait()
+		if i.guardOn.Swap(false) {
+			i.m.guard.Add(context.Background(), -1, i.m.set) // a stopped Instancer holds nothing
+		}
 		i.m.close()
 		if i.w != nil {
 			i.w.release()
@@ -432,11 +436,15 @@ func (i *Instancer) recordGuard(g *guardChange) {
 		return
 	}
 	if g.engaged {
-		i.m.guard.Add(context.Background(), 1, i.m.set)
+		if !i.guardOn.Swap(true) {
+			i.m.guard.Add(context.Background(), 1, i.m.set)
+		}
 		i.logger.Log("stale_guard", "engaged", "reason", g.reason, "held", g.held)
 		return
 	}
-	i.m.guard.Add(context.Background(), -1, i.m.set)
+	if i.guardOn.Swap(false) {
+		i.m.guard.Add(context.Background(), -1, i.m.set)
+	}
 	i.logger.Log("stale_guard", "disengaged", "reason", g.reason)
 }
 
