@@ -42,7 +42,7 @@ func Example() {
 	defer svc.Shutdown(context.Background())
 	registrar, _ := natskv.NewRegistrar(bucket, natskv.Instance{
 		ServiceName: "greeter", InstanceID: "greeter-1", Version: "1.0.0",
-	}, nil)
+	}, nil, natskv.WithInstanceSubjects())
 	registrar.Register()
 	defer registrar.Deregister()
 

@@ -53,7 +53,7 @@ func startInstance(ctx context.Context, url string, bucket *natskv.Bucket, id st
 
 	in.registrar, err = natskv.NewRegistrar(bucket, natskv.Instance{
 		ServiceName: service, InstanceID: id, Version: "1.0.0", Status: natskv.StatusActive,
-	}, nil, liveness)
+	}, nil, liveness, natskv.WithInstanceSubjects())
 	if err == nil {
 		err = in.registrar.RegisterContext(ctx)
 	}

@@ -69,7 +69,8 @@ type commonOptions struct {
 
 type registrarOptions struct {
 	commonOptions
-	zone string // "": not set
+	zone             string // "": not set
+	instanceSubjects bool
 }
 
 type instancerOptions struct {
@@ -408,6 +409,30 @@ func WithZone(zone string) RegistrarOption {
 			return invalid("WithZone", "%v", err)
 		}
 		o.zone = zone
+		return nil
+	})
+}
+
+// MetadataRPC and RPCInstance are the metadata entry with which an instance
+// says it answers natsrpc's instance-addressed subjects
+// (rpc.{service}.{method}.{instance}): "kitnats.rpc": "instance". They equal
+// natsrpc.MetadataRPC and natsrpc.RPCInstance (this package does not import
+// the transport). A client whose natsrpc.Factory has ClientMetadata calls such
+// an instance on its own subject, and any other instance — a Python AegisSDK
+// one — on the service-wide queue subject in AegisSDK envelopes.
+const (
+	MetadataRPC = "kitnats.rpc"
+	RPCInstance = "instance"
+)
+
+// WithInstanceSubjects makes a Registrar write MetadataRPC: RPCInstance into
+// its record, saying that the instance is served by a natsrpc.Service (which
+// answers instance subjects). Pass it for instances that run one; without it
+// clients that follow the metadata reach the instance through the
+// service-wide queue subject only.
+func WithInstanceSubjects() RegistrarOption {
+	return registrarOption(func(o *registrarOptions) error {
+		o.instanceSubjects = true
 		return nil
 	})
 }

@@ -64,6 +64,9 @@ func NewRegistrar(b *Bucket, inst Instance, logger log.Logger, opts ...Registrar
 	if o.zone != "" {
 		inst.Metadata[MetadataZone] = o.zone
 	}
+	if o.instanceSubjects {
+		inst.Metadata[MetadataRPC] = RPCInstance
+	}
 	probe := inst
 	probe.LastHeartbeat = time.Now()
 	if err := probe.Validate(); err != nil {
