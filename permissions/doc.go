@@ -80,10 +80,10 @@
 // # An operator (cmd/kitnats)
 //
 // A client's registry reads (ls and check scan the bucket with a consumer,
-// watch runs Instancers and lists keys), plus $JS.API.STREAM.NAMES (to name
-// the account's buckets when --bucket is not one) and $SRV.> (micro
-// discovery requests, for `nats micro`), and rpc.S.> for each service it
-// may call (AllServices: rpc.>). Subscribe: P.>.
+// watch runs Instancers and lists keys), plus $SRV.> (micro discovery
+// requests, for `nats micro ls|info|stats`), and rpc.S.> for each service
+// it may call (AllServices: rpc.>). Subscribe: P.>. Nothing of another
+// bucket: kitnats --bucket OTHER is refused, and says so.
 //
 // # Why no allow_responses
 //

@@ -334,9 +334,8 @@ func (t Template) Client(services ...string) (*Permissions, error) {
 }
 
 // Operator is the permissions of the operators' CLI (cmd/kitnats): read the
-// registry (ls, watch, check), list the account's buckets when one is not
-// found, ask services for their micro discovery, and call the services
-// given (AllServices: every one; none: no calls).
+// registry (ls, watch, check), ask services for their micro discovery, and
+// call the services given (AllServices: every one; none: no calls).
 func (t Template) Operator(services ...string) (*Permissions, error) {
 	bucket, err := t.bucket()
 	if err != nil {
@@ -353,7 +352,6 @@ func (t Template) Operator(services ...string) (*Permissions, error) {
 	p := &Permissions{Role: "operator"}
 	p.Publish = readBucket(bucket)
 	p.Publish = append(p.Publish,
-		Rule{Subject: jsAPI + "STREAM.NAMES", Why: "name the account's buckets when --bucket is not one of them"},
 		Rule{Subject: "$SRV.>", Why: "NATS micro discovery requests (nats micro ls|info|stats), answered by the services"})
 	p.Publish = append(p.Publish, cs...)
 	p.Subscribe = []Rule{inbox(in)}

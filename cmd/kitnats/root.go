@@ -110,7 +110,7 @@ Exit status: 0 success; 1 failure (a failed call, a problem found by check);
 	pf.DurationVar(&a.heartbeat, "heartbeat", natskv.DefaultHeartbeat, "the registrars' heartbeat interval")
 	pf.DurationVar(&a.ttl, "ttl", 0, "the registrars' record TTL (default 3 heartbeats)")
 	pf.DurationVar(&a.staleAfter, "stale-after", 0, "age of a record's last write past which clients stop offering it (default: from --ttl, as clients derive it; negative: never)")
-	root.AddCommand(a.lsCommand(), a.watchCommand(), a.callCommand(), a.checkCommand())
+	root.AddCommand(a.lsCommand(), a.watchCommand(), a.callCommand(), a.checkCommand(), a.permsCommand())
 	return root
 }
 
