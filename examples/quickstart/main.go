@@ -12,10 +12,12 @@
 // registry drops it when its lease expires.
 //
 // By default everything runs on an embedded NATS server; -nats points it at
-// an existing server or cluster instead:
+// an existing server or cluster instead, with -creds, -nkey, -user and
+// -password, -token, -tls-cert/-tls-key/-tls-ca for an authenticated one:
 //
 //	go run ./examples/quickstart
 //	go run ./examples/quickstart -nats nats://127.0.0.1:4222
+//	go run ./examples/quickstart -nats tls://nats.example.com:4222 -creds demo.creds
 package main
 
 import (
@@ -102,7 +104,7 @@ func run(cfg config) error {
 	// heartbeats and leases keep the demo brisk (defaults: 10 s and 30 s).
 	// natskv.ReconnectOptions: back within ~0.2 s of a restarted server,
 	// where nats.go's defaults wait up to 2 s.
-	nc, err := nats.Connect(url, append(natskv.ReconnectOptions(), nats.Name("quickstart-client"))...)
+	nc, err := nats.Connect(url, append(append(natskv.ReconnectOptions(), nats.Name("quickstart-client")), authOptions()...)...)
 	if err != nil {
 		return err
 	}
