@@ -144,5 +144,7 @@
 // hold exactly these permissions, show that each entry is needed (without
 // it the server refuses a step of the chain), and that a service instance
 // cannot write another's key, a client cannot write the registry, and a
-// missing permission is reported as the typed error.
+// missing permission is reported as the typed error. They run with users
+// of a server's configuration (user and password) and, as JWT permissions,
+// with users of operator mode connecting with creds files.
 package permissions

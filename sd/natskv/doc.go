@@ -87,6 +87,14 @@
 // a nil func, an unknown layout...) is refused with an error matching
 // ErrInvalidOption, never clamped.
 //
+// Permissions. A Registrar needs to publish to its own key's subject and
+// $JS.API.STREAM.INFO.KV_<bucket> (BindBucket), an Instancer the consumer
+// APIs of the bucket's stream and a direct get; package
+// github.com/aegis-sdk/kitnats/permissions has the least sets, tested.
+// A refusal by the server is an error naming the permission (ErrPermission,
+// *PermissionError): from BindBucket, a Registrar's writes, and
+// NewInstancer, which fails rather than return an empty set.
+//
 // Names. Service, instance and bucket names follow kitnats' one set of rules,
 // shared with the transport: letters, digits, '_' and '-', services up to
 // MaxServiceNameLen bytes, instance IDs up to MaxInstanceIDLen. Every refusal
