@@ -367,25 +367,38 @@ func DecodeResponseEnvelope(data []byte) (*ResponseEnvelope, EnvelopeFormat, err
 	return r, f, nil
 }
 
+// headMember says where the member named k goes when it is one of the six
+// that requests and responses share (given in their order), under which name
+// errors report it, and whether it may be null; dst is nil for any other key.
+func headMember(k []byte, messageID, traceID, correlationID, timestamp, source, target *string) (dst *string, name string, nullable bool) {
+	switch string(k) {
+	case keyMessageID:
+		return messageID, keyMessageID, false
+	case keyTraceID:
+		return traceID, keyTraceID, false
+	case keyCorrelationID:
+		return correlationID, keyCorrelationID, true
+	case keyTimestamp:
+		return timestamp, keyTimestamp, false
+	case keySource:
+		return source, keySource, true
+	case keyTarget:
+		return target, keyTarget, true
+	}
+	return nil, "", false
+}
+
 // decodeRequestJSON reads a JSON request; valid says data is known to be
 // valid JSON already.
 func decodeRequestJSON(data []byte, r *RequestEnvelope, valid bool) error {
 	hasMethod := false
 	member := func(k, v []byte) error {
 		var err error
+		if dst, name, nullable := headMember(k, &r.MessageID, &r.TraceID, &r.CorrelationID, &r.Timestamp, &r.Source, &r.Target); dst != nil {
+			*dst, err = jsonStr(name, v, nullable)
+			return err
+		}
 		switch string(k) {
-		case keyMessageID:
-			r.MessageID, err = jsonStr(keyMessageID, v, false)
-		case keyTraceID:
-			r.TraceID, err = jsonStr(keyTraceID, v, false)
-		case keyCorrelationID:
-			r.CorrelationID, err = jsonStr(keyCorrelationID, v, true)
-		case keyTimestamp:
-			r.Timestamp, err = jsonStr(keyTimestamp, v, false)
-		case keySource:
-			r.Source, err = jsonStr(keySource, v, true)
-		case keyTarget:
-			r.Target, err = jsonStr(keyTarget, v, true)
 		case keyMethod:
 			r.Method, err = jsonStr(keyMethod, v, false)
 			hasMethod = true
@@ -420,19 +433,11 @@ func decodeResponseJSON(data []byte, r *ResponseEnvelope) error {
 	hasSuccess, hasError := false, false
 	err := eachMember(data, func(k, v []byte) error {
 		var err error
+		if dst, name, nullable := headMember(k, &r.MessageID, &r.TraceID, &r.CorrelationID, &r.Timestamp, &r.Source, &r.Target); dst != nil {
+			*dst, err = jsonStr(name, v, nullable)
+			return err
+		}
 		switch string(k) {
-		case keyMessageID:
-			r.MessageID, err = jsonStr(keyMessageID, v, false)
-		case keyTraceID:
-			r.TraceID, err = jsonStr(keyTraceID, v, false)
-		case keyCorrelationID:
-			r.CorrelationID, err = jsonStr(keyCorrelationID, v, true)
-		case keyTimestamp:
-			r.Timestamp, err = jsonStr(keyTimestamp, v, false)
-		case keySource:
-			r.Source, err = jsonStr(keySource, v, true)
-		case keyTarget:
-			r.Target, err = jsonStr(keyTarget, v, true)
 		case keySuccess:
 			switch string(v) {
 			case "true":
@@ -629,19 +634,18 @@ func decodeRequestMsgpack(data []byte, r *RequestEnvelope) error {
 		if err != nil {
 			return err
 		}
+		if dst, name, nullable := headMember(k, &r.MessageID, &r.TraceID, &r.CorrelationID, &r.Timestamp, &r.Source, &r.Target); dst != nil {
+			if nullable {
+				*dst, err = rd.nullableStr(name)
+			} else {
+				*dst, err = rd.str(name)
+			}
+			if err != nil {
+				return rd.wrap(err)
+			}
+			continue
+		}
 		switch string(k) {
-		case keyMessageID:
-			r.MessageID, err = rd.str(keyMessageID)
-		case keyTraceID:
-			r.TraceID, err = rd.str(keyTraceID)
-		case keyCorrelationID:
-			r.CorrelationID, err = rd.nullableStr(keyCorrelationID)
-		case keyTimestamp:
-			r.Timestamp, err = rd.str(keyTimestamp)
-		case keySource:
-			r.Source, err = rd.nullableStr(keySource)
-		case keyTarget:
-			r.Target, err = rd.nullableStr(keyTarget)
 		case keyMethod:
 			r.Method, err = rd.str(keyMethod)
 			hasMethod = true
@@ -684,19 +688,18 @@ func decodeResponseMsgpack(data []byte, r *ResponseEnvelope) error {
 		if err != nil {
 			return err
 		}
+		if dst, name, nullable := headMember(k, &r.MessageID, &r.TraceID, &r.CorrelationID, &r.Timestamp, &r.Source, &r.Target); dst != nil {
+			if nullable {
+				*dst, err = rd.nullableStr(name)
+			} else {
+				*dst, err = rd.str(name)
+			}
+			if err != nil {
+				return rd.wrap(err)
+			}
+			continue
+		}
 		switch string(k) {
-		case keyMessageID:
-			r.MessageID, err = rd.str(keyMessageID)
-		case keyTraceID:
-			r.TraceID, err = rd.str(keyTraceID)
-		case keyCorrelationID:
-			r.CorrelationID, err = rd.nullableStr(keyCorrelationID)
-		case keyTimestamp:
-			r.Timestamp, err = rd.str(keyTimestamp)
-		case keySource:
-			r.Source, err = rd.nullableStr(keySource)
-		case keyTarget:
-			r.Target, err = rd.nullableStr(keyTarget)
 		case keySuccess:
 			var c byte
 			if c, err = rd.d.PeekCode(); err == nil {
