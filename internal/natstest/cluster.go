@@ -75,7 +75,42 @@ func RunCluster(n int) (*Cluster, error) {
 		c.Shutdown()
 		return nil, err
 	}
+	// A meta leader answers before it has heard from every peer; an R3
+	// stream created then fails with "no suitable peers for placement".
+	if err := c.waitPeers(ctx); err != nil {
+		c.Shutdown()
+		return nil, err
+	}
 	return c, nil
+}
+
+// waitPeers returns once the meta leader counts every other node a current,
+// online peer.
+func (c *Cluster) waitPeers(ctx context.Context) error {
+	for {
+		for _, n := range c.Nodes {
+			srv := n.NATSServer()
+			if srv == nil {
+				continue
+			}
+			info, err := srv.Jsz(nil)
+			if err != nil || info.Meta == nil || info.Meta.Leader != srv.Name() || len(info.Meta.Replicas) < len(c.Nodes)-1 {
+				continue
+			}
+			ready := true
+			for _, p := range info.Meta.Replicas {
+				ready = ready && p.Current && !p.Offline
+			}
+			if ready {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("natstest: cluster peers not all online: %w", ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // StartCluster runs a cluster for a test and shuts it down when the test ends.
