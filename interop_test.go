@@ -16,6 +16,7 @@ import (
 	"github.com/aegis-sdk/kitnats/middleware/retry"
 	"github.com/aegis-sdk/kitnats/sd/natskv"
 	"github.com/aegis-sdk/kitnats/transport/natsrpc"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 // A mixed fleet, wired as a user would: AegisSDK-style instances (written
@@ -176,7 +177,7 @@ func startKitnatsGreeter(t *testing.T, url string, b *natskv.Bucket, layout nats
 		defer cancel()
 		_ = svc.Shutdown(ctx)
 	})
-	register(t, b, layout, id, map[string]string{natsrpc.MetadataRPC: natsrpc.RPCInstance})
+	register(t, b, layout, id, map[string]string{wire.MetadataRPC: wire.RPCInstance})
 }
 
 func register(t *testing.T, b *natskv.Bucket, layout natskv.Option, id string, metadata map[string]string) {

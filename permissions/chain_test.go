@@ -15,6 +15,7 @@ import (
 	"github.com/aegis-sdk/kitnats/permissions"
 	"github.com/aegis-sdk/kitnats/sd/natskv"
 	"github.com/aegis-sdk/kitnats/transport/natsrpc"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 // must returns a template's permissions, failing the test on an error.
@@ -196,7 +197,7 @@ func TestChain(t *testing.T) {
 	}
 	for _, verb := range []string{"PING", "INFO", "STATS"} {
 		if _, err := onc.RequestWithContext(ctx, "$SRV."+verb+".greeter."+ping.ID, nil); err != nil {
-			t.Fatalf("%s of %s (%s): %v", verb, ping.ID, ping.Metadata[natsrpc.MetadataInstance], err)
+			t.Fatalf("%s of %s (%s): %v", verb, ping.ID, ping.Metadata[wire.MetadataInstance], err)
 		}
 	}
 

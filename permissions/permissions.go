@@ -7,21 +7,19 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/aegis-sdk/kitnats/internal/names"
 	"github.com/aegis-sdk/kitnats/internal/natserr"
 	"github.com/aegis-sdk/kitnats/sd/natskv"
-	"github.com/aegis-sdk/kitnats/transport/natsrpc"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 // ErrPermission is matched (errors.Is) by every *PermissionError: the
 // error a Registrar, an Instancer, a natsrpc client or service returns (or
-// logs) when the NATS server refuses it for lack of a permission. It is
-// natskv.ErrPermission and natsrpc.ErrPermission too.
+// logs) when the NATS server refuses it for lack of a permission. This is
+// its one public name.
 var ErrPermission = natserr.ErrPermission
 
 // PermissionError says which permission the NATS user lacked: Op
-// ("publish", "subscribe") on Subject (in queue group Queue). It is
-// natskv.PermissionError and natsrpc.PermissionError too: one errors.As
+// ("publish", "subscribe") on Subject (in queue group Queue): one errors.As
 // target whichever package was refused.
 type PermissionError = natserr.PermissionError
 
@@ -195,7 +193,7 @@ func (t Template) bucket() (string, error) {
 	if t.Bucket == "" {
 		return natskv.DefaultBucket, nil
 	}
-	if err := names.Validate(names.Bucket, t.Bucket); err != nil {
+	if err := wire.ValidateBucket(t.Bucket); err != nil {
 		return "", err
 	}
 	return t.Bucket, nil
@@ -241,7 +239,7 @@ func calls(services []string) ([]Rule, error) {
 			rs = append(rs, Rule{Subject: "rpc.>", Why: "call every service"})
 			continue
 		}
-		if err := natsrpc.ValidateService(s); err != nil {
+		if err := wire.ValidateService(s); err != nil {
 			return nil, err
 		}
 		rs = append(rs, Rule{Subject: "rpc." + s + ".>", Why: "call " + s + ": rpc." + s + ".{method} (any instance) and rpc." + s + ".{method}.{instance}"})
@@ -277,7 +275,7 @@ func (t Template) Service(service, instance string) (*Permissions, error) {
 		if m == "*" && len(t.Methods) == 0 {
 			continue
 		}
-		if err := natsrpc.ValidateMethod(m); err != nil {
+		if err := wire.ValidateMethod(m); err != nil {
 			return nil, err
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/aegis-sdk/kitnats/internal/natserr"
 	"github.com/aegis-sdk/kitnats/permissions"
 	"github.com/aegis-sdk/kitnats/sd/natskv"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 func TestServiceLists(t *testing.T) {
@@ -120,7 +121,7 @@ func TestRefused(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	if err := func() error { _, err := permissions.Service("", natskv.LayoutDotted, "s.x", "i"); return err }(); !errors.Is(err, natskv.ErrInvalidName) {
+	if err := func() error { _, err := permissions.Service("", natskv.LayoutDotted, "s.x", "i"); return err }(); !errors.Is(err, wire.ErrInvalidName) {
 		t.Errorf("a bad name is not a name error: %v", err)
 	}
 }
@@ -179,7 +180,7 @@ func TestMerge(t *testing.T) {
 
 func TestErrorIdentity(t *testing.T) {
 	pe := &permissions.PermissionError{Op: "publish", Subject: "x", Err: nats.ErrPermissionViolation}
-	if !errors.Is(pe, permissions.ErrPermission) || !errors.Is(pe, natskv.ErrPermission) || !errors.Is(pe, nats.ErrPermissionViolation) {
+	if !errors.Is(pe, permissions.ErrPermission) || !errors.Is(pe, permissions.ErrPermission) || !errors.Is(pe, nats.ErrPermissionViolation) {
 		t.Error("one error, three names")
 	}
 }

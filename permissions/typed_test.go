@@ -236,7 +236,7 @@ func TestTypedErrors(t *testing.T) {
 		}
 		wg.Wait()
 		for _, err := range errs {
-			if !errors.Is(err, natsrpc.ErrPermission) {
+			if !errors.Is(err, permissions.ErrPermission) {
 				t.Errorf("concurrent call: %v", err)
 			}
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/aegis-sdk/kitnats/middleware/retry"
 	"github.com/aegis-sdk/kitnats/sd/natskv"
 	"github.com/aegis-sdk/kitnats/transport/natsrpc"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 type callOptions struct {
@@ -128,10 +129,10 @@ func parseTarget(s string) (service, method string, err error) {
 	if !ok {
 		return "", "", usagef("%q: want SERVICE.METHOD, as in greeter.hello", s)
 	}
-	if err := natsrpc.ValidateService(service); err != nil {
+	if err := wire.ValidateService(service); err != nil {
 		return "", "", &usageError{err}
 	}
-	if err := natsrpc.ValidateMethod(method); err != nil {
+	if err := wire.ValidateMethod(method); err != nil {
 		return "", "", &usageError{err}
 	}
 	return service, method, nil
@@ -156,7 +157,7 @@ func (o callOptions) validate() error {
 		return usagef("--balancer %q: want round-robin, random or least-loaded", o.balancer)
 	}
 	if o.instance != "" {
-		if err := natsrpc.ValidateInstance(o.instance); err != nil {
+		if err := wire.ValidateInstance(o.instance); err != nil {
 			return &usageError{err}
 		}
 	}

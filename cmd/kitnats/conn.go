@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/aegis-sdk/kitnats/sd/natskv"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 const defaultServer = nats.DefaultURL // nats://127.0.0.1:4222
@@ -242,7 +243,7 @@ func bindBucket(ctx context.Context, js jetstream.JetStream, name, where string,
 	switch {
 	case err == nil:
 		return b, nil
-	case errors.Is(err, natskv.ErrInvalidName):
+	case errors.Is(err, wire.ErrInvalidName):
 		return nil, fmt.Errorf("--bucket: %w", err)
 	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount),
 		errors.Is(err, nats.ErrNoResponders):

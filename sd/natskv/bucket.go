@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/aegis-sdk/kitnats/internal/natserr"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 // DefaultBucket is the bucket AegisSDK services register in.
@@ -121,7 +122,7 @@ func CreateBucket(ctx context.Context, js jetstream.JetStream, cfg BucketConfig)
 	if cfg.Name == "" {
 		cfg.Name = DefaultBucket
 	}
-	if err := validateBucketName(cfg.Name); err != nil {
+	if err := wire.ValidateBucket(cfg.Name); err != nil {
 		return nil, err
 	}
 	if cfg.History == 0 {
@@ -192,7 +193,7 @@ func describeDiff(want jetstream.KeyValueConfig, have Capabilities) string {
 // BindBucket uses an existing bucket as it is and reports what it supports.
 // A bucket made by AegisSDK has no per-key TTL: check Capabilities.
 func BindBucket(ctx context.Context, js jetstream.JetStream, name string) (*Bucket, error) {
-	if err := validateBucketName(name); err != nil {
+	if err := wire.ValidateBucket(name); err != nil {
 		return nil, err
 	}
 	var kv jetstream.KeyValue

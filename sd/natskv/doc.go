@@ -97,6 +97,6 @@
 //
 // Names. Service, instance and bucket names follow kitnats' one set of rules,
 // shared with the transport: letters, digits, '_' and '-', services up to
-// MaxServiceNameLen bytes, instance IDs up to MaxInstanceIDLen. Every refusal
-// is a *NameError matching ErrInvalidName, whichever package refused it.
+// wire.MaxServiceLen bytes, instance IDs up to wire.MaxInstanceLen. Every refusal
+// is a *wire.NameError matching wire.ErrInvalidName, whichever package refused it.
 package natskv

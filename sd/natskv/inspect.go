@@ -78,7 +78,7 @@ func (l Layout) Parse(key string) (service, instance string, ok bool) {
 // default: it must decode (DecodeInstanceStrict on LayoutAegis,
 // DecodeInstance on LayoutDotted; see WithStrictRecords) and name the service and instance its key
 // names. The error says why an Instancer would skip it; it matches
-// ErrInvalidRecord, ErrInvalidName or, for a key outside the layout,
+// ErrInvalidRecord, wire.ErrInvalidName or, for a key outside the layout,
 // ErrKeyMismatch.
 func DecodeRecord(l Layout, key string, data []byte) (Instance, error) {
 	service, instance, ok := l.Parse(key)

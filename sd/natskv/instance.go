@@ -11,7 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/aegis-sdk/kitnats/internal/names"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 // Status is an instance's health as its owner declares it. The values are the
@@ -43,11 +43,6 @@ const MaxRecordSize = 64 << 10
 // Errors of the registry model. Every error returned for bad input matches one
 // of these under errors.Is.
 var (
-	// ErrInvalidName: a service, instance or bucket name that could become a
-	// wildcard or an extra subject token, or is empty or overlong. It is
-	// kitnats' one sentinel for names: the transport refuses names with the
-	// same error, by the same rules.
-	ErrInvalidName = names.ErrInvalid
 	// ErrInvalidRecord: an instance record that is not valid JSON, lacks a
 	// field, has a field of the wrong type or an unknown status.
 	ErrInvalidRecord = errors.New("natskv: invalid instance record")
@@ -86,11 +81,6 @@ func (e *RecordError) Error() string {
 // Unwrap exposes both ErrInvalidRecord and the cause.
 func (e *RecordError) Unwrap() []error { return []error{ErrInvalidRecord, e.Err} }
 
-// NameError says which name was refused (Kind "service", "instance" or
-// "bucket") and why. It matches ErrInvalidName. It is kitnats' one name
-// error type, shared with the transport.
-type NameError = names.Error
-
 // Instance is one registered instance of a service: the record a Registrar
 // writes and an Instancer reads. Its JSON form is the AegisSDK's
 // ServiceInstance, so a bucket can be shared with Python services.
@@ -113,35 +103,16 @@ type Instance struct {
 
 var versionRE = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+$`)
 
-// Name limits, in bytes: kitnats' one set (internal/names), so that every
-// name the registry accepts is one the transport can call. Keys are
-// subjects; bounded names keep them well under the server's limits and the
-// AegisSDK's 64-character service names.
-const (
-	MaxServiceNameLen  = names.MaxService
-	MaxInstanceIDLen   = names.MaxInstance
-	maxMetadataEntries = 1024
-)
-
-// ValidateServiceName refuses names that could become a subject wildcard or an
-// extra subject token: only letters, digits, '_' and '-', starting with a
-// letter, at most MaxServiceNameLen bytes.
-func ValidateServiceName(name string) error { return names.Validate(names.Service, name) }
-
-// ValidateInstanceID is ValidateServiceName for instance IDs, which may also
-// start with a digit and run to MaxInstanceIDLen bytes.
-func ValidateInstanceID(id string) error { return names.Validate(names.Instance, id) }
-
-// validateBucketName: letters, digits, '_' and '-', at most 64 bytes.
-func validateBucketName(name string) error { return names.Validate(names.Bucket, name) }
+// maxMetadataEntries bounds a record's metadata map.
+const maxMetadataEntries = 1024
 
 // Validate checks everything a peer needs to accept the record: valid names,
 // a semantic version, a known status, a heartbeat time.
 func (i Instance) Validate() error {
-	if err := ValidateServiceName(i.ServiceName); err != nil {
+	if err := wire.ValidateService(i.ServiceName); err != nil {
 		return err
 	}
-	if err := ValidateInstanceID(i.InstanceID); err != nil {
+	if err := wire.ValidateInstance(i.InstanceID); err != nil {
 		return err
 	}
 	if !versionRE.MatchString(i.Version) {
@@ -424,7 +395,7 @@ func decodeMetadata(v json.RawMessage) (map[string]string, error) {
 }
 
 // DecodeInstance reads and validates a record: what a watcher does with every
-// value it receives. Errors match ErrInvalidRecord or ErrInvalidName.
+// value it receives. Errors match ErrInvalidRecord or wire.ErrInvalidName.
 func DecodeInstance(data []byte) (Instance, error) {
 	if len(data) > MaxRecordSize {
 		return Instance{}, &RecordError{Err: fmt.Errorf("%w: %d bytes", ErrRecordTooLarge, len(data))}
@@ -433,10 +404,10 @@ func DecodeInstance(data []byte) (Instance, error) {
 	if err := i.UnmarshalJSON(data); err != nil {
 		return Instance{}, err
 	}
-	if err := ValidateServiceName(i.ServiceName); err != nil {
+	if err := wire.ValidateService(i.ServiceName); err != nil {
 		return Instance{}, err
 	}
-	if err := ValidateInstanceID(i.InstanceID); err != nil {
+	if err := wire.ValidateInstance(i.InstanceID); err != nil {
 		return Instance{}, err
 	}
 	if i.Version == "" {
@@ -461,7 +432,7 @@ var strictKeys = map[string]bool{
 // reader refuses (see WithStrictRecords): an unknown top-level key (names
 // are matched exactly, not case-insensitively), a null or non-object
 // metadata, a version that is not MAJOR.MINOR.PATCH, a field of the wrong
-// type. Errors match ErrInvalidRecord or ErrInvalidName.
+// type. Errors match ErrInvalidRecord or wire.ErrInvalidName.
 func DecodeInstanceStrict(data []byte) (Instance, error) {
 	i, err := DecodeInstance(data)
 	if err != nil {

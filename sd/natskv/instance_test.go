@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/aegis-sdk/kitnats/sd/natskv"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 // aegisExample is the record from interop/aegis.md, byte for byte.
@@ -74,7 +75,7 @@ func checkStrict(t *testing.T, data []byte) {
 	t.Helper()
 	strict, serr := natskv.DecodeInstanceStrict(data)
 	lenient, lerr := natskv.DecodeInstance(data)
-	if serr != nil && !errors.Is(serr, natskv.ErrInvalidRecord) && !errors.Is(serr, natskv.ErrInvalidName) {
+	if serr != nil && !errors.Is(serr, natskv.ErrInvalidRecord) && !errors.Is(serr, wire.ErrInvalidName) {
 		t.Fatalf("untyped strict error %v", serr)
 	}
 	if serr == nil && lerr != nil {
@@ -297,7 +298,7 @@ func TestDecodeRejectsBadInput(t *testing.T) {
 		{"missing heartbeat", `{"serviceName":"s","instanceId":"i","version":"1.0.0","status":"ACTIVE"}`, natskv.ErrMissingField, "lastHeartbeat"},
 		{"bad time", `{"serviceName":"s","instanceId":"i","version":"1.0.0","status":"ACTIVE","lastHeartbeat":"yesterday"}`, natskv.ErrInvalidRecord, "lastHeartbeat"},
 		{"metadata array", `{` + ok + `,"metadata":[1]}`, natskv.ErrInvalidRecord, "metadata"},
-		{"wildcard service", `{"serviceName":"s.*","instanceId":"i","version":"1.0.0","status":"ACTIVE","lastHeartbeat":"2025-08-08T05:02:34Z"}`, natskv.ErrInvalidName, ""},
+		{"wildcard service", `{"serviceName":"s.*","instanceId":"i","version":"1.0.0","status":"ACTIVE","lastHeartbeat":"2025-08-08T05:02:34Z"}`, wire.ErrInvalidName, ""},
 		{"huge", `{` + ok + `,"metadata":{"x":"` + strings.Repeat("x", natskv.MaxRecordSize) + `"}}`, natskv.ErrRecordTooLarge, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -314,27 +315,27 @@ func TestDecodeRejectsBadInput(t *testing.T) {
 }
 
 func TestValidateNames(t *testing.T) {
-	for _, bad := range []string{"", "a.b", "a*", ">", "a b", "a>b", "1abc", "-x", "é", strings.Repeat("a", natskv.MaxServiceNameLen+1)} {
-		if err := natskv.ValidateServiceName(bad); !errors.Is(err, natskv.ErrInvalidName) {
-			t.Errorf("service %q: want ErrInvalidName, have %v", bad, err)
+	for _, bad := range []string{"", "a.b", "a*", ">", "a b", "a>b", "1abc", "-x", "é", strings.Repeat("a", wire.MaxServiceLen+1)} {
+		if err := wire.ValidateService(bad); !errors.Is(err, wire.ErrInvalidName) {
+			t.Errorf("service %q: want wire.ErrInvalidName, have %v", bad, err)
 		}
 	}
 	for _, good := range []string{"a", "echo-service", "Svc_2"} {
-		if err := natskv.ValidateServiceName(good); err != nil {
+		if err := wire.ValidateService(good); err != nil {
 			t.Errorf("service %q: %v", good, err)
 		}
 	}
-	for _, bad := range []string{"", "a.b", "*", "a b", "_x", strings.Repeat("a", natskv.MaxInstanceIDLen+1)} {
-		if err := natskv.ValidateInstanceID(bad); !errors.Is(err, natskv.ErrInvalidName) {
-			t.Errorf("instance %q: want ErrInvalidName, have %v", bad, err)
+	for _, bad := range []string{"", "a.b", "*", "a b", "_x", strings.Repeat("a", wire.MaxInstanceLen+1)} {
+		if err := wire.ValidateInstance(bad); !errors.Is(err, wire.ErrInvalidName) {
+			t.Errorf("instance %q: want wire.ErrInvalidName, have %v", bad, err)
 		}
 	}
-	if err := natskv.ValidateInstanceID("3f9a1c2b"); err != nil {
+	if err := wire.ValidateInstance("3f9a1c2b"); err != nil {
 		t.Error(err)
 	}
-	var ne *natskv.NameError
-	if err := natskv.ValidateServiceName("a.b"); !errors.As(err, &ne) || ne.Kind != "service" {
-		t.Fatalf("want a *NameError for service, have %v", err)
+	var ne *wire.NameError
+	if err := wire.ValidateService("a.b"); !errors.As(err, &ne) || ne.Kind != "service" {
+		t.Fatalf("want a *wire.NameError for service, have %v", err)
 	}
 }
 
@@ -350,7 +351,7 @@ func TestInstanceValidate(t *testing.T) {
 		"version":   {func(i *natskv.Instance) { i.Version = "1.2" }, natskv.ErrInvalidVersion},
 		"status":    {func(i *natskv.Instance) { i.Status = "DOWN" }, natskv.ErrInvalidStatus},
 		"heartbeat": {func(i *natskv.Instance) { i.LastHeartbeat = time.Time{} }, natskv.ErrMissingField},
-		"instance":  {func(i *natskv.Instance) { i.InstanceID = "a.>" }, natskv.ErrInvalidName},
+		"instance":  {func(i *natskv.Instance) { i.InstanceID = "a.>" }, wire.ErrInvalidName},
 		"too large": {func(i *natskv.Instance) {
 			i.Metadata = map[string]string{"x": strings.Repeat("y", natskv.MaxRecordSize)}
 		}, natskv.ErrRecordTooLarge},
@@ -379,8 +380,8 @@ func TestLayoutKeys(t *testing.T) {
 	} {
 		have, err := tc.l.Key(tc.svc, tc.id)
 		if tc.wantFail {
-			if !errors.Is(err, natskv.ErrInvalidName) {
-				t.Errorf("%v %s/%s: want ErrInvalidName, have %v (%s)", tc.l, tc.svc, tc.id, err, have)
+			if !errors.Is(err, wire.ErrInvalidName) {
+				t.Errorf("%v %s/%s: want wire.ErrInvalidName, have %v (%s)", tc.l, tc.svc, tc.id, err, have)
 			}
 			continue
 		}
@@ -402,7 +403,7 @@ func FuzzDecodeInstance(f *testing.F) {
 		checkStrict(t, data)
 		in, err := natskv.DecodeInstance(data)
 		if err != nil {
-			if !errors.Is(err, natskv.ErrInvalidRecord) && !errors.Is(err, natskv.ErrInvalidName) {
+			if !errors.Is(err, natskv.ErrInvalidRecord) && !errors.Is(err, wire.ErrInvalidName) {
 				t.Fatalf("untyped error %v", err)
 			}
 			return

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/aegis-sdk/kitnats/internal/natserr"
 	"github.com/aegis-sdk/kitnats/lb"
 	"github.com/go-kit/kit/sd"
 	"github.com/go-kit/log"
@@ -128,7 +129,7 @@ var (
 // and subscribers get the set once it is in; NewInstancerContext fails
 // instead. When the NATS server refuses the watch for lack of a permission
 // before the set is in, it fails at once with an error matching
-// ErrPermission that names the permission (a *PermissionError). It takes
+// natserr.ErrPermission that names the permission (a *PermissionError). It takes
 // the Options shared with NewRegistrar (WithLayout, WithHeartbeat, WithTTL,
 // WithRetryWait) and its own InstancerOptions. Stop it when done.
 func NewInstancer(b *Bucket, service string, logger log.Logger, opts ...InstancerOption) (*Instancer, error) {
@@ -139,7 +140,7 @@ func NewInstancer(b *Bucket, service string, logger log.Logger, opts ...Instance
 	if d := i.opts.readyWait; d > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), d)
 		defer cancel()
-		if err := i.waitReady(ctx); errors.Is(err, ErrPermission) {
+		if err := i.waitReady(ctx); errors.Is(err, natserr.ErrPermission) {
 			i.Stop()
 			return nil, fmt.Errorf("natskv: %s: %w", service, err)
 		}
@@ -159,7 +160,7 @@ func NewInstancerContext(ctx context.Context, b *Bucket, service string, logger 
 	}
 	if err := i.waitReady(ctx); err != nil {
 		i.Stop()
-		if errors.Is(err, ErrPermission) {
+		if errors.Is(err, natserr.ErrPermission) {
 			return nil, fmt.Errorf("natskv: %s: %w", service, err)
 		}
 		return nil, fmt.Errorf("natskv: %s: no set before the context ended: %w", service, err)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/aegis-sdk/kitnats/internal/natstest"
 	"github.com/aegis-sdk/kitnats/sd/natskv"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 func TestManyInstancesAcrossServices(t *testing.T) {
@@ -574,26 +575,26 @@ func TestRegistrarLifecycle(t *testing.T) {
 func TestInvalidNamesRefused(t *testing.T) {
 	_, b := newBucket(t, natskv.BucketConfig{})
 	for _, svc := range []string{"", "a.b", "a*", ">", "a b", strings.Repeat("x", 65)} {
-		if _, err := natskv.NewInstancer(b, svc, nil); !errors.Is(err, natskv.ErrInvalidName) {
-			t.Errorf("NewInstancer(%q): want ErrInvalidName, have %v", svc, err)
+		if _, err := natskv.NewInstancer(b, svc, nil); !errors.Is(err, wire.ErrInvalidName) {
+			t.Errorf("NewInstancer(%q): want wire.ErrInvalidName, have %v", svc, err)
 		}
-		if _, err := natskv.NewRegistrar(b, inst(svc, "i"), nil); !errors.Is(err, natskv.ErrInvalidName) {
-			t.Errorf("NewRegistrar(service %q): want ErrInvalidName, have %v", svc, err)
+		if _, err := natskv.NewRegistrar(b, inst(svc, "i"), nil); !errors.Is(err, wire.ErrInvalidName) {
+			t.Errorf("NewRegistrar(service %q): want wire.ErrInvalidName, have %v", svc, err)
 		}
 	}
-	if _, err := natskv.NewRegistrar(b, inst("svc", "i.*"), nil); !errors.Is(err, natskv.ErrInvalidName) {
-		t.Errorf("want ErrInvalidName, have %v", err)
+	if _, err := natskv.NewRegistrar(b, inst("svc", "i.*"), nil); !errors.Is(err, wire.ErrInvalidName) {
+		t.Errorf("want wire.ErrInvalidName, have %v", err)
 	}
 	bad := inst("svc", "i")
 	bad.Version = "v1"
 	if _, err := natskv.NewRegistrar(b, bad, nil); !errors.Is(err, natskv.ErrInvalidVersion) {
 		t.Errorf("want ErrInvalidVersion, have %v", err)
 	}
-	if _, err := natskv.NewInstancer(b, "a__b", nil, natskv.WithLayout(natskv.LayoutAegis)); !errors.Is(err, natskv.ErrInvalidName) {
-		t.Errorf("aegis layout: want ErrInvalidName, have %v", err)
+	if _, err := natskv.NewInstancer(b, "a__b", nil, natskv.WithLayout(natskv.LayoutAegis)); !errors.Is(err, wire.ErrInvalidName) {
+		t.Errorf("aegis layout: want wire.ErrInvalidName, have %v", err)
 	}
-	if _, err := natskv.CreateBucket(ctxT(t), b.JetStream(), natskv.BucketConfig{Name: "a.b"}); !errors.Is(err, natskv.ErrInvalidName) {
-		t.Errorf("bucket: want ErrInvalidName, have %v", err)
+	if _, err := natskv.CreateBucket(ctxT(t), b.JetStream(), natskv.BucketConfig{Name: "a.b"}); !errors.Is(err, wire.ErrInvalidName) {
+		t.Errorf("bucket: want wire.ErrInvalidName, have %v", err)
 	}
 }
 
@@ -788,18 +789,18 @@ func TestDescribe(t *testing.T) {
 	}
 }
 
-// The one name limit: an instance ID of MaxInstanceIDLen bytes registers and
+// The one name limit: an instance ID of wire.MaxInstanceLen bytes registers and
 // is discovered (the transport calls it by the same rules); one byte more is
 // refused with the shared name error.
 func TestLongestInstanceID(t *testing.T) {
 	_, b := newBucket(t, natskv.BucketConfig{})
-	id := strings.Repeat("i", natskv.MaxInstanceIDLen)
+	id := strings.Repeat("i", wire.MaxInstanceLen)
 	register(t, b, inst("svc", id))
 	i := newInstancer(t, b, "svc")
 	waitSet(t, subscribe(t, i), id)
 	_, err := natskv.NewRegistrar(b, inst("svc", id+"x"), nil)
-	var ne *natskv.NameError
-	if !errors.Is(err, natskv.ErrInvalidName) || !errors.As(err, &ne) || ne.Kind != "instance" {
-		t.Fatalf("an ID over the limit: want a NameError for the instance, have %v", err)
+	var ne *wire.NameError
+	if !errors.Is(err, wire.ErrInvalidName) || !errors.As(err, &ne) || ne.Kind != "instance" {
+		t.Fatalf("an ID over the limit: want a wire.NameError for the instance, have %v", err)
 	}
 }

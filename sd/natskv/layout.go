@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/aegis-sdk/kitnats/internal/names"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 // Layout is how instance keys are spelled in the bucket. Registrars and
@@ -53,7 +53,7 @@ func (l Layout) Key(service, instance string) (string, error) {
 }
 
 func (l Layout) validateService(service string) error {
-	if err := ValidateServiceName(service); err != nil {
+	if err := wire.ValidateService(service); err != nil {
 		return err
 	}
 	if l == LayoutAegis {
@@ -63,7 +63,7 @@ func (l Layout) validateService(service string) error {
 }
 
 // validateAegisService applies the AegisSDK's rules for service names on
-// top of kitnats' own (ValidateServiceName): ^[a-zA-Z][a-zA-Z0-9_-]*[a-zA-Z0-9]$,
+// top of kitnats' own (wire.ValidateService): ^[a-zA-Z][a-zA-Z0-9_-]*[a-zA-Z0-9]$,
 // at most 64 bytes, and lower-case, since the AegisSDK lower-cases the names
 // it registers under (an upper-case name would be a service its clients
 // never find). So: at least 2 characters, no trailing '_' or '-', no "__"
@@ -82,15 +82,15 @@ func validateAegisService(service string) error {
 	default:
 		return nil
 	}
-	return &names.Error{Kind: names.Service, Name: service, Reason: reason}
+	return &wire.NameError{Kind: "service", Name: service, Reason: reason}
 }
 
 func (l Layout) validateInstance(instance string) error {
-	if err := ValidateInstanceID(instance); err != nil {
+	if err := wire.ValidateInstance(instance); err != nil {
 		return err
 	}
 	if l == LayoutAegis && strings.Contains(instance, "__") {
-		return &names.Error{Kind: names.Instance, Name: instance, Reason: `contains "__", the aegis layout's separator`}
+		return &wire.NameError{Kind: "instance", Name: instance, Reason: `contains "__", the aegis layout's separator`}
 	}
 	return nil
 }

@@ -7,7 +7,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/aegis-sdk/kitnats/lb/zone"
 	"github.com/go-kit/log"
 	"go.opentelemetry.io/otel/metric"
 )
@@ -394,13 +393,8 @@ func WithReadyWait(d time.Duration) InstancerOption {
 	})
 }
 
-// MetadataZone is the metadata key an instance's zone is written under: the
-// key lb/zone reads (zone.Key), so that zone-aware balancing sees the zone a
-// Registrar was given with WithZone.
-const MetadataZone = zone.Key
-
 // WithZone makes a Registrar write zone into its record's metadata under
-// MetadataZone ("zone"), where lb/zone's balancers read it; it overrides a
+// wire.MetadataZone ("zone"), where lb/zone's balancers read it; it overrides a
 // "zone" the Instance's own Metadata carries. The zone must be non-empty,
 // at most 255 bytes, valid UTF-8 and free of control characters.
 func WithZone(zone string) RegistrarOption {
@@ -413,19 +407,7 @@ func WithZone(zone string) RegistrarOption {
 	})
 }
 
-// MetadataRPC and RPCInstance are the metadata entry with which an instance
-// says it answers natsrpc's instance-addressed subjects
-// (rpc.{service}.{method}.{instance}): "kitnats.rpc": "instance". They equal
-// natsrpc.MetadataRPC and natsrpc.RPCInstance (this package does not import
-// the transport). A client whose natsrpc.Factory has ClientMetadata calls such
-// an instance on its own subject, and any other instance — a Python AegisSDK
-// one — on the service-wide queue subject in AegisSDK envelopes.
-const (
-	MetadataRPC = "kitnats.rpc"
-	RPCInstance = "instance"
-)
-
-// WithInstanceSubjects makes a Registrar write MetadataRPC: RPCInstance into
+// WithInstanceSubjects makes a Registrar write wire.MetadataRPC: wire.RPCInstance into
 // its record, saying that the instance is served by a natsrpc.Service (which
 // answers instance subjects). Pass it for instances that run one; without it
 // clients that follow the metadata reach the instance through the

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/aegis-sdk/kitnats/lb/zone"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 // A bucket that is never used: the constructors refuse bad options before
@@ -147,8 +148,8 @@ func TestOptionDefaults(t *testing.T) {
 }
 
 func TestWithZoneWritesMetadata(t *testing.T) {
-	if MetadataZone != zone.Key {
-		t.Fatalf("MetadataZone %q, lb/zone reads %q", MetadataZone, zone.Key)
+	if wire.MetadataZone != zone.Key {
+		t.Fatalf("wire.MetadataZone %q, lb/zone reads %q", wire.MetadataZone, zone.Key)
 	}
 	inst := validInst.Clone()
 	inst.Metadata = map[string]string{"zone": "old", "addr": "x"}
@@ -157,7 +158,7 @@ func TestWithZoneWritesMetadata(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := r.Instance().Metadata
-	if got[MetadataZone] != "eu-west-1a" || got["addr"] != "x" {
+	if got[wire.MetadataZone] != "eu-west-1a" || got["addr"] != "x" {
 		t.Errorf("metadata %v, want zone eu-west-1a and addr x", got)
 	}
 	if inst.Metadata["zone"] != "old" {
@@ -168,7 +169,7 @@ func TestWithZoneWritesMetadata(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if z := r.Instance().Metadata[MetadataZone]; z != "old" {
+	if z := r.Instance().Metadata[wire.MetadataZone]; z != "old" {
 		t.Errorf("zone %q without WithZone, want old", z)
 	}
 	// Unicode zones are fine.

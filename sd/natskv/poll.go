@@ -86,7 +86,7 @@ func (i *Instancer) relist() error {
 		u := i.st.lost(err)
 		i.mu.Unlock()
 		i.emit(u, err) // logged, and told to subscribers
-		if pe := (*PermissionError)(nil); errors.As(err, &pe) {
+		if pe := (*natserr.PermissionError)(nil); errors.As(err, &pe) {
 			i.refused(pe)
 		}
 		return err

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/aegis-sdk/kitnats/internal/natserr"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 // ErrClosed is returned by a Registrar's calls after Close.
@@ -62,10 +63,10 @@ func NewRegistrar(b *Bucket, inst Instance, logger log.Logger, opts ...Registrar
 		inst.Metadata = map[string]string{}
 	}
 	if o.zone != "" {
-		inst.Metadata[MetadataZone] = o.zone
+		inst.Metadata[wire.MetadataZone] = o.zone
 	}
 	if o.instanceSubjects {
-		inst.Metadata[MetadataRPC] = RPCInstance
+		inst.Metadata[wire.MetadataRPC] = wire.RPCInstance
 	}
 	probe := inst
 	probe.LastHeartbeat = time.Now()
@@ -293,7 +294,7 @@ func (r *Registrar) loop(ctx context.Context, done chan struct{}, retrySoon bool
 			}
 			r.logger.Log("action", "heartbeat", "err", err)
 			next = r.opts.retryWait
-			if errors.Is(err, ErrPermission) {
+			if errors.Is(err, natserr.ErrPermission) {
 				next = r.opts.heartbeat // not transient: retry at the heartbeat's pace
 			}
 		}

@@ -7,13 +7,8 @@ import (
 	"github.com/aegis-sdk/kitnats/transport/natsrpc"
 )
 
-// The registry writes the entry the transport reads; the two packages do not
-// import each other, so this test keeps their constants in step.
+// The registry writes the entry the transport reads (wire.MetadataRPC).
 func TestInstanceSubjectsMetadata(t *testing.T) {
-	if natskv.MetadataRPC != natsrpc.MetadataRPC || natskv.RPCInstance != natsrpc.RPCInstance {
-		t.Fatalf("natskv writes %s=%s, natsrpc reads %s=%s",
-			natskv.MetadataRPC, natskv.RPCInstance, natsrpc.MetadataRPC, natsrpc.RPCInstance)
-	}
 	_, b := newBucket(t, natskv.BucketConfig{})
 	inst := natskv.Instance{ServiceName: "svc", InstanceID: "a", Version: "1.0.0"}
 	with, err := natskv.NewRegistrar(b, inst, nil, natskv.WithInstanceSubjects())

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 // The registry state's rules, driven without a server: each case is a
@@ -461,7 +463,7 @@ func TestAegisServiceNames(t *testing.T) {
 			inst := Instance{ServiceName: tc.name, InstanceID: "i-1", Version: "1.0.0"}
 			_, rerr := NewRegistrar(fakeBucket(true), inst, nil, WithLayout(l))
 			for what, err := range map[string]error{"Key": kerr, "NewRegistrar": rerr} {
-				if (err == nil) != want || (err != nil && !errors.Is(err, ErrInvalidName)) {
+				if (err == nil) != want || (err != nil && !errors.Is(err, wire.ErrInvalidName)) {
 					t.Errorf("%v %s(%q): %v, want valid=%v", l, what, tc.name, err, want)
 				}
 			}
@@ -469,8 +471,8 @@ func TestAegisServiceNames(t *testing.T) {
 				continue // a valid Instancer would start reading the fake bucket
 			}
 			// Names are checked before the bucket is used.
-			if _, ierr := NewInstancer(fakeBucket(true), tc.name, nil, WithLayout(l)); !errors.Is(ierr, ErrInvalidName) {
-				t.Errorf("%v NewInstancer(%q): %v, want ErrInvalidName", l, tc.name, ierr)
+			if _, ierr := NewInstancer(fakeBucket(true), tc.name, nil, WithLayout(l)); !errors.Is(ierr, wire.ErrInvalidName) {
+				t.Errorf("%v NewInstancer(%q): %v, want wire.ErrInvalidName", l, tc.name, ierr)
 			}
 		}
 	}

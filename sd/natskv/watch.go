@@ -34,7 +34,7 @@ type session struct {
 
 // refused is the server's refusal of what the session's consumer needs —
 // its pull requests, its inbox — since the session started, if any.
-func (s *session) refused(w *watcher, nc *nats.Conn) *PermissionError {
+func (s *session) refused(w *watcher, nc *nats.Conn) *natserr.PermissionError {
 	return s.probe.Check(w.api+"CONSUMER.MSG.NEXT."+w.b.stream()+".*", natserr.InboxPattern(nc))
 }
 
@@ -333,7 +333,7 @@ func (w *watcher) deleteConsumer(name string) {
 	nc := w.b.js.Conn()
 	err := natserr.Do(ctx, nc, []string{w.api + "CONSUMER.DELETE." + w.b.stream() + ".*", natserr.InboxPattern(nc)},
 		func(ctx context.Context) error { return w.b.js.DeleteConsumer(ctx, w.b.stream(), name) })
-	if errors.Is(err, ErrPermission) {
+	if errors.Is(err, natserr.ErrPermission) {
 		// Harmless (the server drops the consumer after its inactive
 		// threshold), but the user's permissions are not what they
 		// should be.

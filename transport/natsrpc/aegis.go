@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aegis-sdk/kitnats/wire"
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/kit/sd"
 	"github.com/nats-io/nats.go"
@@ -276,20 +277,10 @@ func envelopeDecoder(dec DecodeResponseFunc) DecodeResponseFunc {
 
 // ---- Factory's addressing ----
 
-// Registry metadata by which an instance says how it is called. A kitnats
-// instance registers MetadataRPC = RPCInstance: it serves its instance
-// subjects rpc.{service}.{method}.{instance} with the headers protocol (a
-// Service always does). An instance without it (an AegisSDK one) serves
-// only the service-wide subject, in envelopes.
-const (
-	MetadataRPC = "kitnats.rpc"
-	RPCInstance = "instance"
-)
-
 // ServesInstanceSubjects reports whether registry metadata says the
 // instance serves its instance subjects (MetadataRPC = RPCInstance).
 func ServesInstanceSubjects(metadata map[string]string) bool {
-	return metadata[MetadataRPC] == RPCInstance
+	return metadata[wire.MetadataRPC] == wire.RPCInstance
 }
 
 // MetadataFunc returns the registry metadata of an instance, ok false when
@@ -327,7 +318,7 @@ func addressingFactory(nc *nats.Conn, service, method string, enc EncodeRequestF
 	instanceOpts := append(slices.Clip(opts), withoutEnvelope)
 	serviceOpts := append(slices.Clip(opts), withEnvelope)
 	return func(instance string) (endpoint.Endpoint, io.Closer, error) {
-		if err := ValidateInstance(instance); err != nil {
+		if err := wire.ValidateInstance(instance); err != nil {
 			return nil, nil, err
 		}
 		var (

@@ -14,6 +14,7 @@ import (
 
 	"github.com/aegis-sdk/kitnats/internal/aegistest"
 	"github.com/aegis-sdk/kitnats/transport/natsrpc"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 // The AegisSDK side of these tests is internal/aegistest: a server and a
@@ -365,7 +366,7 @@ func TestFactoryFollowsTheInstance(t *testing.T) {
 	e := newEnv(t)
 	aegisGreeter(t, e.snc, "py-1", aegistest.Msgpack)
 	meta := map[string]map[string]string{
-		"go-1": {natsrpc.MetadataRPC: natsrpc.RPCInstance},
+		"go-1": {wire.MetadataRPC: wire.RPCInstance},
 		"py-1": {"start_time": "2025-08-08T05:02:24.101234+00:00"},
 	}
 	lookup := func(id string) (map[string]string, bool) { m, ok := meta[id]; return m, ok }
@@ -402,7 +403,7 @@ func TestFactoryFollowsTheInstance(t *testing.T) {
 			t.Errorf("%s: closed endpoint: %v", tc.instance, err)
 		}
 	}
-	if _, _, err := natsrpc.JSONFactory[greetResp](e.cnc, "greeter", "hello", natsrpc.ClientMetadata(lookup))("bad.id"); !errors.Is(err, natsrpc.ErrInvalidName) {
+	if _, _, err := natsrpc.JSONFactory[greetResp](e.cnc, "greeter", "hello", natsrpc.ClientMetadata(lookup))("bad.id"); !errors.Is(err, wire.ErrInvalidName) {
 		t.Errorf("invalid instance: %v", err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/aegis-sdk/kitnats/internal/natserr"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 // DefaultTimeout bounds a call whose context has no deadline.
@@ -45,7 +46,7 @@ type ClientResponseFunc func(ctx context.Context, reply *nats.Msg) context.Conte
 //     endpoint.Failer errors; Retryable only for CodeUnavailable);
 //   - *PayloadError before sending a message over the connection's max
 //     payload;
-//   - *CallError wrapping a *PermissionError (ErrPermission) when the
+//   - *CallError wrapping a *natserr.PermissionError (ErrPermission) when the
 //     server refused the request's subject or the reply's inbox for lack
 //     of a permission: not retryable. A client watches for a refusal until
 //     a call of it has had a reply; a permission revoked after that (by a
@@ -124,14 +125,14 @@ func NewClient(nc *nats.Conn, subject string, enc EncodeRequestFunc, dec DecodeR
 // rpc.{service}.{method}: any instance answers (queue group). Use it without
 // discovery, or as a last-resort fallback when no instance is known.
 func NewServiceClient(nc *nats.Conn, service, method string, enc EncodeRequestFunc, dec DecodeResponseFunc, opts ...ClientOption) (*Client, error) {
-	subject, err := ServiceSubject(service, method)
+	subject, err := wire.ServiceSubject(service, method)
 	return newNamedClient(nc, subject, err, enc, dec, opts)
 }
 
 // NewInstanceClient calls method on one instance's subject
 // rpc.{service}.{method}.{instance}.
 func NewInstanceClient(nc *nats.Conn, service, method, instance string, enc EncodeRequestFunc, dec DecodeResponseFunc, opts ...ClientOption) (*Client, error) {
-	subject, err := InstanceSubject(service, method, instance)
+	subject, err := wire.InstanceSubject(service, method, instance)
 	return newNamedClient(nc, subject, err, enc, dec, opts)
 }
 
@@ -317,7 +318,7 @@ func (c *Client) guardedRequest(ctx context.Context, msg *nats.Msg) (reply *nats
 }
 
 func (c *Client) mapErr(ctx context.Context, err error, size int64) error {
-	var pe *PermissionError
+	var pe *natserr.PermissionError
 	switch {
 	case errors.As(err, &pe):
 		return &CallError{Subject: c.subject, Err: pe}

@@ -45,7 +45,7 @@
 //     errors (errors.Is(err, ErrBusiness)); Retryable() only for 503; a 504
 //     matches context.DeadlineExceeded.
 //   - *PayloadError (ErrPayloadTooLarge): over the connection's max payload, not sent.
-//   - *CallError with a *PermissionError (ErrPermission): the server refused the
+//   - *CallError with a *natserr.PermissionError (ErrPermission): the server refused the
 //     request's subject or the reply's inbox for lack of a permission, not retryable
 //     (found until a call of the client has had a reply, at once rather than at the
 //     deadline).

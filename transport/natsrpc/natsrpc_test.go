@@ -23,6 +23,7 @@ import (
 
 	"github.com/aegis-sdk/kitnats/internal/natstest"
 	"github.com/aegis-sdk/kitnats/transport/natsrpc"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 // wait bounds every wait for an outcome; generous, since the machine is
@@ -172,7 +173,7 @@ func TestServiceAndInstanceSubjects(t *testing.T) {
 // subject, and a Factory endpoint reaches it.
 func TestLongestInstanceServes(t *testing.T) {
 	e := newEnv(t)
-	longest := strings.Repeat("x", natsrpc.MaxInstanceLen)
+	longest := strings.Repeat("x", wire.MaxInstanceLen)
 	e.echoService(t, longest, nil)
 	factory := natsrpc.JSONFactory[echoResp](e.cnc, "echo", "say")
 	ep, closer, err := factory(longest)
@@ -829,7 +830,7 @@ func TestBadInput(t *testing.T) {
 	t.Run("invalid names", func(t *testing.T) {
 		for _, tc := range []struct{ svc, inst, method string }{{"echo.x", "a", "say"}, {"echo", "a.>", "say"}, {"echo", "a", "say*"}, {"", "a", "say"}} {
 			_, err := natsrpc.NewService(ctxWait(t), e.snc, tc.svc, tc.inst, map[string]*natsrpc.Server{tc.method: say})
-			if !errors.Is(err, natsrpc.ErrInvalidName) {
+			if !errors.Is(err, wire.ErrInvalidName) {
 				t.Errorf("NewService%+v: want ErrInvalidName, have %v", tc, err)
 			}
 		}
@@ -839,11 +840,11 @@ func TestBadInput(t *testing.T) {
 		if _, err := natsrpc.NewService(ctxWait(t), e.snc, "echo", "a", map[string]*natsrpc.Server{"x": nil}); err == nil {
 			t.Error("NewService with nil server: want error")
 		}
-		if _, err := natsrpc.NewServiceClient(e.cnc, "echo", "a b", natsrpc.EncodeJSONRequest, natsrpc.DecodeJSONResponse[echoResp]); !errors.Is(err, natsrpc.ErrInvalidName) {
+		if _, err := natsrpc.NewServiceClient(e.cnc, "echo", "a b", natsrpc.EncodeJSONRequest, natsrpc.DecodeJSONResponse[echoResp]); !errors.Is(err, wire.ErrInvalidName) {
 			t.Errorf("NewServiceClient: want ErrInvalidName, have %v", err)
 		}
 		f := natsrpc.Factory(e.cnc, "echo", "say", natsrpc.EncodeJSONRequest, natsrpc.DecodeJSONResponse[echoResp])
-		if _, _, err := f("i.*"); !errors.Is(err, natsrpc.ErrInvalidName) {
+		if _, _, err := f("i.*"); !errors.Is(err, wire.ErrInvalidName) {
 			t.Errorf("Factory: want ErrInvalidName, have %v", err)
 		}
 		if _, _, err := natsrpc.Factory(nil, "echo", "say", natsrpc.EncodeJSONRequest, natsrpc.DecodeJSONResponse[echoResp])("a"); !errors.Is(err, natsrpc.ErrNilConn) {
@@ -926,7 +927,7 @@ func TestMicroDiscovery(t *testing.T) {
 	if err := json.Unmarshal(m.Data, &info); err != nil {
 		t.Fatal(err)
 	}
-	if info.Name != "echo" || info.Version != "1.2.3" || info.Metadata[natsrpc.MetadataInstance] != "a" || info.Metadata["zone"] != "z1" {
+	if info.Name != "echo" || info.Version != "1.2.3" || info.Metadata[wire.MetadataInstance] != "a" || info.Metadata["zone"] != "z1" {
 		t.Errorf("info: have %+v", info)
 	}
 	want := map[string]string{"rpc.echo.say": "rpc.echo", "rpc.echo.say.a": ""}

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/aegis-sdk/kitnats/internal/natserr"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 // DefaultMaxConcurrent is how many requests a Service handles at once unless
@@ -30,10 +31,6 @@ const (
 	msgOverloaded   = "service overloaded: the queue would outlast the deadline"
 	msgExpired      = "deadline exceeded before the handler ran"
 )
-
-// MetadataInstance is the micro metadata key holding the kitnats instance ID,
-// so `nats micro info` ties a micro service ID to a registry instance.
-const MetadataInstance = "kitnats.instance"
 
 // Service serves a set of methods for one instance of a service. Each method
 // is subscribed twice:
@@ -240,10 +237,10 @@ func NewService(ctx context.Context, nc *nats.Conn, service, instance string, me
 	if nc == nil {
 		return nil, ErrNilConn
 	}
-	if err := ValidateService(service); err != nil {
+	if err := wire.ValidateService(service); err != nil {
 		return nil, err
 	}
-	if err := ValidateInstance(instance); err != nil {
+	if err := wire.ValidateInstance(instance); err != nil {
 		return nil, err
 	}
 	if len(methods) == 0 {
@@ -251,7 +248,7 @@ func NewService(ctx context.Context, nc *nats.Conn, service, instance string, me
 	}
 	names := make([]string, 0, len(methods))
 	for m, srv := range methods {
-		if err := ValidateMethod(m); err != nil {
+		if err := wire.ValidateMethod(m); err != nil {
 			return nil, err
 		}
 		if srv == nil {
@@ -274,7 +271,7 @@ func NewService(ctx context.Context, nc *nats.Conn, service, instance string, me
 	if cfg.metadata == nil {
 		cfg.metadata = make(map[string]string, 1)
 	}
-	cfg.metadata[MetadataInstance] = instance
+	cfg.metadata[wire.MetadataInstance] = instance
 	disc, err := newDiscovery(cfg)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,33 @@
+package wire
+
+// Registry metadata keys kitnats writes and reads. A record's metadata is a
+// string map (the AegisSDK's format); these keys give some entries a meaning
+// every part of kitnats agrees on. Keys of kitnats' own start with
+// "kitnats."; zone, weight and region are plain words other registries use
+// too.
+const (
+	// MetadataZone is the instance's zone (natskv.WithZone writes it;
+	// lb/zone prefers the caller's zone).
+	MetadataZone = "zone"
+	// MetadataRegion is the instance's region, the level above zones.
+	MetadataRegion = "region"
+	// MetadataWeight is the instance's relative weight, a positive decimal
+	// integer (lb/weighted).
+	MetadataWeight = "weight"
+	// MetadataRPC says how an instance is called over natsrpc: RPCInstance
+	// means it answers its own instance subjects, InstanceSubject(...).
+	// Instances without it (AegisSDK's) are called on ServiceSubject(...).
+	MetadataRPC = "kitnats.rpc"
+	// MetadataInstance is the NATS micro metadata key that ties a micro
+	// service's ID to its registry instance ID ($SRV.INFO).
+	MetadataInstance = "kitnats.instance"
+)
+
+// RPCInstance is the value of MetadataRPC for instances that answer their
+// instance subjects.
+const RPCInstance = "instance"
+
+// AddressKey is the metadata key under which an instance says where it
+// serves transport (for example "http" or "grpc"): "kitnats.addr.{transport}".
+// One instance may serve several transports, each under its own key.
+func AddressKey(transport string) string { return "kitnats.addr." + transport }
