@@ -61,6 +61,12 @@ type Classifier func(err error, idempotent bool) Action
 //   - lb.ErrNoInstances is retried after a backoff, never in a spin;
 //   - an attempt timeout (ErrAttemptTimeout) is retried after a backoff only
 //     when the call is idempotent: the instance may have processed it;
+//   - HTTP and gRPC clients' failures are read as their transports define
+//     them: a connection refused, HTTP 503, 429 or 408 (an error with
+//     go-kit's StatusCode() int), gRPC UNAVAILABLE or RESOURCE_EXHAUSTED are
+//     retried on another instance; a connection cut mid-call or HTTP 502
+//     likewise, and HTTP 504 or gRPC DEADLINE_EXCEEDED after a backoff, for
+//     idempotent calls only; other statuses stop;
 //   - everything else stops.
 func DefaultClassifier(err error, idempotent bool) Action {
 	var r interface{ Retryable() bool }
@@ -80,7 +86,8 @@ func DefaultClassifier(err error, idempotent bool) Action {
 	case errors.Is(err, lb.ErrNoInstances):
 		return RetryAfterBackoff
 	}
-	return Stop
+	a, _ := classifyTransport(err, idempotent)
+	return a
 }
 
 // Attempt describes one try of a call. AttemptFromContext returns it, Err
