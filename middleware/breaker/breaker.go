@@ -168,10 +168,16 @@ func WithCorrelation(share float64, window time.Duration) Option {
 // deliberately. By the transport contract such an error implements
 // interface{ Retryable() bool } returning false, while errors proving the
 // request was never processed return true. Timeouts are never business
-// errors: a hung instance must trip its breaker.
+// errors: a hung instance must trip its breaker. Errors without the method
+// are read as HTTP or gRPC answers: an HTTP 4xx but 408 and 429 (an error
+// with go-kit's StatusCode() int) and a gRPC verdict on the request
+// (INVALID_ARGUMENT, NOT_FOUND...) are business errors.
 func IsBusinessError(err error) bool {
 	var r interface{ Retryable() bool }
-	if !errors.As(err, &r) || r.Retryable() {
+	if !errors.As(err, &r) {
+		return answered(err) // HTTP and gRPC clients' errors (transport.go)
+	}
+	if r.Retryable() {
 		return false
 	}
 	return !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout)

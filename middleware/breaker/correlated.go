@@ -111,6 +111,9 @@ const (
 )
 
 func kindOf(err error) kind {
+	if k, ok := transportKind(err); ok {
+		return k // HTTP and gRPC clients' failures (transport.go)
+	}
 	switch {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
 		return kindTimeout
