@@ -135,7 +135,7 @@ func newChain(tb testing.TB, nc *nats.Conn, b *natskv.Bucket, retryOpts ...retry
 		instancer.Stop()
 	})
 	opts := append([]retry.Option{retry.WithObserver(tracing.RetryObserver(service, method, otel))}, retryOpts...)
-	e, err := retry.New(lb.NewLeastLoaded(set), opts...)
+	e, err := retry.New(lb.New(set, lb.LeastLoaded()), opts...)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -53,7 +53,7 @@ func Example() {
 	factory := tracing.Factory(breaker.Factory(natsrpc.JSONFactory[string](nc, "greeter", "hello")), "greeter", "hello")
 	set := lb.NewEndpointSet(instancer, factory, nil) // STANDBY and metadata come from the instancer
 	defer set.Close()
-	call, _ := retry.New(lb.NewRoundRobin(set), retry.WithMaxAttempts(3))
+	call, _ := retry.New(lb.New(set, lb.RoundRobin()), retry.WithMaxAttempts(3))
 	call = tracing.Client("greeter", "hello")(call)
 
 	greeting, err := natsrpc.Call[string](ctx, call, "gopher")

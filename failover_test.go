@@ -14,6 +14,7 @@ import (
 	"github.com/aegis-sdk/kitnats/middleware/retry"
 	"github.com/aegis-sdk/kitnats/sd/natskv"
 	"github.com/aegis-sdk/kitnats/transport/natsrpc"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 // TestFailover runs three instances under concurrent load through the whole
@@ -166,7 +167,7 @@ func TestWeightsFromRegistry(t *testing.T) {
 	for id, weight := range map[string]string{"echo-light": "1", "echo-heavy": "3"} {
 		reg, err := natskv.NewRegistrar(bucket, natskv.Instance{
 			ServiceName: service, InstanceID: id, Version: "1.0.0",
-			Metadata: map[string]string{weighted.Key: weight},
+			Metadata: map[string]string{wire.MetadataWeight: weight},
 		}, nil, fastLiveness)
 		if err != nil {
 			t.Fatal(err)
@@ -186,7 +187,7 @@ func TestWeightsFromRegistry(t *testing.T) {
 	c := &chain{set: set}
 	c.waitInstances(t, 2)
 
-	balancer := weighted.New(set, weighted.WithSeed(1))
+	balancer := lb.New(set, weighted.Policy())
 	const picks = 10000
 	counts := map[string]int{}
 	for range picks {

@@ -92,7 +92,7 @@ func TestAegisFleetThroughDiscovery(t *testing.T) {
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
-			call, err := retry.New(lb.NewRoundRobin(set), retry.WithMaxAttempts(24), retry.WithBudget(nil),
+			call, err := retry.New(lb.New(set, lb.RoundRobin()), retry.WithMaxAttempts(24), retry.WithBudget(nil),
 				retry.WithBackoff(time.Millisecond, 4*time.Millisecond))
 			if err != nil {
 				t.Fatal(err)

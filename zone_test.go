@@ -18,6 +18,7 @@ import (
 	"github.com/aegis-sdk/kitnats/middleware/retry"
 	"github.com/aegis-sdk/kitnats/sd/natskv"
 	"github.com/aegis-sdk/kitnats/transport/natsrpc"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 // zonedEcho is an echo instance registered with a zone, whose service can
@@ -38,7 +39,7 @@ func startZoned(t *testing.T, url string, b *natskv.Bucket, id, z string) *zoned
 	in.serve(t)
 	reg, err := natskv.NewRegistrar(b, natskv.Instance{
 		ServiceName: service, InstanceID: id, Version: "1.0.0",
-		Metadata: map[string]string{zone.Key: z},
+		Metadata: map[string]string{wire.MetadataZone: z},
 	}, nil, fastLiveness)
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +105,7 @@ func TestZoneAwareRouting(t *testing.T) {
 	set := lb.NewEndpointSet(instancer, factory, nil)
 	defer set.Close()
 	(&chain{set: set}).waitInstances(t, 4)
-	call, err := retry.New(zone.New(set, lb.RoundRobinPolicy(), "a"),
+	call, err := retry.New(lb.New(set, zone.Policy(lb.RoundRobin(), "a")),
 		retry.WithMaxAttempts(4), retry.WithAttemptTimeout(time.Second), retry.WithIdempotent())
 	if err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package lb
 
 import (
 	"context"
-	"fmt"
 	"runtime"
 	"sync/atomic"
 	"weak"
@@ -14,7 +13,20 @@ import (
 // ErrNoInstances is returned by a pick when no instance can take the request.
 // It matches go-kit's lb.ErrNoEndpoints under errors.Is, so code written for
 // go-kit's balancers keeps working.
-var ErrNoInstances = fmt.Errorf("kitnats/lb: no instances available: %w", kitlb.ErrNoEndpoints)
+var ErrNoInstances error = noInstancesError{}
+
+// noInstancesError is ErrNoInstances: a type of its own so that it can name
+// its failure to tracing (ErrorType) without tracing importing this package.
+type noInstancesError struct{}
+
+func (noInstancesError) Error() string {
+	return "kitnats/lb: no instances available: " + kitlb.ErrNoEndpoints.Error()
+}
+
+func (noInstancesError) Unwrap() error { return kitlb.ErrNoEndpoints }
+
+// ErrorType is the error.type tracing records for the failure.
+func (noInstancesError) ErrorType() string { return "no_instances" }
 
 // Pick is one balancing decision: the instance chosen and the endpoint that
 // reaches it.
@@ -68,12 +80,12 @@ type Available interface {
 // its picks cheap (a ring, a table); the picks themselves must neither
 // lock nor allocate.
 //
-// Build is never called with an empty view (the balancer answers View.Err
-// for one) and must return a non-nil Picker. The calls for one balancer come
-// one at a time, in the order the set publishes its views, on the goroutine
-// that publishes them (see EndpointSet.Subscribe: no Refresh, Close or
-// Subscribe from Build); a Policy shared by several balancers must make
-// Build safe for concurrent use.
+// Build is never called with an empty view (the balancer answers the view's
+// error for one) and must return a non-nil Picker. The calls for one
+// balancer come one at a time, in the order the set publishes its views, on
+// the goroutine that publishes them (see EndpointSet.Subscribe: no Refresh,
+// Close or Subscribe from Build); a Policy shared by several balancers must
+// make Build safe for concurrent use.
 type Policy interface {
 	Build(v *View) Picker
 }
@@ -88,41 +100,17 @@ type Picker interface {
 	Pick(ctx context.Context, tried []string) *Instance
 }
 
-// PolicyFunc lets a function be a Policy.
-type PolicyFunc func(v *View) Picker
-
-// Build calls f(v).
-func (f PolicyFunc) Build(v *View) Picker { return f(v) }
-
-// PickerFunc lets a function be a Picker.
-type PickerFunc func(ctx context.Context, tried []string) *Instance
-
-// Pick calls f(ctx, tried).
-func (f PickerFunc) Pick(ctx context.Context, tried []string) *Instance { return f(ctx, tried) }
-
-// PolicyBalancer runs a Policy over an EndpointSet: it builds a picker from
-// every view the set publishes, as soon as the set publishes it, and picks
-// with the newest. It is a Balancer and a go-kit lb.Balancer. Every balancer
-// of this package is one, with its own policy.
+// New returns a balancer that picks from set by policy: it builds a picker
+// from every view the set publishes, as soon as the set publishes it, and
+// picks with the newest, in one atomic load. The picker for the set's
+// current view is built before New returns. The balancer is a go-kit
+// lb.Balancer too.
 //
-// It subscribes to the set (EndpointSet.Subscribe) for as long as it is
+// The balancer follows the set (EndpointSet.Subscribe) for as long as it is
 // reachable: there is nothing to close, and a balancer dropped by its user
 // stops costing the set anything once it has been garbage collected.
-type PolicyBalancer struct {
-	state atomic.Pointer[pickerState]
-}
-
-// pickerState pairs a view with the picker built from it, so a pick never
-// sees one without the other. picker is nil for an empty view.
-type pickerState struct {
-	view   *View
-	picker Picker
-}
-
-// NewPolicyBalancer returns a balancer that picks from set by policy. The
-// picker for the set's current view is built before it returns.
-func NewPolicyBalancer(set *EndpointSet, policy Policy) *PolicyBalancer {
-	b := &PolicyBalancer{}
+func New(set *EndpointSet, policy Policy) Balancer {
+	b := &policyBalancer{}
 	// The set holds the balancer weakly, so the balancer's user alone keeps
 	// it alive; the cleanup ends the subscription once nobody does.
 	wb := weak.Make(b)
@@ -135,7 +123,19 @@ func NewPolicyBalancer(set *EndpointSet, policy Policy) *PolicyBalancer {
 	return b
 }
 
-func (b *PolicyBalancer) update(v *View, policy Policy) {
+// policyBalancer is the Balancer New returns.
+type policyBalancer struct {
+	state atomic.Pointer[pickerState]
+}
+
+// pickerState pairs a view with the picker built from it, so a pick never
+// sees one without the other. picker is nil for an empty view.
+type pickerState struct {
+	view   *View
+	picker Picker
+}
+
+func (b *policyBalancer) update(v *View, policy Policy) {
 	st := &pickerState{view: v}
 	if v.Len() > 0 {
 		st.picker = policy.Build(v)
@@ -143,15 +143,12 @@ func (b *PolicyBalancer) update(v *View, policy Policy) {
 	b.state.Store(st)
 }
 
-// Endpoint satisfies go-kit's lb.Balancer: it is Pick with a background
-// context and nothing tried.
-func (b *PolicyBalancer) Endpoint() (endpoint.Endpoint, error) {
+func (b *policyBalancer) Endpoint() (endpoint.Endpoint, error) {
 	p, err := b.Pick(context.Background(), nil)
 	return p.Endpoint, err
 }
 
-// Pick asks the picker of the newest view for an instance.
-func (b *PolicyBalancer) Pick(ctx context.Context, tried []string) (Pick, error) {
+func (b *policyBalancer) Pick(ctx context.Context, tried []string) (Pick, error) {
 	st := b.state.Load()
 	if st.picker == nil {
 		return Pick{}, st.view.err
@@ -163,7 +160,4 @@ func (b *PolicyBalancer) Pick(ctx context.Context, tried []string) (Pick, error)
 	return in.pick(), nil
 }
 
-var (
-	_ kitlb.Balancer = Balancer(nil)
-	_ Balancer       = (*PolicyBalancer)(nil)
-)
+var _ kitlb.Balancer = Balancer(nil)

@@ -15,7 +15,7 @@ import (
 	"github.com/aegis-sdk/kitnats/lb"
 )
 
-func newSet(t *testing.T, f *fakeFactory, instances []string, opts ...lb.Option) *lb.EndpointSet {
+func newSet(t *testing.T, f *fakeFactory, instances []string, opts ...lb.EndpointSetOption) *lb.EndpointSet {
 	t.Helper()
 	if f == nil {
 		f = newFakeFactory()
@@ -44,7 +44,7 @@ func pickN(t *testing.T, b lb.Balancer, ctx context.Context, tried []string, n i
 func TestRoundRobinCycle(t *testing.T) {
 	insts := []string{"a", "b", "c", "d", "e"}
 	set := newSet(t, nil, insts)
-	rr := lb.NewRoundRobin(set, lb.WithSeed(42))
+	rr := lb.New(set, lb.SeededRoundRobin(42))
 
 	var have []string
 	for range 15 {
@@ -67,7 +67,7 @@ func TestRoundRobinRandomOffset(t *testing.T) {
 	set := newSet(t, nil, names(10))
 	first := map[string]bool{}
 	for seed := range uint64(20) {
-		p, err := lb.NewRoundRobin(set, lb.WithSeed(seed)).Pick(context.Background(), nil)
+		p, err := lb.New(set, lb.SeededRoundRobin(seed)).Pick(context.Background(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -82,7 +82,7 @@ func TestRandomDistribution(t *testing.T) {
 	insts := names(10)
 	set := newSet(t, nil, insts)
 	const picks = 100000
-	counts := pickN(t, lb.NewRandom(set, lb.WithSeed(7)), context.Background(), nil, picks)
+	counts := pickN(t, lb.New(set, lb.SeededRandom(7)), context.Background(), nil, picks)
 	want := float64(picks) / float64(len(insts))
 	for _, name := range insts {
 		if have := float64(counts[name]); math.Abs(have-want) > 0.05*want {
@@ -94,7 +94,7 @@ func TestRandomDistribution(t *testing.T) {
 func TestRandomSeedRepeats(t *testing.T) {
 	set := newSet(t, nil, names(10))
 	seq := func() []string {
-		r := lb.NewRandom(set, lb.WithSeed(99))
+		r := lb.New(set, lb.SeededRandom(99))
 		var s []string
 		for range 20 {
 			p, _ := r.Pick(context.Background(), nil)
@@ -111,7 +111,7 @@ func TestLeastLoadedPrefersIdle(t *testing.T) {
 	f := newFakeFactory()
 	f.block["inst-0003"] = make(chan struct{})
 	set := newSet(t, f, names(10))
-	ll := lb.NewLeastLoaded(set, lb.WithSeed(1))
+	ll := lb.New(set, lb.SeededLeastLoaded(1))
 
 	// Three requests stuck on inst-0003.
 	eps, _ := set.Endpoints()
@@ -119,7 +119,7 @@ func TestLeastLoadedPrefersIdle(t *testing.T) {
 	for range 3 {
 		go func() { eps[3](context.Background(), nil); done <- struct{}{} }()
 	}
-	eventually(t, "3 in flight", func() bool { return set.Stats()[3].InFlight == 3 })
+	eventually(t, "3 in flight", func() bool { return set.View().Instances()[3].InFlight() == 3 })
 
 	counts := map[string]int{} // picks only: a call to the busy instance would block
 	for range 2000 {
@@ -152,12 +152,12 @@ func TestLeastLoadedLatencyWeighting(t *testing.T) {
 		}
 	}
 
-	counts := pickN(t, lb.NewLeastLoaded(set, lb.WithSeed(3), lb.WithLatencyWeighting()), context.Background(), nil, 200)
+	counts := pickN(t, lb.New(set, lb.SeededLeastLoaded(3, lb.WithLatencyWeighting())), context.Background(), nil, 200)
 	if want, have := 200, counts["fast"]; want != have {
 		t.Errorf("latency weighted, idle: want fast %d times, have %d (%v)", want, have, counts)
 	}
 	// Without weighting, two idle instances tie: both are picked.
-	counts = pickN(t, lb.NewLeastLoaded(set, lb.WithSeed(3)), context.Background(), nil, 200)
+	counts = pickN(t, lb.New(set, lb.SeededLeastLoaded(3)), context.Background(), nil, 200)
 	if counts["slow"] == 0 || counts["fast"] == 0 {
 		t.Errorf("unweighted, idle: want both picked, have %v", counts)
 	}
@@ -182,7 +182,7 @@ func TestTriedExclusion(t *testing.T) {
 	ctxs := keyContexts(40)
 	for _, bc := range balancers {
 		t.Run(bc.name, func(t *testing.T) {
-			b := bc.make(set, lb.WithSeed(5))
+			b := bc.make(set, 5)
 			for _, ctx := range ctxs {
 				tried := []string{insts[0], insts[1], insts[3], insts[4]}
 				snapshot := slices.Clone(tried)
@@ -232,7 +232,7 @@ func TestAvailableRules(t *testing.T) {
 	ctxs := keyContexts(40)
 	for _, bc := range balancers {
 		t.Run(bc.name, func(t *testing.T) {
-			b := bc.make(set, lb.WithSeed(5))
+			b := bc.make(set, 5)
 			for _, ctx := range ctxs {
 				setDown(insts[0], insts[1], insts[3], insts[4])
 				for range 5 {
@@ -269,7 +269,7 @@ func TestStandbyRules(t *testing.T) {
 	ctxs := keyContexts(40)
 	for _, bc := range balancers {
 		t.Run(bc.name, func(t *testing.T) {
-			b := bc.make(set, lb.WithSeed(5))
+			b := bc.make(set, 5)
 			for _, ctx := range ctxs {
 				counts := pickN(t, b, ctx, nil, 10)
 				if counts["b"] != 0 {

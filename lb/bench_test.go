@@ -17,6 +17,7 @@ import (
 	"github.com/aegis-sdk/kitnats/lb"
 	"github.com/aegis-sdk/kitnats/lb/weighted"
 	"github.com/aegis-sdk/kitnats/lb/zone"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 func nopFactory(instance string) (endpoint.Endpoint, io.Closer, error) {
@@ -85,7 +86,7 @@ func BenchmarkPick(b *testing.B) {
 			run(bc.name, bc.name == "sticky", bc.make(set))
 		}
 		for _, zc := range zonePolicies {
-			run("zone-"+zc.name, zc.name == "sticky", lb.NewPolicyBalancer(set, zone.Policy(zc.make(), "z0")))
+			run("zone-"+zc.name, zc.name == "sticky", lb.New(set, zone.Policy(zc.make(), "z0")))
 		}
 		set.Close()
 
@@ -98,7 +99,7 @@ func BenchmarkPick(b *testing.B) {
 			}
 		}
 		for _, zc := range zonePolicies {
-			bal := lb.NewPolicyBalancer(spilling, zone.Policy(zc.make(), "z0"))
+			bal := lb.New(spilling, zone.Policy(zc.make(), "z0"))
 			waitCensus(b, spilling, bal)
 			run("zone-spill-"+zc.name, zc.name == "sticky", bal)
 		}
@@ -110,7 +111,7 @@ func BenchmarkPick(b *testing.B) {
 		for i, name := range insts {
 			f.Closer(name).down.Store(i%5 < 3)
 		}
-		rr := lb.NewRoundRobin(panicking)
+		rr := lb.New(panicking, lb.RoundRobin())
 		for !panicking.View().PanicMode() {
 			rr.Pick(context.Background(), nil)
 			time.Sleep(time.Millisecond)
@@ -125,11 +126,11 @@ var zonePolicies = []struct {
 	name string
 	make func() lb.Policy
 }{
-	{"roundrobin", func() lb.Policy { return lb.RoundRobinPolicy() }},
-	{"random", func() lb.Policy { return lb.RandomPolicy() }},
-	{"sticky", func() lb.Policy { return lb.StickyPolicy() }},
-	{"leastloaded", func() lb.Policy { return lb.LeastLoadedPolicy() }},
-	{"weighted", func() lb.Policy { return weighted.NewPolicy() }},
+	{"roundrobin", func() lb.Policy { return lb.RoundRobin() }},
+	{"random", func() lb.Policy { return lb.Random() }},
+	{"sticky", func() lb.Policy { return lb.Sticky() }},
+	{"leastloaded", func() lb.Policy { return lb.LeastLoaded() }},
+	{"weighted", func() lb.Policy { return weighted.Policy() }},
 }
 
 // waitCensus picks until the set has counted its unavailable instances.
@@ -156,7 +157,7 @@ func BenchmarkSnapshot(b *testing.B) {
 		b.Run(fmt.Sprintf("refresh/%d", n), func(b *testing.B) {
 			set := lb.NewEndpointSet(sd.FixedInstancer(insts[:n]), nopFactory, nil)
 			defer set.Close()
-			lb.NewSticky(set)
+			lb.New(set, lb.Sticky())
 			b.ReportAllocs()
 			for b.Loop() {
 				set.Refresh()
@@ -166,7 +167,7 @@ func BenchmarkSnapshot(b *testing.B) {
 			inst := newFakeInstancer(insts[:n]...)
 			set := lb.NewEndpointSet(inst, nopFactory, nil)
 			defer set.Close()
-			sticky := lb.NewSticky(set)
+			sticky := lb.New(set, lb.Sticky())
 			ctx := lb.WithStickyKey(context.Background(), "k")
 			b.ReportAllocs()
 			i := 0
@@ -191,5 +192,5 @@ func BenchmarkSnapshot(b *testing.B) {
 func benchWeights(instance string) lb.Attributes {
 	w := 1 + int(instance[len(instance)-1]-'0')
 	n, _ := strconv.Atoi(instance[len(instance)-4:])
-	return lb.Attributes{Metadata: map[string]string{weighted.Key: strconv.Itoa(w), zone.Key: fmt.Sprintf("z%d", n%3)}}
+	return lb.Attributes{Metadata: map[string]string{wire.MetadataWeight: strconv.Itoa(w), wire.MetadataZone: fmt.Sprintf("z%d", n%3)}}
 }

@@ -14,25 +14,12 @@ import (
 	"go.opentelemetry.io/otel/metric/noop"
 )
 
-// DefaultPanicThreshold is the share of a set's instances that may be
-// unavailable before the set enters panic mode (WithPanicThreshold): more
-// than half, as Envoy's default panic threshold.
-const DefaultPanicThreshold = 0.5
-
-// ScopeName is the OpenTelemetry instrumentation scope of the metrics an
-// EndpointSet records.
-const ScopeName = "github.com/aegis-sdk/kitnats/lb"
-
-// Metrics an EndpointSet records (WithMeterProvider, WithMetricAttributes).
+// The set's metrics, named in the package documentation.
 const (
-	// MetricUnavailable is a gauge: the set's instances whose closer
-	// reported Available() == false at the latest census.
-	MetricUnavailable = "kitnats.lb.instances.unavailable"
-	// MetricPanicMode is a gauge: 1 while the set is in panic mode, else 0.
-	MetricPanicMode = "kitnats.lb.panic_mode"
-	// MetricPanicEngaged is a counter: how many times the set entered
-	// panic mode.
-	MetricPanicEngaged = "kitnats.lb.panic_mode.engaged"
+	scopeName          = "github.com/aegis-sdk/kitnats/lb"
+	metricUnavailable  = "kitnats.lb.instances.unavailable"
+	metricPanicMode    = "kitnats.lb.panic_mode"
+	metricPanicEngaged = "kitnats.lb.panic_mode.engaged"
 )
 
 // When the set counts its unavailable instances (a census): on every view
@@ -176,19 +163,19 @@ func (c *census) instrument(o *setOptions, view func() *View) {
 	if mp == nil {
 		mp = otel.GetMeterProvider()
 	}
-	m := mp.Meter(ScopeName)
+	m := mp.Meter(scopeName)
 	set := attribute.NewSet(o.metricAttrs...)
 	c.attrs = metric.WithAttributeSet(set)
 	var err, e error
-	c.engagedN, err = m.Int64Counter(MetricPanicEngaged, metric.WithUnit("{occurrence}"),
+	c.engagedN, err = m.Int64Counter(metricPanicEngaged, metric.WithUnit("{occurrence}"),
 		metric.WithDescription("Times the endpoint set entered panic mode: balancing over every instance because too many were unavailable."))
 	if c.engagedN == nil {
 		c.engagedN = noop.Int64Counter{}
 	}
-	unavailable, e := m.Int64ObservableGauge(MetricUnavailable, metric.WithUnit("{instance}"),
+	unavailable, e := m.Int64ObservableGauge(metricUnavailable, metric.WithUnit("{instance}"),
 		metric.WithDescription("Instances of the endpoint set whose closer reports them unavailable (an open circuit breaker)."))
 	err = errors.Join(err, e)
-	panicMode, e := m.Int64ObservableGauge(MetricPanicMode,
+	panicMode, e := m.Int64ObservableGauge(metricPanicMode,
 		metric.WithDescription("1 while the endpoint set is in panic mode, else 0."))
 	err = errors.Join(err, e)
 	if unavailable != nil && panicMode != nil {

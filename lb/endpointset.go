@@ -11,16 +11,13 @@ import (
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/kit/sd"
 	"github.com/go-kit/log"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/metric"
 
 	"github.com/aegis-sdk/kitnats/internal/backoff"
 	"github.com/aegis-sdk/kitnats/internal/mailbox"
 )
 
-// ErrClosed is returned by picks and Endpoints after EndpointSet.Close. It
-// matches ErrNoInstances under errors.Is.
-var ErrClosed = fmt.Errorf("%w (endpoint set closed)", ErrNoInstances)
+// errClosed is what picks and Endpoints return after EndpointSet.Close.
+var errClosed = fmt.Errorf("%w (endpoint set closed)", ErrNoInstances)
 
 // Attributes are what a policy needs to know about an instance beyond its
 // name. The EndpointSet learns them from its instancer (Describer) or from
@@ -47,100 +44,6 @@ type Attributes struct {
 // must be fast and must not call back into the set.
 type Describer interface {
 	Describe(instance string) (attrs Attributes, ok bool)
-}
-
-// Option configures an EndpointSet.
-type Option func(*setOptions)
-
-type setOptions struct {
-	attributes        func(instance string) Attributes
-	invalidateTimeout time.Duration
-	invalidate        bool
-	retryMin          time.Duration
-	retryMax          time.Duration
-	vnodes            int
-	panicThreshold    float64
-	meterProvider     metric.MeterProvider
-	metricAttrs       []attribute.KeyValue
-}
-
-// WithAttributes tells the set how to learn an instance's attributes,
-// overriding the instancer's Describer if it has one. fn is called for every
-// instance each time a view is built (membership change, factory retry,
-// Refresh), from the set's own goroutine; it must be fast and must not call
-// back into the set. Without it, and over an instancer that is not a
-// Describer, every instance is ACTIVE with no metadata.
-func WithAttributes(fn func(instance string) Attributes) Option {
-	return func(o *setOptions) { o.attributes = fn }
-}
-
-// WithInvalidateOnError makes the set drop its endpoints when the instancer
-// reports an error (sd.Event.Err) and no good event follows within timeout;
-// picks then fail with an error that wraps both ErrNoInstances and the
-// instancer's error. It is go-kit's sd.InvalidateOnError. By default the set
-// keeps serving the last known instances, which is what you want when the
-// discovery system, not the service, is down.
-func WithInvalidateOnError(timeout time.Duration) Option {
-	return func(o *setOptions) {
-		o.invalidate = true
-		o.invalidateTimeout = max(timeout, 0)
-	}
-}
-
-// WithFactoryRetry sets the backoff for retrying instances whose sd.Factory
-// failed: the first retry comes after initial, each further one doubles up
-// to limit, each with ±50% jitter. Failed instances are also retried on
-// every instancer event. Defaults: 250ms and 30s.
-func WithFactoryRetry(initial, limit time.Duration) Option {
-	return func(o *setOptions) {
-		if initial > 0 {
-			o.retryMin = initial
-		}
-		o.retryMax = max(limit, o.retryMin)
-	}
-}
-
-// WithVirtualNodes sets how many points each instance gets on the
-// consistent-hash ring of a sticky policy over the set (default 100). More points spread keys more
-// evenly, and bound the keys moved by a membership change closer to 1/N, at
-// the cost of memory (12 bytes per point) and view build time.
-func WithVirtualNodes(n int) Option {
-	return func(o *setOptions) {
-		if n > 0 {
-			o.vnodes = n
-		}
-	}
-}
-
-// WithPanicThreshold sets the share of the set's instances that may be
-// unavailable (their closer's Available() is false: breakers open) before
-// the set enters panic mode, Envoy's guard against mass ejection: while more
-// than share of them are unavailable, the shared rules count every instance
-// as available, so picks spread over all of them — ranked by tried and
-// STANDBY only — rather than pile onto the few survivors. An instance whose
-// breaker is open then answers its own error at once, and a retry moves on;
-// when so many instances are ejected together, the fault is more often the
-// breakers' (a shared dependency, the network) than the instances'.
-//
-// The set enters and leaves panic mode at its census of unavailable
-// instances (View.Unavailable), with a log line and a metric
-// (MetricPanicMode, MetricPanicEngaged). Default DefaultPanicThreshold; 0
-// (or less) disables panic mode; 1 or more can never engage it.
-func WithPanicThreshold(share float64) Option {
-	return func(o *setOptions) { o.panicThreshold = max(share, 0) }
-}
-
-// WithMeterProvider sets where the set's metrics go (MetricUnavailable,
-// MetricPanicMode, MetricPanicEngaged). The default is otel's global
-// provider, at the time NewEndpointSet is called.
-func WithMeterProvider(mp metric.MeterProvider) Option {
-	return func(o *setOptions) { o.meterProvider = mp }
-}
-
-// WithMetricAttributes labels the set's metrics, with the service it
-// balances, say.
-func WithMetricAttributes(attrs ...attribute.KeyValue) Option {
-	return func(o *setOptions) { o.metricAttrs = append(o.metricAttrs, attrs...) }
 }
 
 // EndpointSet is go-kit's sd.Endpointer that remembers which instance each
@@ -216,7 +119,7 @@ var _ sd.Endpointer = (*EndpointSet)(nil)
 // through factory. A nil logger means no logging. When the instancer sends
 // its current instances as it registers the set, as go-kit's instancers do,
 // they are in place when NewEndpointSet returns. Call Close when done.
-func NewEndpointSet(instancer sd.Instancer, factory sd.Factory, logger log.Logger, options ...Option) *EndpointSet {
+func NewEndpointSet(instancer sd.Instancer, factory sd.Factory, logger log.Logger, options ...EndpointSetOption) *EndpointSet {
 	if logger == nil {
 		logger = log.NewNopLogger()
 	}
@@ -224,7 +127,7 @@ func NewEndpointSet(instancer sd.Instancer, factory sd.Factory, logger log.Logge
 		instancer:   instancer,
 		factory:     factory,
 		logger:      logger,
-		opts:        setOptions{retryMin: 250 * time.Millisecond, retryMax: 30 * time.Second, vnodes: 100, panicThreshold: DefaultPanicThreshold},
+		opts:        defaultSetOptions(),
 		subscribers: map[*subscription]struct{}{},
 		ch:          make(chan sd.Event),
 		events:      mailbox.NewLatest[pending](),
@@ -233,7 +136,9 @@ func NewEndpointSet(instancer sd.Instancer, factory sd.Factory, logger log.Logge
 		failed:      map[string]struct{}{},
 	}
 	for _, o := range options {
-		o(&s.opts)
+		if o != nil {
+			must(o.applyEndpointSet(&s.opts))
+		}
 	}
 	s.retryDelay = backoff.Policy{Base: s.opts.retryMin, Cap: s.opts.retryMax}
 	s.census = newCensus(&s.opts, logger)
@@ -251,7 +156,7 @@ func NewEndpointSet(instancer sd.Instancer, factory sd.Factory, logger log.Logge
 	s.invalidTime.Stop()
 	s.censusTimer = time.NewTimer(time.Hour)
 	s.censusTimer.Stop()
-	s.view.Store(newView(nil, nil, s.opts.vnodes, nil, s.census))
+	s.view.Store(newView(nil, nil, nil, s.census))
 	s.census.instrument(&s.opts, s.view.Load)
 
 	// Register in the background and apply what it sends before returning,
@@ -431,7 +336,7 @@ func (s *EndpointSet) buildView() *View {
 			attrs[i] = s.attributes(m.name)
 		}
 	}
-	return newView(members, attrs, s.opts.vnodes, nil, s.census)
+	return newView(members, attrs, nil, s.census)
 }
 
 // publish makes v the current view and has every subscriber build from it
@@ -453,7 +358,7 @@ func (s *EndpointSet) publish(v *View) {
 // Subscribe calls fn with the set's current view, then with every view the
 // set publishes, in order, until cancel is called. A view is published on
 // every membership change, factory retry, Refresh, invalidation and on
-// Close (an empty view whose Err is ErrClosed, the last one fn sees).
+// Close (an empty view, the last one fn sees).
 //
 // This is how a PolicyBalancer builds its pickers as soon as a view exists
 // rather than on the next pick; use it too for anything else that must
@@ -510,7 +415,7 @@ func (s *EndpointSet) invalidate() {
 	clear(s.failed)
 	s.retryTimer.Stop()
 	s.current = nil
-	s.publish(newView(nil, nil, s.opts.vnodes, errors.Join(ErrNoInstances, s.err), s.census))
+	s.publish(newView(nil, nil, errors.Join(ErrNoInstances, s.err), s.census))
 }
 
 // Endpoints satisfies go-kit's sd.Endpointer: the endpoints of the current
@@ -541,34 +446,6 @@ func (s *EndpointSet) Instances() []string {
 	return names
 }
 
-// InstanceStats is one instance's picture at the time of a Stats call.
-type InstanceStats struct {
-	Instance  string
-	Standby   bool
-	Available bool          // what the factory's closer reports; true if it reports nothing
-	InFlight  int64         // requests through the endpoint not yet returned
-	Calls     uint64        // requests through the endpoint since it was built
-	Latency   time.Duration // moving average (weight 1/8 per call); 0 before the first call
-}
-
-// Stats reports the current instances' load, sorted by instance, for metrics
-// and diagnostics.
-func (s *EndpointSet) Stats() []InstanceStats {
-	v := s.view.Load()
-	stats := make([]InstanceStats, len(v.all))
-	for i, in := range v.all {
-		stats[i] = InstanceStats{
-			Instance:  in.name,
-			Standby:   in.Standby(),
-			Available: in.Available(),
-			InFlight:  in.InFlight(),
-			Calls:     in.Calls(),
-			Latency:   in.Latency(),
-		}
-	}
-	return stats
-}
-
 // Refresh rebuilds the view with fresh attributes (Describer or
 // WithAttributes) and retries failed factories. Call it when an instance's
 // attributes change without a membership change — an instance going
@@ -584,7 +461,8 @@ func (s *EndpointSet) Refresh() {
 }
 
 // Close unregisters the set from the instancer, stops its goroutines and
-// closes every endpoint. Picks then fail with ErrClosed. Close may be called
+// closes every endpoint. Picks then fail with an error that matches
+// ErrNoInstances and says the set is closed. Close may be called
 // more than once; every call returns after the first one completed.
 func (s *EndpointSet) Close() {
 	s.closer.Do(func() {
@@ -601,7 +479,7 @@ func (s *EndpointSet) Close() {
 		s.invalidTime.Stop()
 		s.censusTimer.Stop()
 		s.census.close()
-		s.publish(newView(nil, nil, s.opts.vnodes, ErrClosed, s.census))
+		s.publish(newView(nil, nil, errClosed, s.census))
 		s.pubMu.Lock()
 		s.subscribers = nil // no view follows: let them go
 		s.pubMu.Unlock()

@@ -156,7 +156,7 @@ func TestEndpointSetInvalidateOnError(t *testing.T) {
 	f := newFakeFactory()
 	set := lb.NewEndpointSet(inst, f.Factory, nil, lb.WithInvalidateOnError(time.Millisecond))
 	defer set.Close()
-	rr := lb.NewRoundRobin(set)
+	rr := lb.New(set, lb.RoundRobin())
 
 	errDown := errors.New("registry down")
 	inst.Update(sd.Event{Err: errDown})
@@ -260,7 +260,7 @@ func TestEndpointSetAttributesAndRefresh(t *testing.T) {
 	})
 	set := lb.NewEndpointSet(sd.FixedInstancer{"a", "b"}, newFakeFactory().Factory, nil, attrs)
 	defer set.Close()
-	rr := lb.NewRoundRobin(set)
+	rr := lb.New(set, lb.RoundRobin())
 
 	for range 10 {
 		p, err := rr.Pick(context.Background(), nil)
@@ -290,18 +290,20 @@ func TestEndpointSetAttributesAndRefresh(t *testing.T) {
 
 func standbys(set *lb.EndpointSet) []bool {
 	var s []bool
-	for _, st := range set.Stats() {
-		s = append(s, st.Standby)
+	for _, in := range set.View().Instances() {
+		s = append(s, in.Attributes().Standby)
 	}
 	return s
 }
 
-func TestEndpointSetStats(t *testing.T) {
+// TestInstanceLoad: a view's instances report the load on their endpoints,
+// live, and what their closers say of their availability.
+func TestInstanceLoad(t *testing.T) {
 	f := newFakeFactory()
 	f.block["a"] = make(chan struct{})
 	set := lb.NewEndpointSet(sd.FixedInstancer{"a"}, f.Factory, nil)
 	defer set.Close()
-	p, err := lb.NewRoundRobin(set).Pick(context.Background(), nil)
+	p, err := lb.New(set, lb.RoundRobin()).Pick(context.Background(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,20 +313,28 @@ func TestEndpointSetStats(t *testing.T) {
 		defer close(done)
 		p.Endpoint(context.Background(), nil)
 	}()
-	eventually(t, "one call in flight", func() bool { return set.Stats()[0].InFlight == 1 })
+	in := set.View().Lookup("a")
+	eventually(t, "one call in flight", func() bool { return in.InFlight() == 1 })
 	close(f.block["a"])
 	<-done
 
-	st := set.Stats()[0]
-	if want, have := (lb.InstanceStats{Instance: "a", Available: true, InFlight: 0, Calls: 1}), (lb.InstanceStats{Instance: st.Instance, Available: st.Available, InFlight: st.InFlight, Calls: st.Calls}); want != have {
-		t.Errorf("stats: want %+v, have %+v", want, have)
+	if want, have := (struct {
+		Name      string
+		Available bool
+		InFlight  int64
+	}{"a", true, 0}), (struct {
+		Name      string
+		Available bool
+		InFlight  int64
+	}{in.Name(), in.Available(), in.InFlight()}); want != have {
+		t.Errorf("instance: want %+v, have %+v", want, have)
 	}
-	if st.Latency <= 0 {
-		t.Errorf("latency average after one call: want > 0, have %v", st.Latency)
+	if in.Latency() <= 0 {
+		t.Errorf("latency average after one call: want > 0, have %v", in.Latency())
 	}
 	f.Closer("a").down.Store(true)
-	if set.Stats()[0].Available {
-		t.Error("Stats reports an unavailable instance as available")
+	if set.View().Lookup("a").Available() {
+		t.Error("an unavailable instance reported available")
 	}
 }
 
@@ -335,7 +345,7 @@ func TestEndpointSetStats(t *testing.T) {
 func TestConcurrentPicksDuringMembershipChanges(t *testing.T) {
 	inst := newFakeInstancer(names(8)...)
 	f := newFakeFactory()
-	set := lb.NewEndpointSet(inst, f.Factory, nil, lb.WithVirtualNodes(16))
+	set := lb.NewEndpointSet(inst, f.Factory, nil)
 	defer set.Close()
 
 	universe := names(16)
@@ -344,6 +354,9 @@ func TestConcurrentPicksDuringMembershipChanges(t *testing.T) {
 	errs := make(chan error, 64)
 	for _, bc := range balancers {
 		b := bc.make(set)
+		if bc.name == "sticky" {
+			b = lb.New(set, lb.Sticky(lb.WithVirtualNodes(16))) // rings rebuilt on every change
+		}
 		for g := range 2 {
 			wg.Go(func() {
 				ctxs := keyContexts(32)

@@ -32,32 +32,34 @@ func ExampleNewEndpointSet() {
 	defer set.Close()
 	fmt.Println(set.Instances())
 
-	balancer := lb.NewRoundRobin(set, lb.WithSeed(1))
-	for range 4 {
+	balancer := lb.New(set, lb.RoundRobin())
+	picked := map[string]int{}
+	for range 6 {
 		pick, err := balancer.Pick(context.Background(), nil)
 		if err != nil {
 			fmt.Println(err)
 			return
 		}
 		response, _ := pick.Endpoint(context.Background(), "hi")
-		fmt.Println(pick.Instance, "|", response)
+		if response != pick.Instance+" echoes hi" {
+			fmt.Println("the pick names another instance than its endpoint reaches")
+		}
+		picked[pick.Instance]++
 	}
+	fmt.Println(picked)
 	// Output:
 	// [echo-a echo-b echo-c]
-	// echo-c | echo-c echoes hi
-	// echo-a | echo-a echoes hi
-	// echo-b | echo-b echoes hi
-	// echo-c | echo-c echoes hi
+	// map[echo-a:2 echo-b:2 echo-c:2]
 }
 
 // Every balancer is a go-kit lb.Balancer, so go-kit's own middleware takes it
 // unchanged. (kitnats' middleware/retry adds backoff, budgets and never
 // retrying the same instance.)
-func ExampleNewLeastLoaded() {
+func ExampleLeastLoaded() {
 	set := lb.NewEndpointSet(sd.FixedInstancer{"echo-a", "echo-b"}, echoFactory, nil)
 	defer set.Close()
 
-	var balancer kitlb.Balancer = lb.NewLeastLoaded(set, lb.WithLatencyWeighting())
+	var balancer kitlb.Balancer = lb.New(set, lb.LeastLoaded(lb.WithLatencyWeighting()))
 	retrying := kitlb.Retry(3, time.Second, balancer)
 	response, err := retrying(context.Background(), "hi")
 	fmt.Println(response != nil, err)
@@ -67,10 +69,10 @@ func ExampleNewLeastLoaded() {
 
 // A sticky balancer sends a key to the same instance every time, from every
 // client; a preferred instance overrides the key while it is available.
-func ExampleNewSticky() {
+func ExampleSticky() {
 	set := lb.NewEndpointSet(sd.FixedInstancer{"cart-1", "cart-2", "cart-3"}, echoFactory, nil)
 	defer set.Close()
-	balancer := lb.NewSticky(set)
+	balancer := lb.New(set, lb.Sticky())
 
 	ctx := lb.WithStickyKey(context.Background(), "user-42")
 	first, _ := balancer.Pick(ctx, nil)
@@ -93,7 +95,7 @@ func ExampleWithAttributes() {
 	set := lb.NewEndpointSet(sd.FixedInstancer{"db-1", "db-2"}, echoFactory, nil,
 		lb.WithAttributes(func(s string) lb.Attributes { return lb.Attributes{Standby: status[s] == "STANDBY"} }))
 	defer set.Close()
-	balancer := lb.NewRandom(set)
+	balancer := lb.New(set, lb.Random())
 
 	pick, _ := balancer.Pick(context.Background(), nil)
 	fmt.Println("first choice:", pick.Instance)
@@ -118,7 +120,7 @@ func ExampleBalancer_pick() {
 	}
 	set := lb.NewEndpointSet(sd.FixedInstancer{"svc-a", "svc-b", "svc-c"}, factory, nil)
 	defer set.Close()
-	var balancer lb.Balancer = lb.NewRoundRobin(set)
+	var balancer lb.Balancer = lb.New(set, lb.RoundRobin())
 
 	var tried []string
 	for range 3 {
@@ -146,33 +148,14 @@ func ExampleBalancer_pick() {
 // found there, not on every pick. (Package zone does this over any policy,
 // and spills a share of the traffic when the zone is short of healthy
 // instances.)
-func ExampleNewPolicyBalancer() {
-	sameZone := func(zone string) lb.Policy {
-		return lb.PolicyFunc(func(v *lb.View) lb.Picker {
-			var local []*lb.Instance
-			for _, in := range v.Active() {
-				if in.Attributes().Metadata["zone"] == zone {
-					local = append(local, in)
-				}
-			}
-			return lb.PickerFunc(func(_ context.Context, tried []string) *lb.Instance {
-				for _, in := range local {
-					if in.Eligible(tried) {
-						return in
-					}
-				}
-				return v.Fallback(0, tried) // elsewhere, by the shared rules
-			})
-		})
-	}
-
+func ExampleNew() {
 	zones := map[string]string{"api-1": "us", "api-2": "eu", "api-3": "us", "api-4": "eu"}
 	set := lb.NewEndpointSet(sd.FixedInstancer{"api-1", "api-2", "api-3", "api-4"}, echoFactory, nil,
 		lb.WithAttributes(func(s string) lb.Attributes { // natskv's Instancer does this itself
 			return lb.Attributes{Metadata: map[string]string{"zone": zones[s]}}
 		}))
 	defer set.Close()
-	balancer := lb.NewPolicyBalancer(set, sameZone("eu"))
+	balancer := lb.New(set, sameZone("eu"))
 
 	var tried []string
 	for range 4 {
@@ -185,4 +168,33 @@ func ExampleNewPolicyBalancer() {
 	// api-4 eu
 	// api-1 us
 	// api-3 us
+}
+
+// sameZone is the policy: Build finds the zone's instances in each view.
+type sameZone string
+
+func (z sameZone) Build(v *lb.View) lb.Picker {
+	p := &sameZonePicker{view: v}
+	for _, in := range v.Active() {
+		if in.Attributes().Metadata["zone"] == string(z) {
+			p.local = append(p.local, in)
+		}
+	}
+	return p
+}
+
+type sameZonePicker struct {
+	view  *lb.View
+	local []*lb.Instance
+}
+
+// Pick takes the first eligible local instance, else whatever the shared
+// rules rank best.
+func (p *sameZonePicker) Pick(_ context.Context, tried []string) *lb.Instance {
+	for _, in := range p.local {
+		if in.Eligible(tried) {
+			return in
+		}
+	}
+	return p.view.Fallback(0, tried)
 }

@@ -167,21 +167,47 @@ func call(t *testing.T, p lb.Pick) string {
 	return resp.(string)
 }
 
-// balancerCase builds one of the package's balancers over a set.
+// balancerCase builds one of the package's balancers over a set; given a
+// seed, one whose random choices repeat from run to run.
 type balancerCase struct {
 	name string
-	make func(*lb.EndpointSet, ...lb.BalancerOption) lb.Balancer
+	make func(set *lb.EndpointSet, seed ...uint64) lb.Balancer
+}
+
+// seeded picks the seeded or the production policy.
+func seeded(seed []uint64, production func() lb.Policy, withSeed func(uint64) lb.Policy) lb.Policy {
+	if len(seed) == 0 {
+		return production()
+	}
+	return withSeed(seed[0])
 }
 
 var balancers = []balancerCase{
-	{"roundrobin", func(s *lb.EndpointSet, o ...lb.BalancerOption) lb.Balancer { return lb.NewRoundRobin(s, o...) }},
-	{"random", func(s *lb.EndpointSet, o ...lb.BalancerOption) lb.Balancer { return lb.NewRandom(s, o...) }},
-	{"sticky", func(s *lb.EndpointSet, o ...lb.BalancerOption) lb.Balancer { return lb.NewSticky(s, o...) }},
-	{"leastloaded", func(s *lb.EndpointSet, o ...lb.BalancerOption) lb.Balancer { return lb.NewLeastLoaded(s, o...) }},
+	{"roundrobin", func(s *lb.EndpointSet, seed ...uint64) lb.Balancer {
+		return lb.New(s, seeded(seed, lb.RoundRobin, lb.SeededRoundRobin))
+	}},
+	{"random", func(s *lb.EndpointSet, seed ...uint64) lb.Balancer {
+		return lb.New(s, seeded(seed, lb.Random, lb.SeededRandom))
+	}},
+	{"sticky", func(s *lb.EndpointSet, seed ...uint64) lb.Balancer {
+		return lb.New(s, seeded(seed, func() lb.Policy { return lb.Sticky() }, func(n uint64) lb.Policy { return lb.SeededSticky(n) }))
+	}},
+	{"leastloaded", func(s *lb.EndpointSet, seed ...uint64) lb.Balancer {
+		return lb.New(s, seeded(seed, func() lb.Policy { return lb.LeastLoaded() }, func(n uint64) lb.Policy { return lb.SeededLeastLoaded(n) }))
+	}},
 	// The weighted policy lives outside lb, on the exported seam only; it
-	// must keep the same rules. It has its own options.
-	{"weighted", func(s *lb.EndpointSet, _ ...lb.BalancerOption) lb.Balancer { return weighted.New(s) }},
+	// must keep the same rules. Its seed is its own.
+	{"weighted", func(s *lb.EndpointSet, _ ...uint64) lb.Balancer { return lb.New(s, weighted.Policy()) }},
 }
+
+// policyFunc and pickerFunc let tests write a policy as functions.
+type policyFunc func(v *lb.View) lb.Picker
+
+func (f policyFunc) Build(v *lb.View) lb.Picker { return f(v) }
+
+type pickerFunc func(ctx context.Context, tried []string) *lb.Instance
+
+func (f pickerFunc) Pick(ctx context.Context, tried []string) *lb.Instance { return f(ctx, tried) }
 
 // contexts a test picks with: sticky balancers see keys, the others ignore them.
 func keyContexts(n int) []context.Context {

@@ -161,7 +161,7 @@ func TestPanicMode(t *testing.T) {
 				t.Log(off[0])
 			}
 			m := metricValues(t, reader)
-			for name, want := range map[string]int64{lb.MetricPanicEngaged: 1, lb.MetricPanicMode: 0, lb.MetricUnavailable: 5} {
+			for name, want := range map[string]int64{"kitnats.lb.panic_mode.engaged": 1, "kitnats.lb.panic_mode": 0, "kitnats.lb.instances.unavailable": 5} {
 				if have, ok := m[name]; !ok || have != want {
 					t.Errorf("metric %s: want %d, have %d (recorded: %v)", name, want, have, ok)
 				}
@@ -178,13 +178,13 @@ func TestPanicModeGauge(t *testing.T) {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	defer mp.Shutdown(context.Background())
 	set := newSet(t, f, []string{"a", "b", "c"}, lb.WithMeterProvider(mp), lb.WithMetricAttributes(attribute.String("service", "echo")))
-	b := lb.NewRandom(set)
+	b := lb.New(set, lb.Random())
 	f.Closer("a").down.Store(true)
 	f.Closer("b").down.Store(true)
 	pickUntil(t, "panic mode", b, func() bool { return set.View().PanicMode() })
 	m := metricValues(t, reader)
-	if m[lb.MetricPanicMode] != 1 || m[lb.MetricUnavailable] != 2 {
-		t.Errorf("metrics in panic mode: want %s 1 and %s 2, have %v", lb.MetricPanicMode, lb.MetricUnavailable, m)
+	if m["kitnats.lb.panic_mode"] != 1 || m["kitnats.lb.instances.unavailable"] != 2 {
+		t.Errorf("metrics in panic mode: want %s 1 and %s 2, have %v", "kitnats.lb.panic_mode", "kitnats.lb.instances.unavailable", m)
 	}
 	f.Closer("a").down.Store(false)
 	f.Closer("b").down.Store(false)
@@ -196,7 +196,7 @@ func TestPanicModeDisabled(t *testing.T) {
 	f := newFakeFactory()
 	insts := names(10)
 	set := newSet(t, f, insts, lb.WithPanicThreshold(0))
-	b := lb.NewRandom(set)
+	b := lb.New(set, lb.Random())
 	for _, name := range insts[1:] {
 		f.Closer(name).down.Store(true)
 	}
@@ -236,7 +236,7 @@ func TestFilter(t *testing.T) {
 		lb.WithAttributes(func(s string) lb.Attributes { return lb.Attributes{Standby: s == "a3"} }))
 	v := set.View()
 	a := v.Filter(func(in *lb.Instance) bool { return in.Name()[0] == 'a' })
-	a12 := a.Filter(func(in *lb.Instance) bool { return !in.Standby() })
+	a12 := a.Filter(func(in *lb.Instance) bool { return !in.Attributes().Standby })
 	if want, have := []string{"a1", "a2", "a3"}, instanceNames(a.Instances()); !slices.Equal(want, have) {
 		t.Errorf("filtered: want %v, have %v", want, have)
 	}
@@ -249,13 +249,13 @@ func TestFilter(t *testing.T) {
 	if a.Lookup("a1") != v.Lookup("a1") || a.Lookup("b1") != nil {
 		t.Error("Lookup: want the same instances, and only the kept ones")
 	}
-	if a.Err() != v.Err() {
-		t.Errorf("Err: want the view's, have %v", a.Err())
+	if lb.ViewErr(a) != lb.ViewErr(v) {
+		t.Errorf("Err: want the view's, have %v", lb.ViewErr(a))
 	}
 
 	f.Closer("a2").down.Store(true)
 	f.Closer("b1").down.Store(true)
-	b := lb.NewRoundRobin(set)
+	b := lb.New(set, lb.RoundRobin())
 	pickUntil(t, "the census", b, func() bool { return v.Unavailable() == 2 })
 	if a.Unavailable() != 1 || a12.Unavailable() != 1 {
 		t.Errorf("unavailable: want 1 in a and in a1–a2, have %d and %d", a.Unavailable(), a12.Unavailable())

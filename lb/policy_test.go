@@ -66,12 +66,12 @@ func TestEndpointSetReadsDescriber(t *testing.T) {
 	}
 
 	// A status change travels with an event, as natskv sends one.
-	rr := lb.NewRoundRobin(set)
+	rr := lb.New(set, lb.RoundRobin())
 	inst.set("a", lb.Attributes{Standby: true})
 	inst.set("c", lb.Attributes{Standby: true})
 	inst.set("b", lb.Attributes{})
 	inst.Update(sd.Event{Instances: []string{"a", "b", "c"}})
-	eventually(t, "b ACTIVE", func() bool { return !set.View().Lookup("b").Standby() })
+	eventually(t, "b ACTIVE", func() bool { return !set.View().Lookup("b").Attributes().Standby })
 	for range 5 {
 		if p, _ := rr.Pick(context.Background(), nil); p.Instance != "b" {
 			t.Fatalf("only b ACTIVE: want b, have %s", p.Instance)
@@ -134,8 +134,8 @@ func TestSubscribe(t *testing.T) {
 	if want, have := 3, len(seenNow()); want != have {
 		t.Errorf("views after cancel: want %d in all, have %d", want, have)
 	}
-	if v := last.Load(); v.Len() != 0 || !errors.Is(v.Err(), lb.ErrClosed) {
-		t.Errorf("last view: want empty with ErrClosed, have %d instances, %v", v.Len(), v.Err())
+	if v := last.Load(); v.Len() != 0 || !errors.Is(lb.ViewErr(v), lb.ErrClosed) {
+		t.Errorf("last view: want empty with ErrClosed, have %d instances, %v", v.Len(), lb.ViewErr(v))
 	}
 	// After Close: the closed view, once.
 	calls := 0
@@ -155,7 +155,7 @@ type countingPolicy struct {
 func (c *countingPolicy) Build(v *lb.View) lb.Picker {
 	c.builds.Add(1)
 	c.last.Store(v)
-	return lb.PickerFunc(func(_ context.Context, tried []string) *lb.Instance { return v.Fallback(0, tried) })
+	return pickerFunc(func(_ context.Context, tried []string) *lb.Instance { return v.Fallback(0, tried) })
 }
 
 // TestPickersBuiltOnPublish: a picker is built once per view, when the set
@@ -164,7 +164,7 @@ func TestPickersBuiltOnPublish(t *testing.T) {
 	inst := newFakeInstancer()
 	set := newSetOver(t, inst)
 	policy := &countingPolicy{}
-	b := lb.NewPolicyBalancer(set, policy)
+	b := lb.New(set, policy)
 	if want, have := int32(0), policy.builds.Load(); want != have {
 		t.Errorf("builds for an empty view: want %d, have %d", want, have)
 	}
@@ -191,7 +191,7 @@ func TestPickersBuiltOnPublish(t *testing.T) {
 	}
 }
 
-func newSetOver(t *testing.T, inst sd.Instancer, opts ...lb.Option) *lb.EndpointSet {
+func newSetOver(t *testing.T, inst sd.Instancer, opts ...lb.EndpointSetOption) *lb.EndpointSet {
 	t.Helper()
 	set := lb.NewEndpointSet(inst, newFakeFactory().Factory, nil, opts...)
 	t.Cleanup(set.Close)
@@ -261,7 +261,7 @@ func TestViewRules(t *testing.T) {
 func TestStickyLeavesSetAlone(t *testing.T) {
 	set := newSet(t, nil, names(10))
 	before := set.View()
-	lb.NewSticky(set)
+	lb.New(set, lb.Sticky())
 	if set.View() != before {
 		t.Error("NewSticky published a view")
 	}
@@ -274,10 +274,10 @@ func TestStickyLeavesSetAlone(t *testing.T) {
 
 func TestPolicyReturningNil(t *testing.T) {
 	set := newSet(t, nil, []string{"a"})
-	refuse := lb.PolicyFunc(func(*lb.View) lb.Picker {
-		return lb.PickerFunc(func(context.Context, []string) *lb.Instance { return nil })
+	refuse := policyFunc(func(*lb.View) lb.Picker {
+		return pickerFunc(func(context.Context, []string) *lb.Instance { return nil })
 	})
-	if _, err := lb.NewPolicyBalancer(set, refuse).Pick(context.Background(), nil); !errors.Is(err, lb.ErrNoInstances) {
+	if _, err := lb.New(set, refuse).Pick(context.Background(), nil); !errors.Is(err, lb.ErrNoInstances) {
 		t.Errorf("a picker that refuses: want %v, have %v", lb.ErrNoInstances, err)
 	}
 }

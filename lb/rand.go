@@ -11,18 +11,24 @@ import (
 // *rand.Rand, which is a data race.
 //
 // Unseeded, it draws from math/rand/v2's runtime source (a ChaCha8 generator
-// per thread, so no shared cache line). Seeded (WithSeed), it is splitmix64
-// over an atomic counter: one goroutine's picks then repeat exactly from run
-// to run, which the distribution tests rely on.
+// per thread, so no shared cache line). Seeded (by the tests' seeded
+// policies), it is splitmix64 over an atomic counter: one goroutine's picks
+// then repeat exactly from run to run, which the distribution tests rely on.
 type source struct {
 	seeded bool
 	state  atomic.Uint64
 }
 
-func newSource(seed uint64, seeded bool) *source {
-	s := &source{seeded: seeded}
-	s.state.Store(seed)
-	return s
+// seed is how a policy's source starts: unseeded in production.
+type seed struct {
+	value  uint64
+	seeded bool
+}
+
+func newSource(s seed) *source {
+	src := &source{seeded: s.seeded}
+	src.state.Store(s.value)
+	return src
 }
 
 func (s *source) uint64() uint64 {

@@ -6,45 +6,66 @@ import (
 	"sync"
 )
 
-// StickyPolicy sends requests with the same key (WithStickyKey) to the same
+// Sticky sends requests with the same key (WithStickyKey) to the same
 // instance while it can take them: a cache-friendly or session-affine
-// policy.
+// policy. A preferred instance (WithPreferredInstance) wins over the key
+// while it is eligible, ACTIVE or STANDBY. A request with no key is
+// balanced round robin, so is Endpoint, which has no context. Run it with
+// New.
 //
-// Keys map to instances by consistent hashing on a ring with a fixed number
-// of points per instance (WithVirtualNodes on the set, default 100), built
-// when the picker is built; a pick is one hash and one binary search,
-// O(log N·V) with no allocation. Adding or removing one of N instances moves
-// only the keys that the ring assigns to or from it, about 1/N of them (the
-// test measures it), and every client maps a key to the same instance.
-// Rendezvous hashing would move the same share but costs O(N) per pick, too
-// slow for thousands of instances; jump hash cannot remove an arbitrary
-// instance without remapping others.
-//
-// When the key's instance is not eligible (unavailable or tried), the pick
-// walks the ring to the next instance that is, so one instance's keys spread
-// over the others rather than piling onto a neighbour. ACTIVE instances have
-// their own ring; the STANDBY ring is used only when no ACTIVE instance is
-// eligible. A preferred instance (WithPreferredInstance) wins over the key
-// while it is eligible, ACTIVE or STANDBY. A request with no key is balanced
-// round robin.
-//
+// Keys map to instances by consistent hashing, on a ring with a fixed
+// number of points per instance (WithVirtualNodes): a pick is one hash and
+// one binary search, with no allocation, and adding or removing one of N
+// instances moves about 1/N of the keys. When the key's instance is not
+// eligible (unavailable or tried), the pick walks the ring to the next
+// instance that is, so one instance's keys spread over the others. ACTIVE
+// instances have their own ring; the STANDBY ring is used only when no
+// ACTIVE instance is eligible.
+func Sticky(opts ...StickyOption) Policy { return newSticky(seed{}, opts) }
+
+func newSticky(s seed, opts []StickyOption) Policy {
+	st := &sticky{next: newCounter(s), vnodes: defaultVirtualNodes}
+	for _, o := range opts {
+		if o != nil {
+			must(o.applySticky(st))
+		}
+	}
+	return st
+}
+
+// StickyOption configures Sticky.
+type StickyOption interface {
+	applySticky(*sticky) error
+}
+
+type stickyOption func(*sticky) error
+
+func (f stickyOption) applySticky(s *sticky) error { return f(s) }
+
+const defaultVirtualNodes = 100
+
+// WithVirtualNodes sets how many points each instance gets on Sticky's
+// consistent-hash ring (default 100; at least 1). More points spread keys
+// more evenly, and bound the keys moved by a membership change closer to
+// 1/N, at the cost of memory (12 bytes per point) and view build time.
+func WithVirtualNodes(n int) StickyOption {
+	return stickyOption(func(s *sticky) error {
+		if n < 1 {
+			return invalidOption("WithVirtualNodes", "%d points per instance, want at least 1", n)
+		}
+		s.vnodes = n
+		return nil
+	})
+}
+
 // A tier's ring is reused from an earlier picker while the tier's
 // membership is unchanged, so a view that only changes attributes elsewhere
-// does not pay for a new ring. The policy keeps the last few rings it
-// built (ringCacheSize), so a policy that builds pickers over several views
-// of one set — package zone builds one per zone — reuses them all.
-func StickyPolicy(opts ...BalancerOption) Policy {
-	return &sticky{next: newCounter(newBalancerOptions(opts))}
-}
-
-// NewSticky returns a sticky balancer over set (StickyPolicy). With no
-// context, Endpoint has no key, so it is round robin.
-func NewSticky(set *EndpointSet, opts ...BalancerOption) *PolicyBalancer {
-	return NewPolicyBalancer(set, StickyPolicy(opts...))
-}
-
+// does not pay for a new ring. The policy keeps the last few rings it built
+// (ringCacheSize), so a policy that builds pickers over several views of one
+// set — package zone builds one per zone — reuses them all.
 type sticky struct {
-	next *counter // for requests without a key
+	next   *counter // for requests without a key
+	vnodes int      // points per instance on a ring
 
 	mu    sync.Mutex   // Build may be called by several balancers at once
 	rings []cachedRing // the most recently used first
@@ -56,9 +77,8 @@ const ringCacheSize = 4
 
 // cachedRing is a ring and the membership it was built for.
 type cachedRing struct {
-	names  []string
-	vnodes int
-	ring   ring
+	names []string
+	ring  ring
 }
 
 func (s *sticky) Build(v *View) Picker {
@@ -66,25 +86,25 @@ func (s *sticky) Build(v *View) Picker {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for t, tier := range v.tiers {
-		p.rings[t] = s.ring(tier, v.vnodes)
+		p.rings[t] = s.ring(tier)
 	}
 	return p
 }
 
 // ring returns the ring of tier, from the cache if it is there. s.mu is
 // held.
-func (s *sticky) ring(tier []*Instance, vnodes int) ring {
+func (s *sticky) ring(tier []*Instance) ring {
 	if len(tier) == 0 {
 		return nil
 	}
 	for i, c := range s.rings {
-		if c.vnodes == vnodes && slices.EqualFunc(c.names, tier, func(n string, in *Instance) bool { return n == in.name }) {
+		if slices.EqualFunc(c.names, tier, func(n string, in *Instance) bool { return n == in.name }) {
 			copy(s.rings[1:i+1], s.rings[:i])
 			s.rings[0] = c
 			return c.ring
 		}
 	}
-	c := cachedRing{names: make([]string, len(tier)), vnodes: vnodes, ring: buildRing(tier, vnodes)}
+	c := cachedRing{names: make([]string, len(tier)), ring: buildRing(tier, s.vnodes)}
 	for i, in := range tier {
 		c.names[i] = in.name
 	}
@@ -128,7 +148,7 @@ func (p *stickyPicker) walk(h uint64, tried []string) *Instance {
 	// reach, and a tier too large for a ring. Starting it at the key's
 	// hash keeps the choice the key's.
 	best := p.view.Fallback(h, tried)
-	if best.Standby() && best.Eligible(tried) {
+	if best.attrs.Standby && best.Eligible(tried) {
 		if in := p.walkRing(1, h, tried); in != nil {
 			return in
 		}
@@ -159,7 +179,10 @@ func (p *stickyPicker) walkRing(t int, h uint64, tried []string) *Instance {
 }
 
 // ring is a consistent-hash ring: vnodes points per instance of one tier,
-// sorted. A point packs the top 40 bits of its hash above the index of its
+// sorted. Rendezvous hashing would move the same share of keys on a
+// membership change but costs O(N) per pick, too slow for thousands of
+// instances; jump hash cannot remove an arbitrary instance without
+// remapping others. A point packs the top 40 bits of its hash above the index of its
 // instance in the tier (24 bits), so the ring is one []uint64 that sorts
 // fast, and equal hashes break ties on the instance, sorted by name: every
 // client builds the same ring from the same membership.

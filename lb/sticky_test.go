@@ -13,10 +13,10 @@ const stickyKeys = 10000
 
 // assignment maps each of the test keys to the instance the sticky balancer
 // picks for it.
-func assignment(t *testing.T, instances []string, opts ...lb.Option) []string {
+func assignment(t *testing.T, instances []string, opts ...lb.EndpointSetOption) []string {
 	t.Helper()
 	set := newSet(t, nil, instances, opts...)
-	s := lb.NewSticky(set)
+	s := lb.New(set, lb.Sticky())
 	out := make([]string, stickyKeys)
 	for i := range out {
 		p, err := s.Pick(lb.WithStickyKey(context.Background(), fmt.Sprintf("user-%d", i)), nil)
@@ -107,7 +107,7 @@ func TestStickyFailoverSpreadsAndReturns(t *testing.T) {
 	insts := names(10)
 	f := newFakeFactory()
 	set := newSet(t, f, insts)
-	s := lb.NewSticky(set)
+	s := lb.New(set, lb.Sticky())
 	pick := func(i int) string {
 		p, err := s.Pick(lb.WithStickyKey(context.Background(), fmt.Sprintf("user-%d", i)), nil)
 		if err != nil {
@@ -150,7 +150,7 @@ func TestStickyPreferredInstance(t *testing.T) {
 	insts := names(5)
 	f := newFakeFactory()
 	set := newSet(t, f, insts, lb.WithAttributes(func(s string) lb.Attributes { return lb.Attributes{Standby: s == insts[3]} }))
-	s := lb.NewSticky(set)
+	s := lb.New(set, lb.Sticky())
 	keyed := lb.WithStickyKey(context.Background(), "user-1")
 	p, _ := s.Pick(keyed, nil)
 	keyOwner := p.Instance
@@ -185,7 +185,7 @@ func TestStickyPreferredInstance(t *testing.T) {
 
 func TestStickyNoKeyIsRoundRobin(t *testing.T) {
 	insts := names(4)
-	s := lb.NewSticky(newSet(t, nil, insts), lb.WithSeed(11))
+	s := lb.New(newSet(t, nil, insts), lb.SeededSticky(11))
 	var have []string
 	for range 8 {
 		p, _ := s.Pick(context.Background(), nil)

@@ -24,9 +24,9 @@ func TestBalancerUnsubscribesWhenCollected(t *testing.T) {
 	}, nil)
 	defer set.Close()
 
-	kept := NewRoundRobin(set)
+	kept := New(set, RoundRobin())
 	for range 10 {
-		NewSticky(set)
+		New(set, Sticky())
 	}
 	if want, have := 11, set.subscriberCount(); want != have {
 		t.Fatalf("subscribers: want %d, have %d", want, have)

@@ -24,7 +24,6 @@ type member struct {
 
 	_        [64]byte // keep the hot counters of neighbouring members apart
 	inflight atomic.Int64
-	calls    atomic.Uint64
 	ewma     atomic.Int64 // latency moving average in nanoseconds; 0 until the first call
 	_        [64]byte
 }
@@ -41,7 +40,6 @@ func newMember(name string, ep endpoint.Endpoint, closer io.Closer, c *census) *
 // an instance that fails fast must not look fast.
 func (m *member) serve(ctx context.Context, request any) (any, error) {
 	m.inflight.Add(1)
-	m.calls.Add(1)
 	start := time.Now()
 	response, err := m.next(ctx, request)
 	m.observe(int64(time.Since(start)), err != nil)
@@ -91,9 +89,6 @@ func (in *Instance) Name() string { return in.name }
 // (Describer or WithAttributes). Their Metadata map is shared: read it only.
 func (in *Instance) Attributes() Attributes { return in.attrs }
 
-// Standby is Attributes().Standby, without copying the attributes.
-func (in *Instance) Standby() bool { return in.attrs.Standby }
-
 // Available is what the instance's closer reports now (see Available); true
 // when it reports nothing. It is read live, not frozen in the view, so an
 // opening breaker takes effect on the next pick. It is the closer's word
@@ -103,10 +98,6 @@ func (in *Instance) Available() bool { return in.avail == nil || in.avail.Availa
 // InFlight is how many requests through the instance's endpoint have not
 // returned yet.
 func (in *Instance) InFlight() int64 { return in.m.inflight.Load() }
-
-// Calls is how many requests went through the instance's endpoint since it
-// was built.
-func (in *Instance) Calls() uint64 { return in.m.calls.Load() }
 
 // Latency is the moving average of the endpoint's latency (a new call weighs
 // 1/8; failures never lower it); 0 before the first call.
@@ -179,7 +170,6 @@ type View struct {
 	tiers  [2][]*Instance
 	byName map[string]*Instance
 	err    error // what picks return while the view is empty
-	vnodes int   // points per instance on a sticky ring (WithVirtualNodes)
 
 	census      *census      // the set's; nil for a view no set made
 	unavailable atomic.Int32 // at the latest census (Unavailable)
@@ -196,13 +186,12 @@ type View struct {
 	subsLive int // live subs at the latest prune
 }
 
-func newView(members []*member, attrs []Attributes, vnodes int, err error, c *census) *View {
+func newView(members []*member, attrs []Attributes, err error, c *census) *View {
 	v := &View{
 		all:       make([]*Instance, len(members)),
 		endpoints: make([]endpoint.Endpoint, len(members)),
 		byName:    make(map[string]*Instance, len(members)),
 		err:       err,
-		vnodes:    vnodes,
 		census:    c,
 	}
 	if v.err == nil {
@@ -234,7 +223,7 @@ func tierOf(in *Instance) int {
 // instances of one zone, say), in the same order, with their tiers, for a
 // policy to build a picker over part of a view. The instances are the same
 // (*Instance) as this view's, live figures and all; Lookup finds only the
-// kept ones; Err is this view's. The set counts the unavailable instances
+// kept ones. The set counts the unavailable instances
 // of a filtered view (Unavailable) with its own, until it publishes its
 // next view: for the life of the pickers built from this one. PanicMode is
 // the set's.
@@ -249,7 +238,6 @@ func (v *View) Filter(keep func(*Instance) bool) *View {
 	f := &View{
 		byName: map[string]*Instance{},
 		err:    v.err,
-		vnodes: v.vnodes,
 		census: v.census,
 		root:   root,
 	}
@@ -328,13 +316,9 @@ func (v *View) Unavailable() int { return int(v.unavailable.Load()) }
 func (v *View) PanicMode() bool { return v.census != nil && v.census.engaged.Load() }
 
 // Len is the number of instances. A policy never sees an empty view: the
-// balancer answers Err for it without asking the picker.
+// balancer answers its error (ErrNoInstances, or an error that wraps it)
+// without asking the picker.
 func (v *View) Len() int { return len(v.all) }
-
-// Err is what a pick returns while the view is empty: ErrNoInstances, or an
-// error that wraps it (ErrClosed, an instancer's error under
-// WithInvalidateOnError).
-func (v *View) Err() error { return v.err }
 
 // Instances returns every instance, sorted by name.
 func (v *View) Instances() []*Instance { return v.all }

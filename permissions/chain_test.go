@@ -97,7 +97,7 @@ func TestChain(t *testing.T) {
 	}
 	set := lb.NewEndpointSet(instancer, natsrpc.JSONFactory[string](cnc, "greeter", "hello"), nil)
 	defer set.Close()
-	rr := lb.NewRoundRobin(set)
+	rr := lb.New(set, lb.RoundRobin())
 	answered := map[string]bool{}
 	for range 10 {
 		e, err := rr.Endpoint()
@@ -153,7 +153,7 @@ func TestChain(t *testing.T) {
 	defer bInst.Stop()
 	bset := lb.NewEndpointSet(bInst, natsrpc.JSONFactory[string](bi.nc, "greeter", "hello"), nil)
 	defer bset.Close()
-	e, err := lb.NewRoundRobin(bset).Endpoint()
+	e, err := lb.New(bset, lb.RoundRobin()).Endpoint()
 	if err != nil {
 		t.Fatal(err)
 	}

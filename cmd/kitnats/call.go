@@ -459,11 +459,11 @@ func (a *app) discover(ctx context.Context, s *session, service, method string, 
 	var bal lb.Balancer
 	switch o.balancer {
 	case "random":
-		bal = lb.NewRandom(set)
+		bal = lb.New(set, lb.Random())
 	case "least-loaded":
-		bal = lb.NewLeastLoaded(set)
+		bal = lb.New(set, lb.LeastLoaded())
 	default:
-		bal = lb.NewRoundRobin(set)
+		bal = lb.New(set, lb.RoundRobin())
 	}
 	call, err := retry.New(bal, retry.WithMaxAttempts(o.attempts), retry.WithObserver(func(ctx context.Context, at retry.Attempt) {
 		if l, ok := ctx.Value(attemptsKey{}).(*attemptLog); ok {

@@ -161,7 +161,7 @@ func run(cfg config) error {
 	// answer wins. The calls in flight to an instance that crashes get no
 	// answer and no error: without hedging each one waits out its attempt
 	// timeout before retry moves it.
-	hedged, err := hedge.New(lb.NewLeastLoaded(set), hedge.WithMethod(service, method))
+	hedged, err := hedge.New(lb.New(set, lb.LeastLoaded()), hedge.WithMethod(service, method))
 	if err != nil {
 		return err
 	}

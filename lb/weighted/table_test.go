@@ -11,6 +11,7 @@ import (
 	"github.com/go-kit/kit/sd"
 
 	"github.com/aegis-sdk/kitnats/lb"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 // tier returns the ACTIVE instances of a set whose instance i weighs
@@ -26,7 +27,7 @@ func tier(t testing.TB, weights []string) []*lb.Instance {
 	set := lb.NewEndpointSet(sd.FixedInstancer(names), func(string) (endpoint.Endpoint, io.Closer, error) {
 		return endpoint.Nop, nil, nil
 	}, nil, lb.WithAttributes(func(s string) lb.Attributes {
-		return lb.Attributes{Metadata: map[string]string{Key: byName[s]}}
+		return lb.Attributes{Metadata: map[string]string{wire.MetadataWeight: byName[s]}}
 	}))
 	t.Cleanup(set.Close)
 	return set.View().Active()

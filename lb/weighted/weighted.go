@@ -9,64 +9,37 @@ import (
 	"sync/atomic"
 
 	"github.com/aegis-sdk/kitnats/lb"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
-// Key is the metadata key an instance's weight is read from.
-const Key = "weight"
-
-// DefaultWeight is the weight of an instance whose metadata has no valid
+// defaultWeight is the weight of an instance whose metadata has no valid
 // weight.
-const DefaultWeight = 1
+const defaultWeight = 1
 
-// Weight reads an instance's weight from its metadata: a decimal integer
-// from 0 to 4294967295 under Key. A missing, negative, fractional or
-// otherwise unreadable value counts as DefaultWeight, so a typo in one
-// instance's registration neither drains it nor floods it; ok is false
-// then, for callers who want to report it.
-func Weight(attrs lb.Attributes) (w uint32, ok bool) {
-	s, found := attrs.Metadata[Key]
+// weight reads an instance's weight from its metadata: a decimal integer
+// from 0 to 4294967295 under wire.MetadataWeight. A missing, negative,
+// fractional or otherwise unreadable value counts as defaultWeight, so a
+// typo in one instance's registration neither drains it nor floods it; ok
+// is false then.
+func weight(attrs lb.Attributes) (w uint32, ok bool) {
+	s, found := attrs.Metadata[wire.MetadataWeight]
 	if !found {
-		return DefaultWeight, true
+		return defaultWeight, true
 	}
 	n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 32)
 	if err != nil {
-		return DefaultWeight, false
+		return defaultWeight, false
 	}
 	return uint32(n), true
 }
 
-// Option configures the weighted policy.
-type Option func(*options)
+// Policy returns the weighted random policy. Run it with lb.New.
+func Policy() lb.Policy { return newPolicy(0, false) }
 
-type options struct {
-	seed   uint64
-	seeded bool
-}
-
-// WithSeed makes the policy's random draws repeat from run to run, for
-// tests. Without it they come from math/rand/v2's runtime source, which
-// scales across goroutines; a seeded source is one atomic counter that all
-// of them share.
-func WithSeed(seed uint64) Option {
-	return func(o *options) { o.seed, o.seeded = seed, true }
-}
-
-// NewPolicy returns the weighted random policy. Run it with
-// lb.NewPolicyBalancer, or use New.
-func NewPolicy(opts ...Option) lb.Policy {
-	var o options
-	for _, opt := range opts {
-		opt(&o)
-	}
-	p := &policy{seeded: o.seeded}
-	p.state.Store(o.seed)
+func newPolicy(seed uint64, seeded bool) lb.Policy {
+	p := &policy{seeded: seeded}
+	p.state.Store(seed)
 	return p
-}
-
-// New returns a weighted balancer over set: lb.NewPolicyBalancer(set,
-// NewPolicy(opts...)).
-func New(set *lb.EndpointSet, opts ...Option) *lb.PolicyBalancer {
-	return lb.NewPolicyBalancer(set, NewPolicy(opts...))
 }
 
 // policy is also the random source its pickers share, so that the draws of
@@ -118,7 +91,7 @@ type table struct {
 func newTable(tier []*lb.Instance) table {
 	var t table
 	for _, in := range tier {
-		if w, _ := Weight(in.Attributes()); w > 0 {
+		if w, _ := weight(in.Attributes()); w > 0 {
 			t.insts = append(t.insts, in)
 			t.weights = append(t.weights, uint64(w))
 			t.total += uint64(w)
@@ -228,7 +201,7 @@ func (p *picker) Pick(_ context.Context, tried []string) *lb.Instance {
 		return in
 	}
 	best := p.view.Fallback(p.rand(), tried)
-	if best.Standby() && best.Eligible(tried) {
+	if best.Attributes().Standby && best.Eligible(tried) {
 		if in := p.tiers[1].pick(p.policy, tried); in != nil {
 			return in
 		}

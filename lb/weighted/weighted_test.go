@@ -15,6 +15,7 @@ import (
 
 	"github.com/aegis-sdk/kitnats/lb"
 	"github.com/aegis-sdk/kitnats/lb/weighted"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -55,7 +56,7 @@ func (f *fleet) attributes(instance string) lb.Attributes {
 	defer f.mu.Unlock()
 	a := lb.Attributes{Standby: f.standby[instance]}
 	if w, ok := f.weights[instance]; ok {
-		a.Metadata = map[string]string{weighted.Key: w}
+		a.Metadata = map[string]string{wire.MetadataWeight: w}
 	}
 	return a
 }
@@ -106,13 +107,13 @@ const picksN, tolerance = 10000, 0.02
 
 func TestTrafficFollowsWeights(t *testing.T) {
 	f := newFleet(t, map[string]string{"a": "1", "b": "2", "c": "7"}, "a", "b", "c")
-	counts := picks(t, weighted.New(f.set, weighted.WithSeed(1)), nil, picksN)
+	counts := picks(t, lb.New(f.set, weighted.SeededPolicy(1)), nil, picksN)
 	checkShares(t, counts, picksN, map[string]float64{"a": 0.1, "b": 0.2, "c": 0.7}, tolerance)
 }
 
 func TestTrafficFollowsWeightsUnseeded(t *testing.T) {
 	f := newFleet(t, map[string]string{"a": "1", "b": "2", "c": "7"}, "a", "b", "c")
-	counts := picks(t, weighted.New(f.set), nil, picksN)
+	counts := picks(t, lb.New(f.set, weighted.Policy()), nil, picksN)
 	checkShares(t, counts, picksN, map[string]float64{"a": 0.1, "b": 0.2, "c": 0.7}, tolerance)
 }
 
@@ -120,7 +121,7 @@ func TestTrafficFollowsWeightsUnseeded(t *testing.T) {
 // unavailable, the others share the traffic by their own weights.
 func TestRetryFollowsRemainingWeights(t *testing.T) {
 	f := newFleet(t, map[string]string{"a": "1", "b": "2", "c": "7"}, "a", "b", "c")
-	b := weighted.New(f.set, weighted.WithSeed(2))
+	b := lb.New(f.set, weighted.SeededPolicy(2))
 	want := map[string]float64{"a": 1.0 / 3, "b": 2.0 / 3}
 
 	checkShares(t, picks(t, b, []string{"c"}, picksN), picksN, want, tolerance)
@@ -133,7 +134,7 @@ func TestRetryFollowsRemainingWeights(t *testing.T) {
 func TestSharedRules(t *testing.T) {
 	f := newFleet(t, map[string]string{"a": "1", "b": "1", "heavy": "1000", "spare": "1000"}, "a", "b", "heavy", "spare")
 	f.update(func() { f.standby["spare"] = true })
-	b := weighted.New(f.set, weighted.WithSeed(3))
+	b := lb.New(f.set, weighted.SeededPolicy(3))
 
 	if c := picks(t, b, nil, 1000)["spare"]; c != 0 {
 		t.Errorf("STANDBY spare picked %d times with ACTIVE instances eligible", c)
@@ -161,7 +162,7 @@ func TestSharedRules(t *testing.T) {
 // positive weight is eligible, and still answers when none is.
 func TestZeroWeightDrains(t *testing.T) {
 	f := newFleet(t, map[string]string{"a": "0", "b": "1", "c": "1"}, "a", "b", "c")
-	b := weighted.New(f.set, weighted.WithSeed(4))
+	b := lb.New(f.set, weighted.SeededPolicy(4))
 	checkShares(t, picks(t, b, nil, picksN), picksN, map[string]float64{"b": 0.5, "c": 0.5}, tolerance)
 	checkShares(t, picks(t, b, []string{"b", "c"}, 100), 100, map[string]float64{"a": 1}, 0)
 	f.down["b"].Store(true)
@@ -203,7 +204,7 @@ func TestWeight(t *testing.T) {
 		name := "<none>"
 		if tc.value != nil {
 			name = fmt.Sprintf("%q", *tc.value)
-			attrs.Metadata = map[string]string{weighted.Key: *tc.value}
+			attrs.Metadata = map[string]string{wire.MetadataWeight: *tc.value}
 		}
 		if w, ok := weighted.Weight(attrs); w != tc.want || ok != tc.wantOK {
 			t.Errorf("Weight(%s): want %d, %v; have %d, %v", name, tc.want, tc.wantOK, w, ok)
@@ -216,7 +217,7 @@ func ptr(s string) *string { return &s }
 // TestInvalidWeightCountsAsDefault: a typo neither drains nor floods.
 func TestInvalidWeightCountsAsDefault(t *testing.T) {
 	f := newFleet(t, map[string]string{"a": "-5", "b": "1", "c": "lots"}, "a", "b", "c")
-	counts := picks(t, weighted.New(f.set, weighted.WithSeed(5)), nil, picksN)
+	counts := picks(t, lb.New(f.set, weighted.SeededPolicy(5)), nil, picksN)
 	checkShares(t, counts, picksN, map[string]float64{"a": 1.0 / 3, "b": 1.0 / 3, "c": 1.0 / 3}, tolerance)
 }
 
@@ -224,7 +225,7 @@ func TestInvalidWeightCountsAsDefault(t *testing.T) {
 // view that carries it, with no pick in between.
 func TestNewWeightsTakeEffect(t *testing.T) {
 	f := newFleet(t, map[string]string{"a": "1", "b": "1"}, "a", "b")
-	b := weighted.New(f.set, weighted.WithSeed(6))
+	b := lb.New(f.set, weighted.SeededPolicy(6))
 	f.update(func() { f.weights["a"] = "9" })
 	checkShares(t, picks(t, b, nil, picksN), picksN, map[string]float64{"a": 0.9, "b": 0.1}, tolerance)
 }
@@ -244,7 +245,7 @@ func TestLargeFleet(t *testing.T) {
 		}
 	}
 	f := newFleet(t, weights, instances...)
-	counts := picks(t, weighted.New(f.set, weighted.WithSeed(7)), tried, 100000)
+	counts := picks(t, lb.New(f.set, weighted.SeededPolicy(7)), tried, 100000)
 	byWeight := map[string]int{}
 	for name, c := range counts {
 		byWeight[weights[name]] += c

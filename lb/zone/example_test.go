@@ -12,6 +12,7 @@ import (
 
 	"github.com/aegis-sdk/kitnats/lb"
 	"github.com/aegis-sdk/kitnats/lb/zone"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 // breakerStub stands in for a per-instance breaker (middleware/breaker's
@@ -32,10 +33,10 @@ func ExamplePolicy() {
 	}
 	set := lb.NewEndpointSet(sd.FixedInstancer{"api-1", "api-2", "api-3", "api-4"}, factory, nil,
 		lb.WithAttributes(func(s string) lb.Attributes { // natskv's Instancer does this itself
-			return lb.Attributes{Metadata: map[string]string{zone.Key: zones[s]}}
+			return lb.Attributes{Metadata: map[string]string{wire.MetadataZone: zones[s]}}
 		}))
 	defer set.Close()
-	balancer := lb.NewPolicyBalancer(set, zone.Policy(lb.RoundRobinPolicy(), "eu-1"))
+	balancer := lb.New(set, zone.Policy(lb.RoundRobin(), "eu-1"))
 
 	show := func() {
 		var seen []string

@@ -2,25 +2,30 @@ package zone
 
 import (
 	"context"
+	"fmt"
+	"math"
 	"math/rand/v2"
 
 	"github.com/aegis-sdk/kitnats/lb"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
-// Key is the metadata key an instance's zone is read from.
-const Key = "zone"
+// defaultHealthyShare is about Envoy's overprovisioning factor of 1.4.
+const defaultHealthyShare = 0.7
 
-// DefaultHealthyShare is the share of the local zone's instances that must be
-// healthy for all the traffic to stay local (WithHealthyShare): 0.7, about
-// Envoy's overprovisioning factor of 1.4.
-const DefaultHealthyShare = 0.7
+// of is the zone an instance registered, "" when it has none.
+func of(in *lb.Instance) string { return in.Attributes().Metadata[wire.MetadataZone] }
 
-// Of is the zone an instance registered: its metadata under Key, "" when
-// it has none.
-func Of(in *lb.Instance) string { return in.Attributes().Metadata[Key] }
+// Option configures Policy. Policy, like lb's constructors, returns no
+// error: an option given a value it cannot use is a programming error, and
+// Policy panics with a message naming the option.
+type Option interface {
+	apply(*options) error
+}
 
-// Option configures the zone policy.
-type Option func(*options)
+type option func(*options) error
+
+func (f option) apply(o *options) error { return f(o) }
 
 type options struct {
 	healthy float64 // > 0: the health rule's share; 0: off
@@ -29,14 +34,24 @@ type options struct {
 	seeded  bool
 }
 
+func invalidOption(option, format string, args ...any) error {
+	return fmt.Errorf("kitnats/lb/zone: invalid option %s: %s", option, fmt.Sprintf(format, args...))
+}
+
 // WithHealthyShare sets the share of the local instances that must be
 // healthy (available) for all the traffic to stay local; below it, the
-// share kept local is the healthy share divided by it. The default is
-// DefaultHealthyShare. share is capped at 1 (spill as soon as one local
-// instance is down); 0 or less turns the rule off: traffic stays local
-// while any local instance is eligible.
+// share kept local is the healthy share divided by it. The default is 0.7.
+// share is from 0 to 1: 1 spills as soon as one local instance is down; 0
+// turns the rule off, and traffic stays local while any local instance is
+// eligible.
 func WithHealthyShare(share float64) Option {
-	return func(o *options) { o.healthy = min(max(share, 0), 1) }
+	return option(func(o *options) error {
+		if math.IsNaN(share) || share < 0 || share > 1 {
+			return invalidOption("WithHealthyShare", "share %v not in [0, 1]", share)
+		}
+		o.healthy = share
+		return nil
+	})
 }
 
 // WithClientShare tells the policy what share of the service's callers are
@@ -45,17 +60,16 @@ func WithHealthyShare(share float64) Option {
 // local zone's share of the healthy instances of every zone, divided by
 // share — Envoy's zone-aware rule. A zone with too few instances for its
 // callers then sends the excess to the other zones even while every
-// instance is healthy. share is capped at 1; 0 or less turns the rule off
-// (the default).
+// instance is healthy. share is from 0 to 1; 0 turns the rule off (the
+// default).
 func WithClientShare(share float64) Option {
-	return func(o *options) { o.client = min(max(share, 0), 1) }
-}
-
-// WithSeed makes the policy's random draws (local or not, for requests
-// without a sticky key) repeat from run to run, for tests. It does not
-// seed the inner policy.
-func WithSeed(seed uint64) Option {
-	return func(o *options) { o.seed, o.seeded = seed, true }
+	return option(func(o *options) error {
+		if math.IsNaN(share) || share < 0 || share > 1 {
+			return invalidOption("WithClientShare", "share %v not in [0, 1]", share)
+		}
+		o.client = share
+		return nil
+	})
 }
 
 // Policy returns a policy that runs inner over the instances of the zone
@@ -67,22 +81,21 @@ func WithSeed(seed uint64) Option {
 // builds one over the whole view. An empty local turns zones off: Policy
 // returns inner.
 func Policy(inner lb.Policy, local string, opts ...Option) lb.Policy {
+	o := options{healthy: defaultHealthyShare}
+	for _, opt := range opts {
+		if opt == nil {
+			continue
+		}
+		if err := opt.apply(&o); err != nil {
+			panic(err)
+		}
+	}
 	if local == "" {
 		return inner
-	}
-	o := options{healthy: DefaultHealthyShare}
-	for _, opt := range opts {
-		opt(&o)
 	}
 	p := &policy{inner: inner, local: local, opts: o}
 	p.rnd.Store(o.seed)
 	return p
-}
-
-// New returns a zone-aware balancer over set:
-// lb.NewPolicyBalancer(set, Policy(inner, local, opts...)).
-func New(set *lb.EndpointSet, inner lb.Policy, local string, opts ...Option) *lb.PolicyBalancer {
-	return lb.NewPolicyBalancer(set, Policy(inner, local, opts...))
 }
 
 type policy struct {
@@ -92,7 +105,7 @@ type policy struct {
 	rnd   splitmix // seeded draws; runtime randomness otherwise
 }
 
-func (p *policy) isLocal(in *lb.Instance) bool { return Of(in) == p.local }
+func (p *policy) isLocal(in *lb.Instance) bool { return of(in) == p.local }
 
 func (p *policy) Build(v *lb.View) lb.Picker {
 	n := 0
@@ -127,7 +140,7 @@ func active(v *lb.View) *lb.View {
 	if len(v.Standby()) == 0 {
 		return v
 	}
-	return v.Filter(func(in *lb.Instance) bool { return !in.Standby() })
+	return v.Filter(func(in *lb.Instance) bool { return !in.Attributes().Standby })
 }
 
 const (

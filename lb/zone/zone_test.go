@@ -19,6 +19,7 @@ import (
 	"github.com/aegis-sdk/kitnats/lb"
 	"github.com/aegis-sdk/kitnats/lb/weighted"
 	"github.com/aegis-sdk/kitnats/lb/zone"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -40,7 +41,7 @@ func (c closer) Available() bool { return !c.down.Load() }
 
 // newFleet makes a fleet of count instances in each zone of zones, as
 // "a", 3, "b", 3.
-func newFleet(t testing.TB, layout []any, opts ...lb.Option) *fleet {
+func newFleet(t testing.TB, layout []any, opts ...lb.EndpointSetOption) *fleet {
 	t.Helper()
 	f := &fleet{down: map[string]*atomic.Bool{}, standby: map[string]bool{}}
 	var names []string
@@ -55,7 +56,7 @@ func newFleet(t testing.TB, layout []any, opts ...lb.Option) *fleet {
 	factory := func(instance string) (endpoint.Endpoint, io.Closer, error) {
 		return func(context.Context, any) (any, error) { return instance, nil }, closer{f.down[instance]}, nil
 	}
-	opts = append([]lb.Option{lb.WithAttributes(f.attributes)}, opts...)
+	opts = append([]lb.EndpointSetOption{lb.WithAttributes(f.attributes)}, opts...)
 	f.set = lb.NewEndpointSet(sd.FixedInstancer(names), factory, nil, opts...)
 	t.Cleanup(f.set.Close)
 	return f
@@ -65,7 +66,7 @@ func (f *fleet) attributes(instance string) lb.Attributes {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	z, _, _ := strings.Cut(instance, "-")
-	return lb.Attributes{Standby: f.standby[instance], Metadata: map[string]string{zone.Key: z}}
+	return lb.Attributes{Standby: f.standby[instance], Metadata: map[string]string{wire.MetadataZone: z}}
 }
 
 func (f *fleet) setStandby(instance string, standby bool) {
@@ -95,17 +96,21 @@ func zoneOf(instance string) string { z, _, _ := strings.Cut(instance, "-"); ret
 
 // firstEligible is a custom policy on the exported seam: the first
 // eligible ACTIVE instance by name, else the shared fallback.
-func firstEligible() lb.Policy {
-	return lb.PolicyFunc(func(v *lb.View) lb.Picker {
-		return lb.PickerFunc(func(_ context.Context, tried []string) *lb.Instance {
-			for _, in := range v.Active() {
-				if in.Eligible(tried) {
-					return in
-				}
-			}
-			return v.Fallback(0, tried)
-		})
-	})
+func firstEligible() lb.Policy { return firstEligiblePolicy{} }
+
+type firstEligiblePolicy struct{}
+
+func (firstEligiblePolicy) Build(v *lb.View) lb.Picker { return firstEligiblePicker{v} }
+
+type firstEligiblePicker struct{ v *lb.View }
+
+func (p firstEligiblePicker) Pick(_ context.Context, tried []string) *lb.Instance {
+	for _, in := range p.v.Active() {
+		if in.Eligible(tried) {
+			return in
+		}
+	}
+	return p.v.Fallback(0, tried)
 }
 
 type policyCase struct {
@@ -116,11 +121,11 @@ type policyCase struct {
 }
 
 var policies = []policyCase{
-	{"roundrobin", func() lb.Policy { return lb.RoundRobinPolicy() }, false, true},
-	{"random", func() lb.Policy { return lb.RandomPolicy() }, false, true},
-	{"leastloaded", func() lb.Policy { return lb.LeastLoadedPolicy() }, false, true},
-	{"sticky", func() lb.Policy { return lb.StickyPolicy() }, true, true},
-	{"weighted", func() lb.Policy { return weighted.NewPolicy() }, false, true},
+	{"roundrobin", func() lb.Policy { return lb.RoundRobin() }, false, true},
+	{"random", func() lb.Policy { return lb.Random() }, false, true},
+	{"leastloaded", func() lb.Policy { return lb.LeastLoaded() }, false, true},
+	{"sticky", func() lb.Policy { return lb.Sticky() }, true, true},
+	{"weighted", func() lb.Policy { return weighted.Policy() }, false, true},
 	{"custom", firstEligible, false, false},
 }
 
@@ -183,7 +188,7 @@ func TestPrefersLocal(t *testing.T) {
 	for _, pc := range policies {
 		t.Run(pc.name, func(t *testing.T) {
 			for _, local := range []string{"a", "c"} {
-				counts := picks(t, zone.New(f.set, pc.make(), local), pc, nil, n)
+				counts := picks(t, lb.New(f.set, zone.Policy(pc.make(), local)), pc, nil, n)
 				z := byZone(counts)
 				t.Logf("client in %s: %v", local, z)
 				if share := float64(z[local]) / n; share < 0.95 {
@@ -207,7 +212,7 @@ func TestSpillOverAndBack(t *testing.T) {
 	for _, pc := range policies {
 		t.Run(pc.name, func(t *testing.T) {
 			f := newFleet(t, []any{"a", 3, "b", 3, "c", 3})
-			b := zone.New(f.set, pc.make(), "a")
+			b := lb.New(f.set, zone.Policy(pc.make(), "a"))
 			if z := byZone(picks(t, b, pc, nil, 1000)); z["a"] < 950 {
 				t.Fatalf("healthy: want ≥ 950 of 1000 local, have %v", z)
 			}
@@ -246,7 +251,7 @@ func TestProportionalSpill(t *testing.T) {
 	for _, pc := range policies {
 		t.Run(pc.name, func(t *testing.T) {
 			f := newFleet(t, []any{"a", 10, "b", 10})
-			b := zone.New(f.set, pc.make(), "a")
+			b := lb.New(f.set, zone.Policy(pc.make(), "a"))
 			for _, tc := range []struct {
 				down []string
 				want float64
@@ -280,7 +285,7 @@ func TestClientShare(t *testing.T) {
 	for _, pc := range policies {
 		t.Run(pc.name, func(t *testing.T) {
 			f := newFleet(t, []any{"a", 1, "b", 9})
-			b := zone.New(f.set, pc.make(), "a", zone.WithClientShare(1.0/3), zone.WithSeed(1))
+			b := lb.New(f.set, zone.Policy(pc.make(), "a", zone.WithClientShare(1.0/3), zone.WithSeed(1)))
 			have := float64(byZone(picks(t, b, pc, nil, n))["a"]) / n
 			t.Logf("local share %.3f, want 0.3", have)
 			if math.Abs(have-0.3) > 0.03 {
@@ -297,7 +302,7 @@ func TestRulesAcrossZones(t *testing.T) {
 	for _, pc := range policies {
 		t.Run(pc.name, func(t *testing.T) {
 			f := newFleet(t, []any{"a", 2, "b", 2}, lb.WithPanicThreshold(0))
-			b := zone.New(f.set, pc.make(), "a")
+			b := lb.New(f.set, zone.Policy(pc.make(), "a"))
 			ctx := pc.ctxFor(7)
 
 			// A retry's order: the local instances, then the remote ones.
@@ -359,7 +364,7 @@ func TestRulesAcrossZones(t *testing.T) {
 // the few survivors elsewhere.
 func TestPanicModeKeepsZone(t *testing.T) {
 	f := newFleet(t, []any{"a", 3, "b", 3})
-	b := zone.New(f.set, lb.RoundRobinPolicy(), "a")
+	b := lb.New(f.set, zone.Policy(lb.RoundRobin(), "a"))
 	f.setDown(true, "a-*", "b-0")
 	eventually(t, "panic mode", b, func() bool { return f.set.View().PanicMode() })
 	counts := picks(t, b, policies[0], nil, 3000)
@@ -380,7 +385,7 @@ func TestPanicModeKeepsZone(t *testing.T) {
 // local instances.
 func TestStickyKeysSpillAsWhole(t *testing.T) {
 	f := newFleet(t, []any{"a", 10, "b", 10})
-	b := zone.New(f.set, lb.StickyPolicy(), "a")
+	b := lb.New(f.set, zone.Policy(lb.Sticky(), "a"))
 	f.setDown(true, "a-0", "a-1", "a-2", "a-3", "a-4")
 	eventually(t, "the census", b, func() bool { return f.set.View().Unavailable() == 5 })
 	pc := policies[3]
@@ -415,7 +420,7 @@ func TestStickyKeysSpillAsWhole(t *testing.T) {
 // wins in any zone while it is eligible.
 func TestPreferredInstanceAcrossZones(t *testing.T) {
 	f := newFleet(t, []any{"a", 3, "b", 3})
-	b := zone.New(f.set, lb.StickyPolicy(), "a")
+	b := lb.New(f.set, zone.Policy(lb.Sticky(), "a"))
 	ctx := lb.WithPreferredInstance(lb.WithStickyKey(context.Background(), "user-1"), "b-2")
 	for range 10 {
 		if p, _ := b.Pick(ctx, nil); p.Instance != "b-2" {
@@ -436,7 +441,7 @@ func TestPreferredInstanceAcrossZones(t *testing.T) {
 func TestOneZone(t *testing.T) {
 	f := newFleet(t, []any{"b", 4})
 	for _, local := range []string{"a", "b", ""} {
-		counts := picks(t, zone.New(f.set, lb.RoundRobinPolicy(), local), policies[0], nil, 400)
+		counts := picks(t, lb.New(f.set, zone.Policy(lb.RoundRobin(), local)), policies[0], nil, 400)
 		for i := range 4 {
 			if name := fmt.Sprintf("b-%d", i); counts[name] != 100 {
 				t.Errorf("client in %q: %s picked %d times of 400, want 100", local, name, counts[name])
@@ -455,7 +460,7 @@ func TestPickDoesNotAllocate(t *testing.T) {
 	ctx = lb.WithPreferredInstance(ctx, "not-there")
 	tried := []string{"a-5", "b-1"}
 	for _, pc := range policies {
-		b := zone.New(f.set, pc.make(), "a")
+		b := lb.New(f.set, zone.Policy(pc.make(), "a"))
 		eventually(t, "the census", b, func() bool { return f.set.View().Unavailable() == 5 })
 		for _, c := range []context.Context{ctx, context.Background()} {
 			if have := testing.AllocsPerRun(1000, func() { b.Pick(c, tried) }); have != 0 {
@@ -470,4 +475,31 @@ func TestOf(t *testing.T) {
 	if have := zone.Of(f.set.View().Lookup("eu-0")); have != "eu" {
 		t.Errorf("Of: want eu, have %q", have)
 	}
+}
+
+// TestBadOptionsPanic: a share out of [0, 1] is refused with the option's
+// name, even with zones off.
+func TestBadOptionsPanic(t *testing.T) {
+	for _, tc := range []struct {
+		option string
+		opt    zone.Option
+	}{
+		{"WithHealthyShare", zone.WithHealthyShare(-0.1)},
+		{"WithHealthyShare", zone.WithHealthyShare(1.1)},
+		{"WithHealthyShare", zone.WithHealthyShare(math.NaN())},
+		{"WithClientShare", zone.WithClientShare(-1)},
+		{"WithClientShare", zone.WithClientShare(2)},
+	} {
+		for _, local := range []string{"a", ""} {
+			func() {
+				defer func() {
+					if msg := fmt.Sprint(recover()); !strings.Contains(msg, tc.option) {
+						t.Errorf("%s (local %q): want a panic naming it, have %q", tc.option, local, msg)
+					}
+				}()
+				zone.Policy(lb.RoundRobin(), local, tc.opt)
+			}()
+		}
+	}
+	zone.Policy(lb.RoundRobin(), "a", zone.WithHealthyShare(0), zone.WithHealthyShare(1), zone.WithClientShare(0), zone.WithClientShare(1))
 }

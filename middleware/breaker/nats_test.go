@@ -97,7 +97,7 @@ func TestNATSOutage(t *testing.T) {
 	}
 	set := lb.NewEndpointSet(sd.FixedInstancer(instances), recording, log.NewNopLogger())
 	defer set.Close()
-	call, err := retry.New(lb.NewRoundRobin(set))
+	call, err := retry.New(lb.New(set, lb.RoundRobin()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,8 +53,8 @@ func BenchmarkSlowInstance(b *testing.B) {
 		name string
 		new  func() lb.Balancer
 	}{
-		{"roundrobin", func() lb.Balancer { return lb.NewRoundRobin(set) }},
-		{"leastloaded", func() lb.Balancer { return lb.NewLeastLoaded(set) }},
+		{"roundrobin", func() lb.Balancer { return lb.New(set, lb.RoundRobin()) }},
+		{"leastloaded", func() lb.Balancer { return lb.New(set, lb.LeastLoaded()) }},
 	}
 	for _, bal := range balancers {
 		for _, hedged := range []bool{false, true} {

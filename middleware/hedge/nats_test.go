@@ -84,7 +84,7 @@ func TestOverNATS(t *testing.T) {
 	spans := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
 	set := newSet(t, client, []tracing.Option{tracing.WithTracerProvider(tp)}, "silent", "g1", "g2")
-	h := mustNew(t, lb.NewSticky(set), hedge.WithDelay(5*time.Millisecond))
+	h := mustNew(t, lb.New(set, lb.Sticky()), hedge.WithDelay(5*time.Millisecond))
 	call, err := retry.New(h, retry.WithIdempotent())
 	if err != nil {
 		t.Fatal(err)

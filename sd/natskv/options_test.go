@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aegis-sdk/kitnats/lb/zone"
 	"github.com/aegis-sdk/kitnats/wire"
 )
 
@@ -148,9 +147,6 @@ func TestOptionDefaults(t *testing.T) {
 }
 
 func TestWithZoneWritesMetadata(t *testing.T) {
-	if wire.MetadataZone != zone.Key {
-		t.Fatalf("wire.MetadataZone %q, lb/zone reads %q", wire.MetadataZone, zone.Key)
-	}
 	inst := validInst.Clone()
 	inst.Metadata = map[string]string{"zone": "old", "addr": "x"}
 	r, err := NewRegistrar(fakeBucket(true), inst, nil, WithZone("eu-west-1a"))
