@@ -83,7 +83,7 @@ func TestAegisFleetThroughDiscovery(t *testing.T) {
 				return a.Metadata, ok
 			}
 			factory := natsrpc.JSONFactory[greeting](nc, "greeter", "hello",
-				natsrpc.ClientMetadata(metadata), natsrpc.ClientEnvelope(natsrpc.EnvelopeMsgpack))
+				natsrpc.WithRegistryMetadata(metadata), natsrpc.WithEnvelope(natsrpc.EnvelopeMsgpack))
 			set := lb.NewEndpointSet(instancer, factory, nil)
 			defer set.Close()
 			for eps, _ := set.Endpoints(); len(eps) < want; eps, _ = set.Endpoints() {

@@ -204,7 +204,7 @@ func (a *app) call(cmd *cobra.Command, target, body string, o callOptions) error
 	out := callOutput{Target: service + "." + method}
 	var call endpoint.Endpoint
 	var s *session
-	copts := []natsrpc.ClientOption{natsrpc.ClientTimeout(o.timeout)}
+	copts := []natsrpc.ClientOption{natsrpc.WithDefaultTimeout(o.timeout)}
 	switch {
 	case o.instance != "" || o.queue:
 		if s, err = a.dial(cmd); err != nil {

@@ -45,7 +45,7 @@ func startInstance(ctx context.Context, url string, bucket *natskv.Bucket, id st
 		tracing.Server(service, method, otel)(natsrpc.TypedEndpoint(greet)),
 		natsrpc.DecodeJSONRequest[HelloRequest], natsrpc.EncodeJSONResponse)
 	in.svc, err = natsrpc.NewService(ctx, nc, service, id, map[string]*natsrpc.Server{method: server},
-		natsrpc.ServiceVersion("1.0.0"))
+		natsrpc.WithVersion("1.0.0"))
 	if err != nil {
 		nc.Close()
 		return nil, err

@@ -31,7 +31,7 @@ func startGreeters(t testing.TB, nc *nats.Conn, handle func(ctx context.Context,
 			return handle(ctx, id)
 		})
 		svc, err := natsrpc.NewService(context.Background(), nc, "greeter", id,
-			map[string]*natsrpc.Server{"hello": hello}, natsrpc.ServiceMaxConcurrent(256))
+			map[string]*natsrpc.Server{"hello": hello}, natsrpc.WithMaxConcurrent(256))
 		if err != nil {
 			t.Fatal(err)
 		}

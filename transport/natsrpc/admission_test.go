@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/aegis-sdk/kitnats/internal/rpcheader"
 	"github.com/aegis-sdk/kitnats/transport/natsrpc"
 )
 
@@ -33,13 +34,13 @@ func TestDefaultTimeout(t *testing.T) {
 		return echoResp{}, ctx.Err()
 	})
 	short, err := natsrpc.NewService(ctxWait(t), e.snc, "short", "a", map[string]*natsrpc.Server{"wait": wait},
-		natsrpc.ServiceDefaultTimeout(50*time.Millisecond))
+		natsrpc.WithDefaultTimeout(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer shutdown(t, short)
 	none, err := natsrpc.NewService(ctxWait(t), e.snc, "none", "a", map[string]*natsrpc.Server{"wait": wait},
-		natsrpc.ServiceDefaultTimeout(0))
+		natsrpc.WithDefaultTimeout(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +52,7 @@ func TestDefaultTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if re, _ := natsrpc.DecodeError(m.Header); re == nil || re.Code != natsrpc.CodeTimeout {
+	if re, _ := decodeError(m.Header); re == nil || re.Code != natsrpc.CodeTimeout {
 		t.Errorf("want a 504 at the default deadline, have %+v", re)
 	}
 	if s := <-got; !s.hasDeadline || !errors.Is(s.err, context.DeadlineExceeded) {
@@ -89,7 +90,7 @@ func TestExpiredOnArrival(t *testing.T) {
 	}
 	data, _ := json.Marshal(echoReq{})
 	if err := e.cnc.PublishMsg(&nats.Msg{Subject: "rpc.echo.say.a", Reply: inbox, Data: data,
-		Header: nats.Header{natsrpc.HeaderTimeout: {"0"}}}); err != nil {
+		Header: nats.Header{rpcheader.Timeout: {"0"}}}); err != nil {
 		t.Fatal(err)
 	}
 	ctx := ctxWait(t)

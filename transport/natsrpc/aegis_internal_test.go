@@ -8,10 +8,12 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/aegis-sdk/kitnats/internal/envelope"
 )
 
 // What the Service makes of a request without kitnats headers: an
-// envelope exactly when DecodeRequestEnvelope would read it and it names
+// envelope exactly when envelope.DecodeRequest would read it and it names
 // message_id and method; a broken envelope is still an envelope (its
 // caller gets a success:false envelope); anything else is plain.
 func FuzzSniffForeign(f *testing.F) {
@@ -25,13 +27,13 @@ func FuzzSniffForeign(f *testing.F) {
 	f.Add([]byte(`not json`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fr := sniffForeign(data)
-		r, format, err := DecodeRequestEnvelope(data)
+		r, format, err := envelope.DecodeRequest(data)
 		switch {
 		case !fr.envelope:
 			if fr != plainRequest {
 				t.Fatal("plain request not shared")
 			}
-			if err == nil && r.MessageID != "" && format == EnvelopeJSON {
+			if err == nil && r.MessageID != "" && format == envelope.JSON {
 				t.Fatalf("%q: an envelope with message_id taken for plain", data)
 			}
 		case fr.err != nil:
@@ -58,7 +60,7 @@ func FuzzEnvelopeReply(f *testing.F) {
 	dec := envelopeDecoder(DecodeJSONResponse[map[string]any])
 	f.Fuzz(func(t *testing.T, data []byte) {
 		resp, err := dec(context.Background(), &nats.Msg{Data: data})
-		env, _, derr := DecodeResponseEnvelope(data)
+		env, _, derr := envelope.DecodeResponse(data)
 		switch {
 		case derr != nil:
 			if err == nil || !errors.Is(err, ErrMalformedEnvelope) {
@@ -86,20 +88,20 @@ func FuzzEnvelopeReply(f *testing.F) {
 
 func TestNotActiveShapes(t *testing.T) {
 	for _, tc := range []struct {
-		env  ResponseEnvelope
+		env  envelope.Response
 		msg  string
 		want bool
 	}{
-		{ResponseEnvelope{Success: false, Error: "NOT_ACTIVE"}, "NOT_ACTIVE", true},
-		{ResponseEnvelope{Success: false, Error: "Service is NOT_ACTIVE (standby)"}, "Service is NOT_ACTIVE (standby)", true},
-		{ResponseEnvelope{Success: false, Error: "not active"}, "", false},
-		{ResponseEnvelope{Success: true, Result: json.RawMessage(`{"success":false,"error":"NOT_ACTIVE","message":"standby b","result":null}`)}, "standby b", true},
-		{ResponseEnvelope{Success: true, Result: json.RawMessage(`{"success":false,"error":"NOT_ACTIVE"}`)}, "NOT_ACTIVE", true},
-		{ResponseEnvelope{Success: true, Result: json.RawMessage(`{"success":true,"error":"NOT_ACTIVE"}`)}, "", false},
-		{ResponseEnvelope{Success: true, Result: json.RawMessage(`{"error":"NOT_ACTIVE"}`)}, "", false},
-		{ResponseEnvelope{Success: true, Result: json.RawMessage(`{"success":false,"error":"NOT_ACTIVE_X"}`)}, "", false},
-		{ResponseEnvelope{Success: true, Result: json.RawMessage(`"NOT_ACTIVE"`)}, "", false},
-		{ResponseEnvelope{Success: true, Result: json.RawMessage(`["NOT_ACTIVE"]`)}, "", false},
+		{envelope.Response{Success: false, Error: "NOT_ACTIVE"}, "NOT_ACTIVE", true},
+		{envelope.Response{Success: false, Error: "Service is NOT_ACTIVE (standby)"}, "Service is NOT_ACTIVE (standby)", true},
+		{envelope.Response{Success: false, Error: "not active"}, "", false},
+		{envelope.Response{Success: true, Result: json.RawMessage(`{"success":false,"error":"NOT_ACTIVE","message":"standby b","result":null}`)}, "standby b", true},
+		{envelope.Response{Success: true, Result: json.RawMessage(`{"success":false,"error":"NOT_ACTIVE"}`)}, "NOT_ACTIVE", true},
+		{envelope.Response{Success: true, Result: json.RawMessage(`{"success":true,"error":"NOT_ACTIVE"}`)}, "", false},
+		{envelope.Response{Success: true, Result: json.RawMessage(`{"error":"NOT_ACTIVE"}`)}, "", false},
+		{envelope.Response{Success: true, Result: json.RawMessage(`{"success":false,"error":"NOT_ACTIVE_X"}`)}, "", false},
+		{envelope.Response{Success: true, Result: json.RawMessage(`"NOT_ACTIVE"`)}, "", false},
+		{envelope.Response{Success: true, Result: json.RawMessage(`["NOT_ACTIVE"]`)}, "", false},
 	} {
 		msg, ok := notActive(&tc.env)
 		if ok != tc.want || msg != tc.msg {

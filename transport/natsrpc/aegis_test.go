@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/aegis-sdk/kitnats/internal/aegistest"
+	"github.com/aegis-sdk/kitnats/internal/rpcheader"
 	"github.com/aegis-sdk/kitnats/transport/natsrpc"
 	"github.com/aegis-sdk/kitnats/wire"
 )
@@ -34,6 +35,9 @@ type greetResp struct {
 // aegisGreeter runs an AegisSDK-style instance of service "greeter" whose
 // method "hello" greets params["name"], fails for "fail" and panics for
 // "panic".
+
+var formats = []natsrpc.EnvelopeFormat{natsrpc.EnvelopeJSON, natsrpc.EnvelopeMsgpack}
+
 func aegisGreeter(t *testing.T, nc *nats.Conn, instance string, f aegistest.Format) *aegistest.Server {
 	t.Helper()
 	s, err := aegistest.NewServer(nc, "greeter", instance, f, map[string]aegistest.Handler{
@@ -66,7 +70,7 @@ func TestEnvelopeClientCallsAegisService(t *testing.T) {
 				e := newEnv(t)
 				srv := aegisGreeter(t, e.snc, "py-1", sf)
 				c, err := natsrpc.NewJSONServiceClient[greetResp](e.cnc, "greeter", "hello",
-					natsrpc.ClientEnvelope(cf), natsrpc.ClientEnvelopeSource("go-caller-1"))
+					natsrpc.WithEnvelope(cf), natsrpc.WithEnvelopeSource("go-caller-1"))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -113,7 +117,7 @@ func TestEnvelopeClientCallsAegisService(t *testing.T) {
 func TestEnvelopeClientErrors(t *testing.T) {
 	e := newEnv(t)
 	srv := aegisGreeter(t, e.snc, "py-1", aegistest.Msgpack)
-	c, err := natsrpc.NewJSONServiceClient[greetResp](e.cnc, "greeter", "hello", natsrpc.ClientEnvelope(natsrpc.EnvelopeJSON))
+	c, err := natsrpc.NewJSONServiceClient[greetResp](e.cnc, "greeter", "hello", natsrpc.WithEnvelope(natsrpc.EnvelopeJSON))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,8 +134,8 @@ func TestEnvelopeClientErrors(t *testing.T) {
 			!errors.Is(err, natsrpc.ErrRemote) || errors.Is(err, natsrpc.ErrNotActive) {
 			t.Errorf("%s: %v (%#v)", name, err, ee)
 		}
-		if ee != nil && (ee.Reply == nil || ee.Reply.Success) {
-			t.Errorf("%s: reply %+v", name, ee.Reply)
+		if ee != nil && (ee.MessageID == "" || ee.CorrelationID == "") {
+			t.Errorf("%s: the error does not identify the failed reply: %+v", name, ee)
 		}
 	}
 	if _, err := c.Endpoint()(ctx, []string{"not", "an", "object"}); err == nil {
@@ -162,7 +166,7 @@ func TestEnvelopeClientErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 		_ = e.snc.Flush()
-		bc, _ := natsrpc.NewJSONServiceClient[greetResp](e.cnc, "broken", "hello", natsrpc.ClientEnvelope(natsrpc.EnvelopeMsgpack))
+		bc, _ := natsrpc.NewJSONServiceClient[greetResp](e.cnc, "broken", "hello", natsrpc.WithEnvelope(natsrpc.EnvelopeMsgpack))
 		resp, err := bc.Endpoint()(ctx, greetReq{Name: "x"})
 		var ce *natsrpc.CallError
 		if !errors.As(err, &ce) || !errors.Is(err, natsrpc.ErrMalformedEnvelope) || retryable(err) {
@@ -296,7 +300,7 @@ func TestRefusedEnvelopeIsNotActive(t *testing.T) {
 		return greetResp{Greeting: "hello"}, nil
 	})
 	svc, err := natsrpc.NewService(ctxWait(t), e.snc, "greeter", "go-1", map[string]*natsrpc.Server{"hello": hello},
-		natsrpc.ServiceMaxConcurrent(1), natsrpc.ServiceMaxPending(0))
+		natsrpc.WithMaxConcurrent(1), natsrpc.WithMaxPending(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +315,7 @@ func TestRefusedEnvelopeIsNotActive(t *testing.T) {
 	if err != nil || r.Success || !strings.HasPrefix(r.Error, "NOT_ACTIVE: ") {
 		t.Errorf("refused request: %+v, %v", r, err)
 	}
-	kc, _ := natsrpc.NewJSONServiceClient[greetResp](e.cnc, "greeter", "hello", natsrpc.ClientEnvelope(natsrpc.EnvelopeJSON))
+	kc, _ := natsrpc.NewJSONServiceClient[greetResp](e.cnc, "greeter", "hello", natsrpc.WithEnvelope(natsrpc.EnvelopeJSON))
 	if _, err := kc.Endpoint()(ctx, greetReq{Name: "x"}); !errors.Is(err, natsrpc.ErrNotActive) {
 		t.Errorf("kitnats envelope client: %v, want ErrNotActive", err)
 	}
@@ -328,7 +332,7 @@ func TestEnvelopeClientCallsKitnatsService(t *testing.T) {
 			return failing{errors.New("insufficient funds")}, nil
 		}
 		return greetResp{Greeting: "hello, " + r.Name, Instance: "go-1"}, nil
-	}, natsrpc.ServerBefore(func(ctx context.Context, m *nats.Msg) context.Context {
+	}, natsrpc.WithBefore(func(ctx context.Context, m *nats.Msg) context.Context {
 		headers <- m.Header
 		return ctx
 	}))
@@ -338,7 +342,7 @@ func TestEnvelopeClientCallsKitnatsService(t *testing.T) {
 	}
 	defer shutdown(t, svc)
 	for _, f := range formats {
-		c, err := natsrpc.NewJSONServiceClient[greetResp](e.cnc, "greeter", "hello", natsrpc.ClientEnvelope(f))
+		c, err := natsrpc.NewJSONServiceClient[greetResp](e.cnc, "greeter", "hello", natsrpc.WithEnvelope(f))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -346,7 +350,7 @@ func TestEnvelopeClientCallsKitnatsService(t *testing.T) {
 		if err != nil || resp.Greeting != "hello, gopher" {
 			t.Errorf("%v: %+v, %v", f, resp, err)
 		}
-		if h := <-headers; h.Get(natsrpc.HeaderTimeout) != "" {
+		if h := <-headers; h.Get(rpcheader.Timeout) != "" {
 			t.Errorf("%v: Kitnats-Timeout sent with an envelope", f)
 		}
 		_, err = c.Endpoint()(ctxWait(t), greetReq{Name: "business"})
@@ -386,7 +390,7 @@ func TestFactoryFollowsTheInstance(t *testing.T) {
 		{"greeter", "py-1", "rpc.greeter.hello"},
 		{"greeter", "unknown-1", "rpc.greeter.hello"},
 	} {
-		factory := natsrpc.JSONFactory[greetResp](e.cnc, tc.service, "hello", natsrpc.ClientMetadata(lookup))
+		factory := natsrpc.JSONFactory[greetResp](e.cnc, tc.service, "hello", natsrpc.WithRegistryMetadata(lookup))
 		ep, closer, err := factory(tc.instance)
 		if err != nil {
 			t.Fatal(err)
@@ -403,7 +407,7 @@ func TestFactoryFollowsTheInstance(t *testing.T) {
 			t.Errorf("%s: closed endpoint: %v", tc.instance, err)
 		}
 	}
-	if _, _, err := natsrpc.JSONFactory[greetResp](e.cnc, "greeter", "hello", natsrpc.ClientMetadata(lookup))("bad.id"); !errors.Is(err, wire.ErrInvalidName) {
+	if _, _, err := natsrpc.JSONFactory[greetResp](e.cnc, "greeter", "hello", natsrpc.WithRegistryMetadata(lookup))("bad.id"); !errors.Is(err, wire.ErrInvalidName) {
 		t.Errorf("invalid instance: %v", err)
 	}
 }

@@ -110,8 +110,8 @@ func envelopeCallers(b *testing.B) []benchCaller {
 		opts []natsrpc.ClientOption
 	}{
 		{"headers", nil},
-		{"envelope-json", []natsrpc.ClientOption{natsrpc.ClientEnvelope(natsrpc.EnvelopeJSON)}},
-		{"envelope-msgpack", []natsrpc.ClientOption{natsrpc.ClientEnvelope(natsrpc.EnvelopeMsgpack)}},
+		{"envelope-json", []natsrpc.ClientOption{natsrpc.WithEnvelope(natsrpc.EnvelopeJSON)}},
+		{"envelope-msgpack", []natsrpc.ClientOption{natsrpc.WithEnvelope(natsrpc.EnvelopeMsgpack)}},
 	} {
 		client, err := natsrpc.NewJSONServiceClient[benchMsg](cnc, "bench", "echo", c.opts...)
 		if err != nil {

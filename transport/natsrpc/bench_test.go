@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/aegis-sdk/kitnats/internal/natstest"
+	"github.com/aegis-sdk/kitnats/internal/rpcheader"
 	"github.com/aegis-sdk/kitnats/transport/natsrpc"
 )
 
@@ -173,7 +174,7 @@ func requestReplyCallers(b *testing.B) []benchCaller {
 			if err != nil {
 				return err
 			}
-			m, err := cnc.RequestMsg(&nats.Msg{Subject: "bench.raw", Data: data, Header: nats.Header{natsrpc.HeaderTimeout: {"59999"}}}, 5*time.Second)
+			m, err := cnc.RequestMsg(&nats.Msg{Subject: "bench.raw", Data: data, Header: nats.Header{rpcheader.Timeout: {"59999"}}}, 5*time.Second)
 			if err != nil {
 				return err
 			}

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/aegis-sdk/kitnats/internal/natserr"
+	"github.com/aegis-sdk/kitnats/internal/rpcheader"
 	"github.com/aegis-sdk/kitnats/wire"
 )
 
@@ -28,10 +29,6 @@ type EncodeRequestFunc func(ctx context.Context, msg *nats.Msg, request any) err
 // DecodeResponseFunc extracts a user-domain response from a successful reply.
 // Replies with an error status never reach it: the call returns a *Error.
 type DecodeResponseFunc func(ctx context.Context, reply *nats.Msg) (response any, err error)
-
-// ClientResponseFunc may take information from a reply into the context,
-// before the response is decoded.
-type ClientResponseFunc func(ctx context.Context, reply *nats.Msg) context.Context
 
 // Client calls one method on one subject. Its Endpoint sends the request
 // with headers (RequestMsgWithContext), carrying the caller's remaining time
@@ -57,7 +54,7 @@ type Client struct {
 	enc     EncodeRequestFunc
 	dec     DecodeResponseFunc
 	before  []RequestFunc
-	after   []ClientResponseFunc
+	after   []ResponseFunc
 	timeout time.Duration
 	prop    propagation.TextMapPropagator
 	closed  atomic.Bool
@@ -69,56 +66,47 @@ type Client struct {
 	proven  atomic.Bool
 	probing atomic.Bool
 	// reuse: nothing outside this package sees the request message (the
-	// encoder is EncodeJSONRequest, no ClientBefore, the W3C propagator),
+	// encoder is EncodeJSONRequest, no WithBefore, the W3C propagator),
 	// so its message and header map are recycled once sent.
 	reuse bool
 }
 
 var _ io.Closer = (*Client)(nil)
 
-// ClientOption sets an optional parameter of a Client.
-type ClientOption func(*Client)
-
-// ClientBefore adds functions run on the request message after it is
-// encoded, before the deadline and trace headers are set and it is sent.
-func ClientBefore(before ...RequestFunc) ClientOption {
-	return func(c *Client) { c.before = append(c.before, before...) }
-}
-
-// ClientAfter adds functions run on a successful reply before it is decoded.
-func ClientAfter(after ...ClientResponseFunc) ClientOption {
-	return func(c *Client) { c.after = append(c.after, after...) }
-}
-
-// ClientTimeout bounds calls whose context has no deadline (default
-// DefaultTimeout). A context deadline always wins.
-func ClientTimeout(d time.Duration) ClientOption {
-	return func(c *Client) { c.timeout = d }
-}
-
-// ClientPropagator sets how trace context is injected into request headers.
-// The default is propagation.TraceContext{}; pass
-// otel.GetTextMapPropagator() to follow the global setting.
-func ClientPropagator(p propagation.TextMapPropagator) ClientOption {
-	return func(c *Client) {
-		if p != nil {
-			c.prop = p
-		}
-	}
-}
-
 // NewClient constructs a client for an explicit subject. Most callers want
 // NewServiceClient, NewInstanceClient or Factory, which build the subject
-// from validated names.
+// from validated names. It panics with an error matching ErrInvalidOption
+// on an option it cannot use.
 func NewClient(nc *nats.Conn, subject string, enc EncodeRequestFunc, dec DecodeResponseFunc, opts ...ClientOption) *Client {
+	c, err := newClient(nc, subject, enc, dec, opts)
+	if err != nil {
+		panic(err)
+	}
+	return c
+}
+
+func newClient(nc *nats.Conn, subject string, enc EncodeRequestFunc, dec DecodeResponseFunc, opts []ClientOption) (*Client, error) {
 	c := &Client{nc: nc, subject: subject, enc: enc, dec: dec, timeout: DefaultTimeout, prop: propagation.TraceContext{}}
-	for _, o := range opts {
-		o(c)
+	if err := applyClient(c, opts); err != nil {
+		return nil, err
 	}
 	c.initEnvelope()
 	c.reuse = len(c.before) == 0 && isTraceContext(c.prop) && enc != nil &&
 		reflect.ValueOf(enc).Pointer() == reflect.ValueOf(EncodeJSONRequest).Pointer()
-	return c
+	return c, nil
+}
+
+// applyClient applies opts in order; nil ones are skipped.
+func applyClient(c *Client, opts []ClientOption) error {
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o.applyClient(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // NewServiceClient calls method on the service-wide subject
@@ -145,22 +133,28 @@ func newNamedClient(nc *nats.Conn, subject string, nameErr error, enc EncodeRequ
 	if nameErr != nil {
 		return nil, nameErr
 	}
-	return NewClient(nc, subject, enc, dec, opts...), nil
+	return newClient(nc, subject, enc, dec, opts)
 }
 
 // Factory returns a go-kit sd.Factory for method of service: each instance
 // ID the Instancer publishes becomes a client endpoint on that instance's
 // subject, and its io.Closer (the *Client) makes later calls fail fast with
 // the retryable ErrClientClosed. An invalid service, method or instance name
-// makes the factory return a *NameError for that instance.
+// makes the factory return a *wire.NameError for that instance. It panics
+// with an error matching ErrInvalidOption on an option it cannot use.
 //
-// With ClientMetadata, addressing follows the instance: an instance whose
-// registry metadata has MetadataRPC = RPCInstance is called on its instance
-// subject with the headers protocol; any other (an AegisSDK instance, which
-// serves only the service-wide subject) on rpc.{service}.{method} in
-// AegisSDK envelopes (ClientEnvelope's format, JSON by default).
+// With WithRegistryMetadata, addressing follows the instance: an instance
+// whose registry metadata has wire.MetadataRPC = wire.RPCInstance is called
+// on its instance subject with the headers protocol; any other (an
+// AegisSDK instance, which serves only the service-wide subject) on
+// rpc.{service}.{method} in AegisSDK envelopes (WithEnvelope's format, JSON
+// by default).
 func Factory(nc *nats.Conn, service, method string, enc EncodeRequestFunc, dec DecodeResponseFunc, opts ...ClientOption) sd.Factory {
-	if lookup := factoryMetadata(opts); lookup != nil {
+	var probe Client
+	if err := applyClient(&probe, opts); err != nil {
+		panic(err)
+	}
+	if lookup := probe.aegis.meta; lookup != nil {
 		return addressingFactory(nc, service, method, enc, dec, lookup, opts)
 	}
 	return func(instance string) (endpoint.Endpoint, io.Closer, error) {
@@ -215,15 +209,15 @@ func (c *Client) call(ctx context.Context, request any) (any, error) {
 	for _, f := range c.before {
 		ctx = f(ctx, msg)
 	}
-	c.prop.Inject(ctx, HeaderCarrier(msg.Header))
-	v, ok := FormatTimeout(time.Until(deadline))
+	c.prop.Inject(ctx, rpcheader.Carrier(msg.Header))
+	v, ok := rpcheader.FormatTimeout(time.Until(deadline))
 	if !ok {
 		// Under a millisecond left: no reply can be counted on.
 		return nil, &CallError{Subject: c.subject, Err: context.DeadlineExceeded}
 	}
 	if c.aegis.format == 0 { // an envelope carries its own timeout
 		out.timeout[0] = v
-		msg.Header[HeaderTimeout] = out.timeout[:]
+		msg.Header[rpcheader.Timeout] = out.timeout[:]
 	}
 	switch c.nc.Status() {
 	case nats.CLOSED, nats.DRAINING_SUBS, nats.DRAINING_PUBS:
@@ -257,13 +251,8 @@ func (c *Client) call(ctx context.Context, request any) (any, error) {
 	if !c.proven.Load() {
 		c.proven.Store(true)
 	}
-	if len(reply.Header) > 0 {
-		if e, _ := DecodeError(reply.Header); e != nil {
-			if len(reply.Data) > 0 {
-				e.Data = reply.Data
-			}
-			return nil, e
-		}
+	if e := replyError(reply); e != nil {
+		return nil, e
 	}
 	for _, f := range c.after {
 		ctx = f(ctx, reply)

@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/aegis-sdk/kitnats/internal/rpcheader"
+	"github.com/aegis-sdk/kitnats/internal/rpclimit"
 )
 
 // How requests reach a handler. Both subscriptions of a method deliver into
@@ -122,9 +125,9 @@ func (s *Service) deliver(m *method, msg *nats.Msg) {
 		e = &m.eps[1]
 	}
 	e.stats.requests.Add(1)
-	if reservedReply(msg.Reply) {
+	if !replyAllowed(s.replies, msg.Reply) {
 		e.stats.Rejected.Add(1)
-		s.log("msg", "request not served: its reply subject is reserved to NATS", "subject", msg.Subject, "reply", msg.Reply)
+		s.log("msg", "request not served: its reply subject is not an inbox", "subject", msg.Subject, "reply", quote(msg.Reply))
 		return
 	}
 	j := &job{srv: m.srv, stats: e.stats, lane: m.lane, msg: msg}
@@ -152,8 +155,8 @@ func (s *Service) deliver(m *method, msg *nats.Msg) {
 func (s *Service) arrive(j *job) bool {
 	j.recv = time.Now()
 	j.start = j.recv
-	if v := j.msg.Header[HeaderTimeout]; len(v) > 0 {
-		d, err := ParseTimeout(v[0])
+	if v := j.msg.Header[rpcheader.Timeout]; len(v) > 0 {
+		d, err := rpcheader.ParseTimeout(v[0])
 		if err != nil {
 			j.stats.Malformed.Add(1)
 			s.log("msg", "ignoring malformed deadline header", "subject", j.msg.Subject, "err", err)
@@ -197,7 +200,7 @@ func (s *Service) run(j *job) {
 		ctx = &j.dl
 	}
 	if s.hasTraceHeader(j.msg.Header) {
-		ctx = s.prop.Extract(ctx, HeaderCarrier(j.msg.Header))
+		ctx = s.prop.Extract(ctx, rpcheader.Carrier(j.msg.Header))
 	}
 	var reply *nats.Msg
 	var err error
@@ -208,7 +211,7 @@ func (s *Service) run(j *job) {
 	}
 	if err != nil {
 		j.stats.Errors.Add(1)
-		msg := err.Error()
+		msg := rpclimit.Message(err.Error())
 		j.stats.lastError.Store(&msg)
 		if errors.Is(err, errPanic) {
 			j.stats.Panics.Add(1)

@@ -32,10 +32,7 @@ type discovery struct {
 	started     time.Time
 }
 
-func newDiscovery(cfg serviceConfig) (discovery, error) {
-	if !semVer.MatchString(cfg.version) {
-		return discovery{}, fmt.Errorf("natsrpc: version %q is not a semantic version", cfg.version)
-	}
+func newDiscovery(cfg serviceConfig) discovery {
 	return discovery{
 		// micro's IDs are NUIDs; nats.go's inboxes end in one.
 		id:          strings.TrimPrefix(nats.NewInbox(), nats.InboxPrefix),
@@ -43,7 +40,7 @@ func newDiscovery(cfg serviceConfig) (discovery, error) {
 		description: cfg.description,
 		metadata:    cfg.metadata,
 		started:     time.Now().UTC(),
-	}, nil
+	}
 }
 
 func (s *Service) identity() micro.ServiceIdentity {
@@ -132,7 +129,7 @@ func (s *Service) subscribeDiscovery() error {
 			}
 			body := v.body
 			sub, err := s.nc.Subscribe(subject, func(m *nats.Msg) {
-				if reservedReply(m.Reply) {
+				if !replyAllowed(s.replies, m.Reply) || m.Reply == "" {
 					return
 				}
 				if err := m.Respond(body()); err != nil {

@@ -6,6 +6,9 @@ import (
 	"strconv"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/aegis-sdk/kitnats/internal/rpcheader"
+	"github.com/aegis-sdk/kitnats/internal/rpclimit"
 )
 
 // Status codes carried in the Nats-Service-Error-Code header. They follow
@@ -27,7 +30,8 @@ type StatusCoder interface {
 
 // Error is a failure reported by the remote side in the reply's headers. On
 // the server it is what the default error encoder writes; on the client it is
-// what a call returns when the reply carries an error status.
+// what a call returns when the reply carries an error status. A message read
+// from a reply is cut to 1 KiB, as a server writes it.
 //
 // Business is true when the endpoint answered with a response whose
 // endpoint.Failer reported an error: the service worked and said "no", so
@@ -109,10 +113,6 @@ var (
 	// ErrPayloadTooLarge is matched by *PayloadError: a message over the
 	// connection's max payload, refused before it is sent.
 	ErrPayloadTooLarge = errors.New("natsrpc: payload too large")
-	// ErrMalformedHeader: a header value this package decodes was not well
-	// formed. Such headers are ignored by the server and reported by the
-	// fuzzable decoders.
-	ErrMalformedHeader = errors.New("natsrpc: malformed header")
 	// ErrNilConn: a constructor was given a nil *nats.Conn.
 	ErrNilConn = errors.New("natsrpc: nil connection")
 	// ErrUnexpectedType: a typed helper got a value of another type.
@@ -182,3 +182,75 @@ func (e *PayloadError) Is(target error) bool { return target == ErrPayloadTooLar
 
 // Retryable is false: every instance has the same limit.
 func (e *PayloadError) Retryable() bool { return false }
+
+// newError is an *Error whose message is prefix and the cause's text, cut
+// to rpclimit.MaxErrorMessage bytes: a cause may quote the request (a JSON
+// decoder quotes the number it could not store), and the message is
+// replied, logged and kept for $SRV.STATS.
+func newError(code int, prefix string, cause error) *Error {
+	return &Error{Code: code, Message: rpclimit.Message(prefix + cause.Error()), err: cause}
+}
+
+// asError converts any error into the *Error a server replies: the *Error in
+// err's chain if there is one, otherwise an error with the code a StatusCoder
+// in the chain chooses, CodeTimeout for context.DeadlineExceeded, or
+// CodeInternal.
+func asError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	def := CodeInternal
+	if errors.Is(err, context.DeadlineExceeded) {
+		def = CodeTimeout
+	}
+	return newError(statusCode(err, def), "", err)
+}
+
+func statusCode(err error, def int) int {
+	var sc StatusCoder
+	if errors.As(err, &sc) {
+		if c := sc.StatusCode(); c >= 100 && c <= 999 {
+			return c
+		}
+	}
+	return def
+}
+
+// replyError is the *Error a reply's status headers carry, nil for a
+// success. A garbled status is still a failure (rpcheader.DecodeStatus).
+func replyError(reply *nats.Msg) *Error {
+	if len(reply.Header) == 0 {
+		return nil
+	}
+	st, failed, _ := rpcheader.DecodeStatus(reply.Header)
+	if !failed {
+		return nil
+	}
+	e := &Error{Code: st.Code, Message: st.Message, Business: st.Business}
+	if len(reply.Data) > 0 {
+		e.Data = reply.Data
+	}
+	return e
+}
+
+// errorReply is a reply to subject carrying only an error status.
+func errorReply(subject string, code int, msg string) *nats.Msg {
+	reply := &nats.Msg{Subject: subject, Header: make(nats.Header, 2)}
+	rpcheader.EncodeStatus(reply.Header, rpcheader.Status{Code: code, Message: msg})
+	return reply
+}
+
+// msgSize is the size NATS counts against max payload: header block and data.
+func msgSize(m *nats.Msg) int64 {
+	n := int64(len(m.Data))
+	if len(m.Header) > 0 {
+		n += int64(len("NATS/1.0\r\n\r\n"))
+		for k, vs := range m.Header {
+			for _, v := range vs {
+				n += int64(len(k) + len(v) + 4) // "k: v\r\n"
+			}
+		}
+	}
+	return n
+}

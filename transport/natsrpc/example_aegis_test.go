@@ -22,7 +22,7 @@ type EchoResponse struct {
 // speaks its wire format): the same JSON codecs, in envelopes. A standby's
 // NOT_ACTIVE answer is ErrNotActive, which retry middleware retries on
 // another instance.
-func ExampleClientEnvelope() {
+func ExampleWithEnvelope() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	nc, stop, err := exampleNATS()
@@ -42,7 +42,7 @@ func ExampleClientEnvelope() {
 	defer python.Close()
 
 	client, err := natsrpc.NewJSONServiceClient[EchoResponse](nc, "echo-service", "echo",
-		natsrpc.ClientEnvelope(natsrpc.EnvelopeMsgpack))
+		natsrpc.WithEnvelope(natsrpc.EnvelopeMsgpack))
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -35,8 +35,8 @@ func greeter(ctx context.Context, nc *nats.Conn, instance string) (*natsrpc.Serv
 	})
 	return natsrpc.NewService(ctx, nc, "greeter", instance,
 		map[string]*natsrpc.Server{"hello": hello},
-		natsrpc.ServiceVersion("1.0.0"),
-		natsrpc.ServiceMaxConcurrent(32),
+		natsrpc.WithVersion("1.0.0"),
+		natsrpc.WithMaxConcurrent(32),
 	)
 }
 

@@ -48,7 +48,7 @@ func TestFloodOfOneMethodSparesItsSibling(t *testing.T) {
 	var invoked, late, lateCaller atomic.Int64
 	release := make(chan struct{})
 	// Checked as the request enters the Server, before its body is decoded.
-	started := natsrpc.ServerBefore(func(ctx context.Context, _ *nats.Msg) context.Context {
+	started := natsrpc.WithBefore(func(ctx context.Context, _ *nats.Msg) context.Context {
 		invoked.Add(1)
 		if ctx.Err() != nil {
 			late.Add(1) // started past the deadline the service knew
@@ -69,7 +69,7 @@ func TestFloodOfOneMethodSparesItsSibling(t *testing.T) {
 	ping := natsrpc.NewJSONServer(func(context.Context, floodReq) (floodResp, error) { return floodResp{}, nil })
 	svc, err := natsrpc.NewService(ctxWait(t), e.snc, "flood", "a",
 		map[string]*natsrpc.Server{"block": block, "ping": ping},
-		natsrpc.ServiceMaxConcurrent(workers), natsrpc.ServiceMaxPending(pending))
+		natsrpc.WithMaxConcurrent(workers), natsrpc.WithMaxPending(pending))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,9 @@ import (
 	"sync"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/aegis-sdk/kitnats/internal/rpcheader"
+	"github.com/aegis-sdk/kitnats/internal/rpclimit"
 )
 
 // Living with go-kit's transport/nats.
@@ -29,67 +32,29 @@ import (
 //     EncodeJSONRequest, DecodeJSONResponse[T]) — both functions have
 //     go-kit's types. A request without kitnats headers that is not an
 //     AegisSDK envelope gets the Service's default deadline
-//     (ServiceDefaultTimeout) and, on failure, the status headers and
+//     (WithDefaultTimeout) and, on failure, the status headers and
 //     go-kit's body, which DecodeJSONResponse (or any go-kit decoder that
 //     reads "err") turns into an error.
 
-// goKitErrorBody is go-kit's DefaultErrorEncoder body for message, byte for
-// byte (encoding/json, HTML escaping included).
-func goKitErrorBody(message string) []byte {
-	b, _ := json.Marshal(struct {
-		Err string `json:"err"`
-	}{message})
-	return b
-}
-
-// goKitPrefix starts every body go-kit's DefaultErrorEncoder writes.
-var goKitPrefix = []byte(`{"err":`)
-
-// GoKitError reports whether data is go-kit's error body: a JSON object
-// whose only member is "err", a string. It returns the message.
-func GoKitError(data []byte) (message string, ok bool) {
-	data = bytes.TrimSpace(data)
-	if len(data) < len(`{"err":""}`) || data[0] != '{' || !bytes.Contains(data, []byte(`"err"`)) {
-		return "", false
-	}
-	var m map[string]json.RawMessage
-	if json.Unmarshal(data, &m) != nil || len(m) != 1 {
-		return "", false
-	}
-	v, found := m["err"]
-	if !found || len(v) == 0 || v[0] != '"' {
-		return "", false
-	}
-	if json.Unmarshal(v, &message) != nil {
-		return "", false
-	}
-	return message, true
-}
-
-// GoKitErrorEncoder is an ErrorEncoder (see ServerErrorEncoder) that writes
+// GoKitErrorEncoder is an ErrorEncoder (see WithErrorEncoder) that writes
 // the status headers, as DefaultErrorEncoder does, and go-kit's body
 // {"err": "message"} too, for every request. A Service already adds the
 // body to the error replies of requests without kitnats headers; this is
 // for go-kit callers whose requests carry them.
 func GoKitErrorEncoder(ctx context.Context, err error, reply *nats.Msg) {
 	DefaultErrorEncoder(ctx, err, reply)
-	reply.Data = goKitErrorBody(AsError(err).Message)
+	reply.Data = rpcheader.GoKitErrorBody(rpclimit.Message(asError(err).Message))
 }
 
 // decodeJSONResponse is DecodeJSONResponse's body: the status headers'
 // error if the reply has one (a go-kit Publisher does not check them
 // itself), go-kit's error body when T cannot hold it, or the JSON of a T.
 func decodeJSONResponse[T any](reply *nats.Msg) (any, error) {
-	if len(reply.Header) > 0 {
-		if e, _ := DecodeError(reply.Header); e != nil {
-			if len(reply.Data) > 0 {
-				e.Data = reply.Data
-			}
-			return nil, e
-		}
+	if e := replyError(reply); e != nil {
+		return nil, e
 	}
-	if bytes.HasPrefix(reply.Data, goKitPrefix) && !holdsErr(reflect.TypeFor[T]()) {
-		if msg, ok := GoKitError(reply.Data); ok {
+	if bytes.HasPrefix(reply.Data, rpcheader.GoKitPrefix) && !holdsErr(reflect.TypeFor[T]()) {
+		if msg, ok := rpcheader.GoKitError(reply.Data); ok {
 			return nil, &Error{Code: CodeInternal, Message: msg, Data: reply.Data}
 		}
 	}

@@ -11,25 +11,9 @@ import (
 	kitnats "github.com/go-kit/kit/transport/nats"
 	"github.com/nats-io/nats.go"
 
+	"github.com/aegis-sdk/kitnats/internal/rpcheader"
 	"github.com/aegis-sdk/kitnats/transport/natsrpc"
 )
-
-func TestGoKitError(t *testing.T) {
-	for body, want := range map[string]string{
-		`{"err":"boom"}`:               "boom",
-		`{"err":""}`:                   "",
-		` {"err" : "a \"b\" \u003c"} `: `a "b" <`,
-	} {
-		if msg, ok := natsrpc.GoKitError([]byte(body)); !ok || msg != want {
-			t.Errorf("%s: %q %v, want %q", body, msg, ok, want)
-		}
-	}
-	for _, body := range []string{``, `{}`, `{"err":null}`, `{"err":1}`, `{"err":"x","v":1}`, `{"Err":"x"}`, `["err"]`, `{"err":"x"`, `"err"`} {
-		if msg, ok := natsrpc.GoKitError([]byte(body)); ok {
-			t.Errorf("%s: read as go-kit's error %q", body, msg)
-		}
-	}
-}
 
 // go-kit's own DefaultErrorEncoder body is what GoKitError reads.
 func TestGoKitErrorMatchesGoKit(t *testing.T) {
@@ -46,7 +30,7 @@ func TestGoKitErrorMatchesGoKit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if msg, ok := natsrpc.GoKitError(m.Data); !ok || msg != `bad <input> & "quotes"` {
+	if msg, ok := rpcheader.GoKitError(m.Data); !ok || msg != `bad <input> & "quotes"` {
 		t.Errorf("%s: %q %v", m.Data, msg, ok)
 	}
 }
@@ -150,7 +134,7 @@ func TestGoKitPublisherCallsService(t *testing.T) {
 		return sumResp{V: r.A + r.B}, nil
 	})
 	svc, err := natsrpc.NewService(ctxWait(t), e.snc, "adder", "a-1", map[string]*natsrpc.Server{"sum": srv},
-		natsrpc.ServiceDefaultTimeout(3*time.Second))
+		natsrpc.WithDefaultTimeout(3*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +178,7 @@ func TestGoKitPublisherCallsService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if msg, ok := natsrpc.GoKitError(m.Data); !ok || msg == "" || m.Header.Get(natsrpc.HeaderErrorCode) != "400" {
+	if msg, ok := rpcheader.GoKitError(m.Data); !ok || msg == "" || m.Header.Get(rpcheader.ErrorCode) != "400" {
 		t.Errorf("undecodable request: %q %v", m.Data, m.Header)
 	}
 }
@@ -205,7 +189,7 @@ func TestGoKitErrorEncoder(t *testing.T) {
 	e := newEnv(t)
 	srv := natsrpc.NewJSONServer(func(ctx context.Context, r sumReq) (sumResp, error) {
 		return sumResp{}, &natsrpc.Error{Code: 409, Message: "conflict"}
-	}, natsrpc.ServerErrorEncoder(natsrpc.GoKitErrorEncoder))
+	}, natsrpc.WithErrorEncoder(natsrpc.GoKitErrorEncoder))
 	svc, err := natsrpc.NewService(ctxWait(t), e.snc, "adder", "a-1", map[string]*natsrpc.Server{"sum": srv})
 	if err != nil {
 		t.Fatal(err)
@@ -217,26 +201,7 @@ func TestGoKitErrorEncoder(t *testing.T) {
 	if !errors.As(err, &re) || re.Code != 409 || re.Message != "conflict" {
 		t.Fatalf("%v", err)
 	}
-	if msg, ok := natsrpc.GoKitError(re.Data); !ok || msg != "conflict" {
+	if msg, ok := rpcheader.GoKitError(re.Data); !ok || msg != "conflict" {
 		t.Errorf("body %q", re.Data)
 	}
-}
-
-// go-kit's error body: whatever GoKitError accepts, go-kit's encoder
-// writes the same message back.
-func FuzzGoKitError(f *testing.F) {
-	envelopeSeeds(f)
-	f.Add([]byte(`{"err":"\u003cb\u003e"}`))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		msg, ok := natsrpc.GoKitError(data)
-		if !ok {
-			return
-		}
-		body, _ := json.Marshal(struct {
-			Err string `json:"err"`
-		}{msg})
-		if again, ok := natsrpc.GoKitError(body); !ok || again != msg {
-			t.Fatalf("%q → %q → %q %v", data, msg, again, ok)
-		}
-	})
 }

@@ -22,6 +22,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/aegis-sdk/kitnats/internal/natstest"
+	"github.com/aegis-sdk/kitnats/internal/rpcheader"
 	"github.com/aegis-sdk/kitnats/transport/natsrpc"
 	"github.com/aegis-sdk/kitnats/wire"
 )
@@ -208,7 +209,7 @@ func TestHeadersAndDeadlineRoundTrip(t *testing.T) {
 			reply.Header = nats.Header{"X-Reply": {"from-server"}}
 			return natsrpc.EncodeJSONResponse(context.Background(), reply, resp)
 		},
-		natsrpc.ServerBefore(func(ctx context.Context, m *nats.Msg) context.Context {
+		natsrpc.WithBefore(func(ctx context.Context, m *nats.Msg) context.Context {
 			return context.WithValue(ctx, ctxKey{}, m.Header.Get("X-Custom"))
 		}),
 	)
@@ -220,11 +221,11 @@ func TestHeadersAndDeadlineRoundTrip(t *testing.T) {
 
 	var replyHeader string
 	c, err := natsrpc.NewServiceClient(e.cnc, "echo", "say", natsrpc.EncodeJSONRequest, natsrpc.DecodeJSONResponse[echoResp],
-		natsrpc.ClientBefore(func(ctx context.Context, m *nats.Msg) context.Context {
+		natsrpc.WithBefore(func(ctx context.Context, m *nats.Msg) context.Context {
 			m.Header.Set("X-Custom", "from-client")
 			return ctx
 		}),
-		natsrpc.ClientAfter(func(ctx context.Context, m *nats.Msg) context.Context {
+		natsrpc.WithAfter(func(ctx context.Context, m *nats.Msg) context.Context {
 			replyHeader = m.Header.Get("X-Reply")
 			return ctx
 		}),
@@ -470,11 +471,11 @@ func TestPanicBecomesErrorReply(t *testing.T) {
 		func(context.Context, any) (any, error) { return nil, nil },
 		func(context.Context, *nats.Msg) (any, error) { panic("decoder exploded") },
 		natsrpc.EncodeJSONResponse,
-		natsrpc.ServerFinalizer(func(_ context.Context, _, _ *nats.Msg, err error) { finalErr.Store(err) }),
+		natsrpc.WithFinalizer(func(_ context.Context, _, _ *nats.Msg, err error) { finalErr.Store(err) }),
 	)
 	var logged atomic.Int32
 	logger := log.LoggerFunc(func(...any) error { logged.Add(1); return nil })
-	svc, err := natsrpc.NewService(ctxWait(t), e.snc, "echo", "a", map[string]*natsrpc.Server{"say": srv, "dec": srv2}, natsrpc.ServiceLogger(logger))
+	svc, err := natsrpc.NewService(ctxWait(t), e.snc, "echo", "a", map[string]*natsrpc.Server{"say": srv, "dec": srv2}, natsrpc.WithLogger(logger))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -562,7 +563,7 @@ func TestConcurrencyBound(t *testing.T) {
 		}
 		return echoResp{}, nil
 	})
-	svc, err := natsrpc.NewService(ctxWait(t), e.snc, "echo", "a", map[string]*natsrpc.Server{"say": srv}, natsrpc.ServiceMaxConcurrent(2))
+	svc, err := natsrpc.NewService(ctxWait(t), e.snc, "echo", "a", map[string]*natsrpc.Server{"say": srv}, natsrpc.WithMaxConcurrent(2))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -685,7 +686,7 @@ func TestShutdownGivesUpAtContextEnd(t *testing.T) {
 		handlerDone <- ctx.Err()
 		return echoResp{}, ctx.Err()
 	})
-	svc, err := natsrpc.NewService(ctxWait(t), e.snc, "echo", "a", map[string]*natsrpc.Server{"say": srv}, natsrpc.ServiceMaxConcurrent(1))
+	svc, err := natsrpc.NewService(ctxWait(t), e.snc, "echo", "a", map[string]*natsrpc.Server{"say": srv}, natsrpc.WithMaxConcurrent(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -730,7 +731,7 @@ func TestShutdownGivesUpAtContextEnd(t *testing.T) {
 		if err != nil {
 			t.Fatalf("reply: %v", err)
 		}
-		re, _ := natsrpc.DecodeError(m.Header)
+		re, _ := decodeError(m.Header)
 		if re == nil {
 			t.Fatal("want error replies, have a success")
 		}
@@ -755,8 +756,8 @@ func TestBadInput(t *testing.T) {
 		func(context.Context, any) (any, error) { return nil, errors.New("x") },
 		func(context.Context, *nats.Msg) (any, error) { return nil, nil },
 		natsrpc.EncodeJSONResponse,
-		natsrpc.ServerErrorEncoder(func(_ context.Context, _ error, reply *nats.Msg) {
-			reply.Header = nats.Header{natsrpc.HeaderError: {"broken"}, natsrpc.HeaderErrorCode: {"not-a-code"}}
+		natsrpc.WithErrorEncoder(func(_ context.Context, _ error, reply *nats.Msg) {
+			reply.Header = nats.Header{rpcheader.Error: {"broken"}, rpcheader.ErrorCode: {"not-a-code"}}
 		}),
 	)
 	say := natsrpc.NewJSONServer(func(_ context.Context, r echoReq) (echoResp, error) { return echoResp{Msg: r.Msg}, nil })
@@ -772,7 +773,7 @@ func TestBadInput(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		re, _ := natsrpc.DecodeError(m.Header)
+		re, _ := decodeError(m.Header)
 		if re == nil || re.Code != natsrpc.CodeBadRequest || !strings.HasPrefix(re.Message, "decode request") {
 			t.Errorf("want a 400 decode error, have %+v", re)
 		}
@@ -810,11 +811,11 @@ func TestBadInput(t *testing.T) {
 	t.Run("malformed deadline header is ignored and counted", func(t *testing.T) {
 		data, _ := json.Marshal(echoReq{Msg: "hi"})
 		m, err := e.cnc.RequestMsgWithContext(ctx, &nats.Msg{Subject: "rpc.echo.say.a", Data: data,
-			Header: nats.Header{natsrpc.HeaderTimeout: {"-5s"}, natsrpc.HeaderTraceparent: {"garbage"}}})
+			Header: nats.Header{rpcheader.Timeout: {"-5s"}, rpcheader.Traceparent: {"garbage"}}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if re, _ := natsrpc.DecodeError(m.Header); re != nil {
+		if re, _ := decodeError(m.Header); re != nil {
 			t.Fatalf("want success, have %v", re)
 		}
 		if malformed := statSum(t, svc, "malformed_headers"); malformed != 1 {
@@ -918,7 +919,7 @@ func TestFactoryWithEndpointer(t *testing.T) {
 
 func TestMicroDiscovery(t *testing.T) {
 	e := newEnv(t)
-	e.echoService(t, "a", nil, natsrpc.ServiceVersion("1.2.3"), natsrpc.ServiceMetadata(map[string]string{"zone": "z1"}))
+	e.echoService(t, "a", nil, natsrpc.WithVersion("1.2.3"), natsrpc.WithMetadata(map[string]string{"zone": "z1"}))
 	m, err := e.cnc.RequestWithContext(ctxWait(t), "$SRV.INFO.echo", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -987,7 +988,7 @@ func TestMicroPingAndStats(t *testing.T) {
 		t.Errorf("requests by subject: want %v, have %v", want, requests)
 	}
 	if _, err := natsrpc.NewService(ctx, e.snc, "echo", "b", map[string]*natsrpc.Server{"say": natsrpc.NewJSONServer(echoOf("b"))},
-		natsrpc.ServiceVersion("one")); err == nil {
+		natsrpc.WithVersion("one")); err == nil {
 		t.Error("a version that is not semver: want an error")
 	}
 }

@@ -8,6 +8,9 @@ import (
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/kit/transport"
 	"github.com/nats-io/nats.go"
+
+	"github.com/aegis-sdk/kitnats/internal/rpcheader"
+	"github.com/aegis-sdk/kitnats/internal/rpclimit"
 )
 
 // DecodeRequestFunc extracts a user-domain request from a request message.
@@ -23,9 +26,11 @@ type EncodeResponseFunc func(ctx context.Context, reply *nats.Msg, response any)
 // message's headers (client side, before the send).
 type RequestFunc func(ctx context.Context, msg *nats.Msg) context.Context
 
-// ServerResponseFunc may take information from the context into the reply
-// message, after the endpoint succeeded and before the response is encoded.
-type ServerResponseFunc func(ctx context.Context, reply *nats.Msg) context.Context
+// ResponseFunc works on a reply message: on a Client it may take
+// information from a successful reply into the context, before the response
+// is decoded; on a Server it may take information from the context into the
+// reply, after the endpoint succeeded and before the response is encoded.
+type ResponseFunc func(ctx context.Context, reply *nats.Msg) context.Context
 
 // ServerFinalizerFunc runs at the end of every request, whatever happened:
 // err is the failure that was replied, or nil.
@@ -44,88 +49,38 @@ type Server struct {
 	dec          DecodeRequestFunc
 	enc          EncodeResponseFunc
 	before       []RequestFunc
-	after        []ServerResponseFunc
+	after        []ResponseFunc
 	finalizer    []ServerFinalizerFunc
 	errorEncoder ErrorEncoder
 	errorHandler transport.ErrorHandler
 }
 
-// ServerOption sets an optional parameter of a Server.
-type ServerOption func(*Server)
-
-// NewServer constructs a method server. Every argument is required.
+// NewServer constructs a method server. Every argument is required. It
+// panics with an error matching ErrInvalidOption on an option it cannot
+// use.
 func NewServer(e endpoint.Endpoint, dec DecodeRequestFunc, enc EncodeResponseFunc, opts ...ServerOption) *Server {
 	s := &Server{e: e, dec: dec, enc: enc, errorEncoder: DefaultErrorEncoder}
 	for _, o := range opts {
-		o(s)
+		if o == nil {
+			continue
+		}
+		if err := o.applyServer(s); err != nil {
+			panic(err)
+		}
 	}
 	return s
-}
-
-// ServerBefore adds functions run on the request message before it is
-// decoded, for example to take metadata out of headers.
-func ServerBefore(before ...RequestFunc) ServerOption {
-	return func(s *Server) { s.before = append(s.before, before...) }
-}
-
-// ServerAfter adds functions run after the endpoint succeeded, before the
-// response is encoded.
-func ServerAfter(after ...ServerResponseFunc) ServerOption {
-	return func(s *Server) { s.after = append(s.after, after...) }
-}
-
-// ServerFinalizer adds functions run at the end of every request.
-func ServerFinalizer(f ...ServerFinalizerFunc) ServerOption {
-	return func(s *Server) { s.finalizer = append(s.finalizer, f...) }
-}
-
-// ServerErrorEncoder replaces DefaultErrorEncoder. An encoder that does not
-// write the status headers makes failures look like successes to the client.
-func ServerErrorEncoder(ee ErrorEncoder) ServerOption {
-	return func(s *Server) { s.errorEncoder = ee }
-}
-
-// ServerErrorHandler receives every error the server replies, for logging or
-// metrics; replies are sent whatever it does.
-func ServerErrorHandler(h transport.ErrorHandler) ServerOption {
-	return func(s *Server) { s.errorHandler = h }
 }
 
 // DefaultErrorEncoder writes err as status headers: a *Error (anywhere in the
 // chain) keeps its code, message and business flag; an error implementing
 // StatusCoder chooses its code; anything else is CodeInternal. The message is
-// err.Error().
+// err.Error(), cut to 1 KiB and stripped of control characters.
 func DefaultErrorEncoder(_ context.Context, err error, reply *nats.Msg) {
 	if reply.Header == nil {
 		reply.Header = make(nats.Header, 3)
 	}
-	EncodeError(reply.Header, AsError(err))
-}
-
-// AsError converts any error into the *Error a server replies: the *Error in
-// err's chain if there is one, otherwise an error with the code a StatusCoder
-// in the chain chooses, CodeTimeout for context.DeadlineExceeded, or
-// CodeInternal.
-func AsError(err error) *Error {
-	var e *Error
-	if errors.As(err, &e) {
-		return e
-	}
-	def := CodeInternal
-	if errors.Is(err, context.DeadlineExceeded) {
-		def = CodeTimeout
-	}
-	return &Error{Code: statusCode(err, def), Message: err.Error(), err: err}
-}
-
-func statusCode(err error, def int) int {
-	var sc StatusCoder
-	if errors.As(err, &sc) {
-		if c := sc.StatusCode(); c >= 100 && c <= 999 {
-			return c
-		}
-	}
-	return def
+	e := asError(err)
+	rpcheader.EncodeStatus(reply.Header, rpcheader.Status{Code: e.Code, Message: e.Message, Business: e.Business})
 }
 
 // errPanic marks the *Error a recovered panic became.
@@ -147,7 +102,7 @@ func (s *Server) serve(ctx context.Context, msg, into *nats.Msg) (reply *nats.Ms
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			err = &Error{Code: CodeInternal, Message: fmt.Sprint("panic: ", r), err: errPanic}
+			err = &Error{Code: CodeInternal, Message: rpclimit.Message(fmt.Sprint("panic: ", r)), err: errPanic}
 			reply = s.fail(ctx, err, msg)
 		}
 	}()
@@ -157,7 +112,7 @@ func (s *Server) serve(ctx context.Context, msg, into *nats.Msg) (reply *nats.Ms
 	}
 	request, err := s.dec(ctx, msg)
 	if err != nil {
-		err = &Error{Code: CodeBadRequest, Message: "decode request: " + err.Error(), err: err}
+		err = newError(CodeBadRequest, "decode request: ", err)
 		return s.fail(ctx, err, msg), err
 	}
 	response, err := s.e(ctx, request)
@@ -166,7 +121,9 @@ func (s *Server) serve(ctx context.Context, msg, into *nats.Msg) (reply *nats.Ms
 	}
 	if f, ok := response.(endpoint.Failer); ok {
 		if ferr := f.Failed(); ferr != nil {
-			err = &Error{Code: statusCode(ferr, CodeUnprocessable), Message: ferr.Error(), Business: true, err: ferr}
+			e := newError(statusCode(ferr, CodeUnprocessable), "", ferr)
+			e.Business = true
+			err = e
 			return s.fail(ctx, err, msg), err
 		}
 	}
@@ -174,7 +131,7 @@ func (s *Server) serve(ctx context.Context, msg, into *nats.Msg) (reply *nats.Ms
 		ctx = f(ctx, reply)
 	}
 	if err = s.enc(ctx, reply, response); err != nil {
-		err = &Error{Code: CodeInternal, Message: "encode response: " + err.Error(), err: err}
+		err = newError(CodeInternal, "encode response: ", err)
 		return s.fail(ctx, err, msg), err
 	}
 	return reply, nil

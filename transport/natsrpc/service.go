@@ -14,16 +14,15 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/aegis-sdk/kitnats/internal/natserr"
+	"github.com/aegis-sdk/kitnats/internal/rpcheader"
 	"github.com/aegis-sdk/kitnats/wire"
 )
 
-// DefaultMaxConcurrent is how many requests a Service handles at once unless
-// ServiceMaxConcurrent says otherwise.
-const DefaultMaxConcurrent = 64
-
-// DefaultMaxPending is how many requests of one method may wait for a
-// worker unless ServiceMaxPending says otherwise.
-const DefaultMaxPending = 256
+// Defaults of a Service's options.
+const (
+	defaultMaxConcurrent = 64
+	defaultMaxPending    = 256
+)
 
 // Messages of the 503 and 504 replies of requests a Service does not run.
 const (
@@ -61,6 +60,7 @@ type Service struct {
 	w3cOnly  bool // prop is propagation.TraceContext: no traceparent, nothing to extract
 	logger   log.Logger
 	timeout  time.Duration // deadline of requests that carry none; 0 for none
+	replies  []string      // the reply prefixes answered, each ending in '.'
 	pool     *pool
 	methods  []*method // sorted by name; read-only after NewService
 	control  []*nats.Subscription
@@ -146,84 +146,16 @@ func (j *job) expired(now time.Time) bool {
 	return !j.deadline.IsZero() && !now.Before(j.deadline)
 }
 
-// ServiceOption sets an optional parameter of a Service.
-type ServiceOption func(*serviceConfig)
-
 type serviceConfig struct {
-	max         int
-	pending     int
-	timeout     time.Duration
-	logger      log.Logger
-	prop        propagation.TextMapPropagator
-	version     string
-	description string
-	metadata    map[string]string
-}
-
-// ServiceMaxConcurrent bounds the requests handled at once, over all
-// methods (default DefaultMaxConcurrent). Each method keeps a reserve of
-// these workers that the others cannot take (see the package doc); when a
-// method may not start another request, the request waits in the method's
-// queue (ServiceMaxPending) or is refused with 503.
-func ServiceMaxConcurrent(n int) ServiceOption {
-	return func(c *serviceConfig) { c.max = n }
-}
-
-// ServiceMaxPending bounds the requests of one method waiting for a worker
-// (default DefaultMaxPending). Requests beyond it are refused with 503
-// (CodeUnavailable, retryable elsewhere) at once, as are requests whose
-// wait, at the method's measured service time, would outlast their
-// deadline.
-func ServiceMaxPending(n int) ServiceOption {
-	return func(c *serviceConfig) { c.pending = n }
-}
-
-// ServiceDefaultTimeout is the deadline of a request that carries none
-// (no HeaderTimeout, as go-kit's transport/nats and the AegisSDK send):
-// its handler's context ends that long after the request arrived, and a
-// request still waiting for a worker then is dropped with a 504. The
-// default is DefaultTimeout, the budget this package's own client sends
-// when its caller sets none; d <= 0 leaves such requests without a
-// deadline.
-func ServiceDefaultTimeout(d time.Duration) ServiceOption {
-	return func(c *serviceConfig) { c.timeout = d }
-}
-
-// ServiceLogger logs panics, malformed headers and failed replies. nil (the
-// default) logs nothing.
-func ServiceLogger(l log.Logger) ServiceOption {
-	return func(c *serviceConfig) { c.logger = l }
-}
-
-// ServicePropagator sets how trace context is extracted from request headers.
-// The default is propagation.TraceContext{} (W3C traceparent/tracestate);
-// pass otel.GetTextMapPropagator() to follow the global setting.
-func ServicePropagator(p propagation.TextMapPropagator) ServiceOption {
-	return func(c *serviceConfig) { c.prop = p }
-}
-
-// ServiceVersion is the semantic version reported to micro discovery
-// (default "0.0.0").
-func ServiceVersion(v string) ServiceOption {
-	return func(c *serviceConfig) { c.version = v }
-}
-
-// ServiceDescription is the description reported to micro discovery.
-func ServiceDescription(d string) ServiceOption {
-	return func(c *serviceConfig) { c.description = d }
-}
-
-// ServiceMetadata adds metadata reported to micro discovery. The map is
-// copied.
-func ServiceMetadata(m map[string]string) ServiceOption {
-	return func(c *serviceConfig) {
-		if c.metadata == nil {
-			c.metadata = make(map[string]string, len(m)+1)
-		}
-		for k, v := range m {
-			c.metadata[k] = v
-		}
-	}
+	max           int
+	pending       int
+	timeout       time.Duration
+	logger        log.Logger
+	prop          propagation.TextMapPropagator
+	version       string
+	description   string
+	metadata      map[string]string
+	replyPrefixes []string // each ends in '.'
 }
 
 // NewService validates the names, subscribes every method on both subjects,
@@ -258,24 +190,21 @@ func NewService(ctx context.Context, nc *nats.Conn, service, instance string, me
 	}
 	slices.Sort(names)
 
-	cfg := serviceConfig{max: DefaultMaxConcurrent, pending: DefaultMaxPending, timeout: DefaultTimeout,
-		version: "0.0.0", prop: propagation.TraceContext{}}
+	cfg := serviceConfig{max: defaultMaxConcurrent, pending: defaultMaxPending, timeout: DefaultTimeout,
+		version: "0.0.0", prop: propagation.TraceContext{}, replyPrefixes: defaultReplyPrefixes}
 	for _, o := range opts {
-		o(&cfg)
-	}
-	cfg.max = min(max(cfg.max, 1), 1<<20)
-	cfg.pending = min(max(cfg.pending, 0), 1<<20)
-	if cfg.prop == nil {
-		cfg.prop = propagation.TraceContext{}
+		if o == nil {
+			continue
+		}
+		if err := o.applyService(&cfg); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.metadata == nil {
 		cfg.metadata = make(map[string]string, 1)
 	}
 	cfg.metadata[wire.MetadataInstance] = instance
-	disc, err := newDiscovery(cfg)
-	if err != nil {
-		return nil, err
-	}
+	disc := newDiscovery(cfg)
 
 	s := &Service{
 		nc:        nc,
@@ -285,7 +214,8 @@ func NewService(ctx context.Context, nc *nats.Conn, service, instance string, me
 		prop:      cfg.prop,
 		w3cOnly:   isTraceContext(cfg.prop),
 		logger:    cfg.logger,
-		timeout:   max(cfg.timeout, 0),
+		timeout:   cfg.timeout,
+		replies:   cfg.replyPrefixes,
 		quit:      make(chan struct{}),
 		watchWake: make(chan struct{}, 1),
 		subsGone:  make(chan struct{}),
@@ -318,7 +248,7 @@ func NewService(ctx context.Context, nc *nats.Conn, service, instance string, me
 		}
 		return nil
 	}
-	err = s.subscribe()
+	err := s.subscribe()
 	if err == nil {
 		err = flushed()
 	}
@@ -393,7 +323,7 @@ func (s *Service) hasTraceHeader(h nats.Header) bool {
 	if !s.w3cOnly {
 		return true
 	}
-	_, ok := h[HeaderTraceparent]
+	_, ok := h[rpcheader.Traceparent]
 	return ok
 }
 
@@ -445,13 +375,6 @@ func (s *Service) replyError(j *job, code int, msg string) {
 	if err := s.nc.PublishMsg(j.errorReply(code, msg)); err != nil {
 		s.log("msg", "reply failed", "subject", j.msg.Subject, "err", err)
 	}
-}
-
-// errorReply is a reply to subject carrying only an error status.
-func errorReply(subject string, code int, msg string) *nats.Msg {
-	reply := &nats.Msg{Subject: subject, Header: make(nats.Header, 2)}
-	EncodeError(reply.Header, &Error{Code: code, Message: msg})
-	return reply
 }
 
 func (s *Service) log(keyvals ...any) {

@@ -1,4 +1,4 @@
-package natsrpc_test
+package envelope_test
 
 import (
 	"encoding/json"
@@ -8,7 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/aegis-sdk/kitnats/internal/aegistest"
-	"github.com/aegis-sdk/kitnats/transport/natsrpc"
+	"github.com/aegis-sdk/kitnats/internal/envelope"
 )
 
 // envelopeSeeds are requests and responses in both formats, well formed and
@@ -65,14 +65,14 @@ func sameJSON(t *testing.T, a, b json.RawMessage) {
 func FuzzDecodeRequestEnvelope(f *testing.F) {
 	envelopeSeeds(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r, _, err := natsrpc.DecodeRequestEnvelope(data)
+		r, _, err := envelope.DecodeRequest(data)
 		if err != nil {
-			if !errors.Is(err, natsrpc.ErrMalformedEnvelope) || r != nil {
+			if !errors.Is(err, envelope.ErrMalformed) || r != nil {
 				t.Fatalf("error %v does not match ErrMalformedEnvelope", err)
 			}
 			return
 		}
-		if r.Method == "" && !json.Valid(data) && natsrpc.DetectEnvelopeFormat(data) == natsrpc.EnvelopeJSON {
+		if r.Method == "" && !json.Valid(data) && envelope.Detect(data) == envelope.JSON {
 			t.Fatal("invalid JSON decoded")
 		}
 		if r.Params != nil {
@@ -87,15 +87,15 @@ func FuzzDecodeRequestEnvelope(f *testing.F) {
 		if !validUTF8(r.MessageID, r.TraceID, r.CorrelationID, r.Timestamp, r.Source, r.Target, r.Method) {
 			return // JSON cannot carry it as is
 		}
-		for _, fm := range []natsrpc.EnvelopeFormat{natsrpc.EnvelopeJSON, natsrpc.EnvelopeMsgpack} {
+		for _, fm := range []envelope.Format{envelope.JSON, envelope.Msgpack} {
 			b, err := r.Encode(fm)
 			if err != nil {
-				if fm == natsrpc.EnvelopeMsgpack {
+				if fm == envelope.Msgpack {
 					continue // a JSON number beyond float64 has no msgpack form
 				}
 				t.Fatalf("%v: %v", fm, err)
 			}
-			back, bf, err := natsrpc.DecodeRequestEnvelope(b)
+			back, bf, err := envelope.DecodeRequest(b)
 			if err != nil || bf != fm {
 				t.Fatalf("%v: %q: %v", fm, b, err)
 			}
@@ -123,9 +123,9 @@ func FuzzDecodeRequestEnvelope(f *testing.F) {
 func FuzzDecodeResponseEnvelope(f *testing.F) {
 	envelopeSeeds(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r, _, err := natsrpc.DecodeResponseEnvelope(data)
+		r, _, err := envelope.DecodeResponse(data)
 		if err != nil {
-			if !errors.Is(err, natsrpc.ErrMalformedEnvelope) {
+			if !errors.Is(err, envelope.ErrMalformed) {
 				t.Fatalf("error %v does not match ErrMalformedEnvelope", err)
 			}
 			return
@@ -136,15 +136,15 @@ func FuzzDecodeResponseEnvelope(f *testing.F) {
 		if !validUTF8(r.MessageID, r.TraceID, r.CorrelationID, r.Timestamp, r.Source, r.Target, r.Error) {
 			return
 		}
-		for _, fm := range []natsrpc.EnvelopeFormat{natsrpc.EnvelopeJSON, natsrpc.EnvelopeMsgpack} {
+		for _, fm := range []envelope.Format{envelope.JSON, envelope.Msgpack} {
 			b, err := r.Encode(fm)
 			if err != nil {
-				if fm == natsrpc.EnvelopeMsgpack {
+				if fm == envelope.Msgpack {
 					continue
 				}
 				t.Fatalf("%v: %v", fm, err)
 			}
-			back, _, err := natsrpc.DecodeResponseEnvelope(b)
+			back, _, err := envelope.DecodeResponse(b)
 			if err != nil {
 				t.Fatalf("%v: %q: %v", fm, b, err)
 			}

@@ -1,4 +1,4 @@
-package natsrpc
+package envelope
 
 import (
 	"encoding/json"
@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// eachMember splits an object exactly as encoding/json does (the last of
+// EachMember splits an object exactly as encoding/json does (the last of
 // repeated keys wins there too), and refuses whatever encoding/json does not
 // read as an object.
 func FuzzEachMember(f *testing.F) {
@@ -17,7 +17,7 @@ func FuzzEachMember(f *testing.F) {
 		var want map[string]json.RawMessage
 		werr := json.Unmarshal(data, &want)
 		have := map[string]json.RawMessage{}
-		herr := eachMember(data, func(k, v []byte) error {
+		herr := EachMember(data, func(k, v []byte) error {
 			have[string(k)] = v
 			return nil
 		})
@@ -45,10 +45,10 @@ func FuzzEachMember(f *testing.F) {
 // are compared in place, params and result are slices of the data.
 func TestJSONDecodersDoNotAllocateForKeys(t *testing.T) {
 	data := []byte(`{"message_id":"a","trace_id":"b","correlation_id":null,"timestamp":"t","source":null,"target":null,"method":"m","params":{"x":1},"timeout":5.0}`)
-	var r RequestEnvelope
+	var r Request
 	allocs := testing.AllocsPerRun(100, func() {
-		r = RequestEnvelope{}
-		if err := decodeRequestJSON(data, &r, false); err != nil {
+		r = Request{}
+		if err := r.decode(data, JSON, false); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -66,16 +66,14 @@ func FuzzJSONToMsgpack(f *testing.F) {
 		if !json.Valid(data) {
 			return
 		}
-		w := newMsgpackWriter(nil)
-		defer w.release()
-		if err := w.json(data); err != nil {
+		mp, err := appendJSONAsMsgpack(nil, data)
+		if err != nil {
 			return // a number beyond float64
 		}
-		rd := newMsgpackReader(w.bytes())
-		defer rd.release()
-		back, err := rd.toJSON(nil)
-		if err != nil || rd.end() != nil {
-			t.Fatalf("%q → % x: %v", data, w.bytes(), err)
+		c := cursor{data: mp}
+		back, err := c.toJSON(nil)
+		if err != nil || c.left() != 0 {
+			t.Fatalf("%q → % x: %v", data, mp, err)
 		}
 		var want, have any
 		if json.Unmarshal(data, &want) != nil || json.Unmarshal(back, &have) != nil {

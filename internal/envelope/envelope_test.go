@@ -1,4 +1,4 @@
-package natsrpc_test
+package envelope_test
 
 import (
 	"encoding/json"
@@ -12,50 +12,52 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/aegis-sdk/kitnats/internal/aegistest"
-	"github.com/aegis-sdk/kitnats/transport/natsrpc"
+	"github.com/aegis-sdk/kitnats/internal/envelope"
 )
 
 func TestDetectEnvelopeFormat(t *testing.T) {
 	for _, tc := range []struct {
 		data []byte
-		want natsrpc.EnvelopeFormat
+		want envelope.Format
 	}{
-		{nil, natsrpc.EnvelopeJSON},
-		{[]byte(`{}`), natsrpc.EnvelopeJSON},
-		{[]byte(` {}`), natsrpc.EnvelopeJSON},
-		{[]byte{0x7f}, natsrpc.EnvelopeJSON},
-		{[]byte{0x80}, natsrpc.EnvelopeMsgpack},
-		{[]byte{0x89}, natsrpc.EnvelopeMsgpack},
-		{[]byte{0x9f}, natsrpc.EnvelopeMsgpack},
-		{[]byte{0xa0}, natsrpc.EnvelopeJSON}, // fixstr: not an envelope's first byte to AegisSDK
-		{[]byte{0xbf}, natsrpc.EnvelopeJSON},
-		{[]byte{0xc0}, natsrpc.EnvelopeMsgpack},
-		{[]byte{0xde}, natsrpc.EnvelopeMsgpack},
-		{[]byte{0xdf}, natsrpc.EnvelopeMsgpack},
-		{[]byte{0xe0}, natsrpc.EnvelopeJSON},
-		{[]byte{0xff}, natsrpc.EnvelopeJSON},
+		{nil, envelope.JSON},
+		{[]byte(`{}`), envelope.JSON},
+		{[]byte(` {}`), envelope.JSON},
+		{[]byte{0x7f}, envelope.JSON},
+		{[]byte{0x80}, envelope.Msgpack},
+		{[]byte{0x89}, envelope.Msgpack},
+		{[]byte{0x9f}, envelope.Msgpack},
+		{[]byte{0xa0}, envelope.JSON}, // fixstr: not an envelope's first byte to AegisSDK
+		{[]byte{0xbf}, envelope.JSON},
+		{[]byte{0xc0}, envelope.Msgpack},
+		{[]byte{0xde}, envelope.Msgpack},
+		{[]byte{0xdf}, envelope.Msgpack},
+		{[]byte{0xe0}, envelope.JSON},
+		{[]byte{0xff}, envelope.JSON},
 	} {
-		if have := natsrpc.DetectEnvelopeFormat(tc.data); have != tc.want {
+		if have := envelope.Detect(tc.data); have != tc.want {
 			t.Errorf("DetectEnvelopeFormat(% x) = %v, want %v", tc.data, have, tc.want)
 		}
 	}
 }
 
-var formats = []natsrpc.EnvelopeFormat{natsrpc.EnvelopeJSON, natsrpc.EnvelopeMsgpack}
+var formats = []envelope.Format{envelope.JSON, envelope.Msgpack}
 
 // Requests written by this package pass the strict rules of an independent
 // reader (aegistest, written from AegisSDK's format), in both formats, and
 // read back as written.
 func TestRequestEnvelopeRoundTrip(t *testing.T) {
-	in := natsrpc.RequestEnvelope{
-		MessageID: "0b8e5c1f-0000-4000-8000-000000000001",
-		TraceID:   "5c1f0b8e-0000-4000-8000-000000000002",
-		Timestamp: "2025-08-08T05:02:24.123456+00:00",
-		Source:    "caller-1a2b3c4d",
-		Target:    "echo-service",
-		Method:    "echo",
-		Params:    json.RawMessage(`{"message":"hi \"there\"\n","n":-3,"big":18446744073709551615,"f":1.5,"whole":5.0,"list":[1,"two",null,true,{"k":[]}],"u":"é✓\u2028"}`),
-		Timeout:   2.5,
+	in := envelope.Request{
+		Head: envelope.Head{
+			MessageID: "0b8e5c1f-0000-4000-8000-000000000001",
+			TraceID:   "5c1f0b8e-0000-4000-8000-000000000002",
+			Timestamp: "2025-08-08T05:02:24.123456+00:00",
+			Source:    "caller-1a2b3c4d",
+			Target:    "echo-service",
+		},
+		Method:  "echo",
+		Params:  json.RawMessage(`{"message":"hi \"there\"\n","n":-3,"big":18446744073709551615,"f":1.5,"whole":5.0,"list":[1,"two",null,true,{"k":[]}],"u":"é✓\u2028"}`),
+		Timeout: 2.5,
 	}
 	for _, f := range formats {
 		t.Run(f.String(), func(t *testing.T) {
@@ -63,11 +65,11 @@ func TestRequestEnvelopeRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if natsrpc.DetectEnvelopeFormat(data) != f {
-				t.Fatalf("written %v, detected %v", f, natsrpc.DetectEnvelopeFormat(data))
+			if envelope.Detect(data) != f {
+				t.Fatalf("written %v, detected %v", f, envelope.Detect(data))
 			}
 			v, af, err := aegistest.Unmarshal(data)
-			if err != nil || (af == aegistest.JSON) != (f == natsrpc.EnvelopeJSON) {
+			if err != nil || (af == aegistest.JSON) != (f == envelope.JSON) {
 				t.Fatalf("independent reader: %v (%v)", err, af)
 			}
 			m, err := aegistest.CheckRequest(v, true)
@@ -77,7 +79,7 @@ func TestRequestEnvelopeRoundTrip(t *testing.T) {
 			if m["correlation_id"] != nil || m["method"] != "echo" || m["target"] != "echo-service" {
 				t.Errorf("read %v", m)
 			}
-			if f == natsrpc.EnvelopeMsgpack {
+			if f == envelope.Msgpack {
 				if _, ok := m["timeout"].(float64); !ok {
 					t.Errorf("timeout is %T, want a float", m["timeout"])
 				}
@@ -89,7 +91,7 @@ func TestRequestEnvelopeRoundTrip(t *testing.T) {
 					t.Errorf("-3 became %T, want an int", p["n"])
 				}
 			}
-			out, df, err := natsrpc.DecodeRequestEnvelope(data)
+			out, df, err := envelope.DecodeRequest(data)
 			if err != nil || df != f {
 				t.Fatalf("decode: %v (%v)", err, df)
 			}
@@ -106,14 +108,14 @@ func TestRequestEnvelopeRoundTrip(t *testing.T) {
 }
 
 func TestResponseEnvelopeRoundTrip(t *testing.T) {
-	for _, in := range []natsrpc.ResponseEnvelope{
-		{MessageID: "9d2a0000-0000-4000-8000-000000000001", TraceID: "77e00000-0000-4000-8000-000000000002",
-			CorrelationID: "0b8e0000-0000-4000-8000-000000000003", Timestamp: "2025-08-08T05:02:24.000000+00:00",
+	for _, in := range []envelope.Response{
+		{Head: envelope.Head{MessageID: "9d2a0000-0000-4000-8000-000000000001", TraceID: "77e00000-0000-4000-8000-000000000002",
+			CorrelationID: "0b8e0000-0000-4000-8000-000000000003", Timestamp: "2025-08-08T05:02:24.000000+00:00"},
 			Success: true, Result: json.RawMessage(`{"echo":"hi"}`)},
-		{MessageID: "9d2a0000-0000-4000-8000-000000000001", TraceID: "77e00000-0000-4000-8000-000000000002",
-			Timestamp: "2025-08-08T05:02:24.000001+00:00", Success: false, Result: json.RawMessage(`null`), Error: "boom"},
-		{MessageID: "9d2a0000-0000-4000-8000-000000000001", TraceID: "77e00000-0000-4000-8000-000000000002",
-			Timestamp: "2025-08-08T05:02:24.000001+00:00", Success: true, Result: json.RawMessage(`[1,2.5,"x"]`)},
+		{Head: envelope.Head{MessageID: "9d2a0000-0000-4000-8000-000000000001", TraceID: "77e00000-0000-4000-8000-000000000002",
+			Timestamp: "2025-08-08T05:02:24.000001+00:00"}, Success: false, Result: json.RawMessage(`null`), Error: "boom"},
+		{Head: envelope.Head{MessageID: "9d2a0000-0000-4000-8000-000000000001", TraceID: "77e00000-0000-4000-8000-000000000002",
+			Timestamp: "2025-08-08T05:02:24.000001+00:00"}, Success: true, Result: json.RawMessage(`[1,2.5,"x"]`)},
 	} {
 		for _, f := range formats {
 			data, err := in.Encode(f)
@@ -127,7 +129,7 @@ func TestResponseEnvelopeRoundTrip(t *testing.T) {
 			if r.Success != in.Success || r.Error != in.Error {
 				t.Errorf("%v: independent reader: %+v", f, r)
 			}
-			out, _, err := natsrpc.DecodeResponseEnvelope(data)
+			out, _, err := envelope.DecodeResponse(data)
 			if err != nil {
 				t.Fatalf("%v: %v", f, err)
 			}
@@ -158,23 +160,23 @@ func assertSameJSON(t *testing.T, want, have json.RawMessage) {
 func TestEnvelopeDefaults(t *testing.T) {
 	for _, f := range []aegistest.Format{aegistest.JSON, aegistest.Msgpack} {
 		data, _ := aegistest.Marshal(f, map[string]any{"method": "echo"})
-		r, _, err := natsrpc.DecodeRequestEnvelope(data)
+		r, _, err := envelope.DecodeRequest(data)
 		if err != nil {
 			t.Fatalf("%v: %v", f, err)
 		}
-		if r.Method != "echo" || r.Deadline() != natsrpc.DefaultEnvelopeTimeout || r.Params != nil {
+		if r.Method != "echo" || r.Deadline() != envelope.DefaultTimeout || r.Params != nil {
 			t.Errorf("%v: %+v", f, r)
 		}
 		data, _ = aegistest.Marshal(f, map[string]any{"method": "echo", "timeout": 3}) // an int
-		if r, _, err = natsrpc.DecodeRequestEnvelope(data); err != nil || r.Deadline() != 3*time.Second {
+		if r, _, err = envelope.DecodeRequest(data); err != nil || r.Deadline() != 3*time.Second {
 			t.Errorf("%v: integer timeout: %v %+v", f, err, r)
 		}
 		data, _ = aegistest.Marshal(f, map[string]any{"method": "echo", "timeout": 1e12})
-		if r, _, err = natsrpc.DecodeRequestEnvelope(data); err != nil || r.Deadline() != 24*time.Hour {
+		if r, _, err = envelope.DecodeRequest(data); err != nil || r.Deadline() != 24*time.Hour {
 			t.Errorf("%v: huge timeout: %v %+v", f, err, r)
 		}
 		data, _ = aegistest.Marshal(f, map[string]any{"success": false, "error": "x"})
-		if r, _, err := natsrpc.DecodeResponseEnvelope(data); err != nil || string(r.Result) != "null" {
+		if r, _, err := envelope.DecodeResponse(data); err != nil || string(r.Result) != "null" {
 			t.Errorf("%v: minimal response: %v %+v", f, err, r)
 		}
 	}
@@ -237,20 +239,20 @@ func TestEnvelopeStrictness(t *testing.T) {
 			} else {
 				data, _ = aegistest.Marshal(f, m)
 			}
-			if _, _, err := natsrpc.DecodeRequestEnvelope(data); !errors.Is(err, natsrpc.ErrMalformedEnvelope) {
+			if _, _, err := envelope.DecodeRequest(data); !errors.Is(err, envelope.ErrMalformed) {
 				t.Errorf("%v request, %s: err %v, want ErrMalformedEnvelope", f, name, err)
 			}
 		}
 		for name, m := range responses {
 			data, _ := aegistest.Marshal(f, m)
-			if _, _, err := natsrpc.DecodeResponseEnvelope(data); !errors.Is(err, natsrpc.ErrMalformedEnvelope) {
+			if _, _, err := envelope.DecodeResponse(data); !errors.Is(err, envelope.ErrMalformed) {
 				t.Errorf("%v response, %s: err %v, want ErrMalformedEnvelope", f, name, err)
 			}
 		}
 	}
 	// What only one format can get wrong.
 	good, _ := aegistest.Marshal(aegistest.Msgpack, req(func(map[string]any) {}))
-	if _, _, err := natsrpc.DecodeRequestEnvelope(good); err != nil {
+	if _, _, err := envelope.DecodeRequest(good); err != nil {
 		t.Fatalf("the base request is refused: %v", err)
 	}
 	binMethod := msgpackMap(t, "method", []byte("echo"))
@@ -276,7 +278,7 @@ func TestEnvelopeStrictness(t *testing.T) {
 		"JSON empty":               nil,
 		"JSON duplicate-free bad":  []byte(`{"method":"echo","timeout":1e400}`),
 	} {
-		if _, _, err := natsrpc.DecodeRequestEnvelope(data); !errors.Is(err, natsrpc.ErrMalformedEnvelope) {
+		if _, _, err := envelope.DecodeRequest(data); !errors.Is(err, envelope.ErrMalformed) {
 			t.Errorf("%s: err %v, want ErrMalformedEnvelope", name, err)
 		}
 	}
@@ -310,7 +312,7 @@ func TestMsgpackParamsAsJSON(t *testing.T) {
 		"bin": []byte{0, 1, 2, 0xff}, "list": []any{[]any{}, map[string]any{}}, "deep": map[string]any{"a": map[string]any{"b": "c"}},
 	}
 	data := msgpackMap(t, "method", "echo", "params", params)
-	r, _, err := natsrpc.DecodeRequestEnvelope(data)
+	r, _, err := envelope.DecodeRequest(data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,12 +338,12 @@ func TestMsgpackParamsAsJSON(t *testing.T) {
 
 	// And back: JSON params written as msgpack keep integers integers and
 	// floats floats, strings str.
-	out := natsrpc.RequestEnvelope{Method: "echo", Params: json.RawMessage(`{"i":-7,"u":18446744073709551615,"f":2.0,"e":1e3,"s":"x","big":1e400}`)}
-	if _, err := out.Encode(natsrpc.EnvelopeMsgpack); err == nil {
+	out := envelope.Request{Method: "echo", Params: json.RawMessage(`{"i":-7,"u":18446744073709551615,"f":2.0,"e":1e3,"s":"x","big":1e400}`)}
+	if _, err := out.Encode(envelope.Msgpack); err == nil {
 		t.Error("a number beyond float64 was written")
 	}
 	out.Params = json.RawMessage(`{"i":-7,"u":18446744073709551615,"f":2.0,"e":1e3,"s":"x"}`)
-	b, err := out.Encode(natsrpc.EnvelopeMsgpack)
+	b, err := out.Encode(envelope.Msgpack)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,10 +362,10 @@ func TestMsgpackParamsAsJSON(t *testing.T) {
 
 func TestEnvelopeWritersRefuse(t *testing.T) {
 	for _, f := range formats {
-		if _, err := (&natsrpc.RequestEnvelope{Method: "m", Params: json.RawMessage(`[1]`)}).Encode(f); err == nil {
+		if _, err := (&envelope.Request{Method: "m", Params: json.RawMessage(`[1]`)}).Encode(f); err == nil {
 			t.Errorf("%v: params that are not an object were written", f)
 		}
-		if _, err := (&natsrpc.ResponseEnvelope{Success: true, Result: json.RawMessage(`{`)}).Encode(f); err == nil {
+		if _, err := (&envelope.Response{Success: true, Result: json.RawMessage(`{`)}).Encode(f); err == nil {
 			t.Errorf("%v: a result that is not JSON was written", f)
 		}
 	}
