@@ -214,15 +214,16 @@ func (a *app) call(cmd *cobra.Command, target, body string, o callOptions) error
 		var c *natsrpc.Client
 		if o.queue {
 			out.Mode = "queue"
+			out.Subject, _ = wire.ServiceSubject(service, method)
 			c, err = natsrpc.NewServiceClient(s.nc, service, method, encodeRaw, decodeRaw, copts...)
 		} else {
 			out.Mode = "instance"
+			out.Subject, _ = wire.InstanceSubject(service, method, o.instance)
 			c, err = natsrpc.NewInstanceClient(s.nc, service, method, o.instance, encodeRaw, decodeRaw, copts...)
 		}
 		if err != nil {
 			return err
 		}
-		out.Subject = c.Subject()
 		call = c.Endpoint()
 	default:
 		out.Mode = "discovery"

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
-	"strconv"
 	"strings"
 	"time"
 
@@ -32,13 +31,6 @@ const (
 	// EnvelopeMsgpack is msgpack, AegisSDK's default format.
 	EnvelopeMsgpack EnvelopeFormat = EnvelopeFormat(envelope.Msgpack)
 )
-
-func (f EnvelopeFormat) String() string {
-	if f.valid() {
-		return envelope.Format(f).String()
-	}
-	return "EnvelopeFormat(" + strconv.Itoa(int(f)) + ")"
-}
 
 func (f EnvelopeFormat) valid() bool { return envelope.Format(f).Valid() }
 

@@ -210,7 +210,7 @@ func TestAegisClientCallsKitnatsService(t *testing.T) {
 	ctx := ctxWait(t)
 
 	for _, f := range []aegistest.Format{aegistest.JSON, aegistest.Msgpack} {
-		t.Run(f.String(), func(t *testing.T) {
+		t.Run(fmt.Sprint(f), func(t *testing.T) {
 			c := &aegistest.Client{NC: e.cnc, Format: f, Source: "py-caller"}
 			for _, tc := range []struct {
 				params  map[string]any
@@ -395,7 +395,7 @@ func TestFactoryFollowsTheInstance(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s := closer.(*natsrpc.Client).Subject(); s != tc.subject {
+		if s := natsrpc.SubjectOf(closer.(*natsrpc.Client)); s != tc.subject {
 			t.Errorf("%s: subject %s, want %s", tc.instance, s, tc.subject)
 		}
 		resp, err := natsrpc.Call[greetResp](ctxWait(t), ep, greetReq{Name: "gopher"})

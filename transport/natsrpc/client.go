@@ -19,8 +19,9 @@ import (
 	"github.com/aegis-sdk/kitnats/wire"
 )
 
-// DefaultTimeout bounds a call whose context has no deadline.
-const DefaultTimeout = 10 * time.Second
+// defaultTimeout bounds a call whose context has no deadline, and is the
+// deadline a Service gives a request that carries none.
+const defaultTimeout = 10 * time.Second
 
 // EncodeRequestFunc writes a user-domain request into the request message
 // (Data and, if it likes, Header; Header is never nil).
@@ -86,7 +87,7 @@ func NewClient(nc *nats.Conn, subject string, enc EncodeRequestFunc, dec DecodeR
 }
 
 func newClient(nc *nats.Conn, subject string, enc EncodeRequestFunc, dec DecodeResponseFunc, opts []ClientOption) (*Client, error) {
-	c := &Client{nc: nc, subject: subject, enc: enc, dec: dec, timeout: DefaultTimeout, prop: propagation.TraceContext{}}
+	c := &Client{nc: nc, subject: subject, enc: enc, dec: dec, timeout: defaultTimeout, prop: propagation.TraceContext{}}
 	if err := applyClient(c, opts); err != nil {
 		return nil, err
 	}
@@ -165,9 +166,6 @@ func Factory(nc *nats.Conn, service, method string, enc EncodeRequestFunc, dec D
 		return c.Endpoint(), c, nil
 	}
 }
-
-// Subject is the subject the client sends to.
-func (c *Client) Subject() string { return c.subject }
 
 // Close makes every later call fail with ErrClientClosed. It does not touch
 // the connection, which the caller owns. Idempotent.

@@ -59,7 +59,7 @@ type route struct {
 	subject string
 	queue   string // empty for the instance subject
 	sub     *nats.Subscription
-	stats   *EndpointStats
+	stats   *endpointStats
 }
 
 // deliveryBuffer sizes a method's channel: 256 messages, or as many of the
@@ -67,7 +67,7 @@ type route struct {
 // up to 4096. Readers keep it near empty; it absorbs a burst that arrives
 // while every reader is in a handler, until the watchdog adds one (a tick
 // or two). Messages over it are dropped by nats.go and counted
-// (EndpointStats "dropped"); their callers time out.
+// (endpointStats "dropped"); their callers time out.
 func deliveryBuffer(maxPayload int64) int {
 	if maxPayload <= 0 {
 		return 256

@@ -47,8 +47,8 @@ func (s *Service) identity() micro.ServiceIdentity {
 	return micro.ServiceIdentity{Name: s.name, ID: s.disc.id, Version: s.disc.version, Metadata: maps.Clone(s.disc.metadata)}
 }
 
-// Info is the micro discovery info (the same `nats micro info` shows).
-func (s *Service) Info() micro.Info {
+// info is the micro discovery info (the same `nats micro info` shows).
+func (s *Service) info() micro.Info {
 	eps := s.endpoints()
 	info := micro.Info{
 		ServiceIdentity: s.identity(),
@@ -62,11 +62,11 @@ func (s *Service) Info() micro.Info {
 	return info
 }
 
-// Stats is the micro discovery stats; each endpoint's Data is its
-// EndpointStats. NumRequests counts every request delivered to the
+// stats is the micro discovery stats; each endpoint's Data is its
+// endpointStats. NumRequests counts every request delivered to the
 // endpoint, NumErrors and LastError the handlers' failures, and the
 // processing times the time requests held a worker.
-func (s *Service) Stats() micro.Stats {
+func (s *Service) stats() micro.Stats {
 	eps := s.endpoints()
 	stats := micro.Stats{
 		ServiceIdentity: s.identity(),
@@ -91,7 +91,7 @@ func (s *Service) Stats() micro.Stats {
 		if le := st.lastError.Load(); le != nil {
 			es.LastError = *le
 		}
-		es.Data, _ = st.MarshalJSON()
+		es.Data = st.data()
 		stats.Endpoints = append(stats.Endpoints, es)
 	}
 	return stats
@@ -118,8 +118,8 @@ func (s *Service) subscribeDiscovery() error {
 		body func() []byte
 	}{
 		{micro.PingVerb, func() []byte { return ping }},
-		{micro.InfoVerb, func() []byte { b, _ := json.Marshal(s.Info()); return b }},
-		{micro.StatsVerb, func() []byte { b, _ := json.Marshal(s.Stats()); return b }},
+		{micro.InfoVerb, func() []byte { b, _ := json.Marshal(s.info()); return b }},
+		{micro.StatsVerb, func() []byte { b, _ := json.Marshal(s.stats()); return b }},
 	}
 	for _, v := range verbs {
 		for _, kind := range [][2]string{{"", ""}, {s.name, ""}, {s.name, s.disc.id}} {

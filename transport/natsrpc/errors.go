@@ -22,12 +22,6 @@ const (
 	CodeTimeout       = 504 // the deadline passed before the handler ran, or the handler returned context.DeadlineExceeded
 )
 
-// StatusCoder lets an error returned by an endpoint choose its status code,
-// as go-kit's transport/http.StatusCoder does for HTTP.
-type StatusCoder interface {
-	StatusCode() int
-}
-
 // Error is a failure reported by the remote side in the reply's headers. On
 // the server it is what the default error encoder writes; on the client it is
 // what a call returns when the reply carries an error status. A message read
@@ -207,8 +201,10 @@ func asError(err error) *Error {
 	return newError(statusCode(err, def), "", err)
 }
 
+// statusCode is the code an error chooses with a StatusCode() int method
+// (go-kit's transport/http.StatusCoder), if it is 100–999, or def.
 func statusCode(err error, def int) int {
-	var sc StatusCoder
+	var sc interface{ StatusCode() int }
 	if errors.As(err, &sc) {
 		if c := sc.StatusCode(); c >= 100 && c <= 999 {
 			return c

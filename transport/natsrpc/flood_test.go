@@ -225,7 +225,7 @@ func liveHeap() uint64 {
 func methodStats(t *testing.T, svc *natsrpc.Service, method string) map[string]uint64 {
 	t.Helper()
 	sum := map[string]uint64{}
-	for _, ep := range svc.Stats().Endpoints {
+	for _, ep := range natsrpc.StatsOf(svc).Endpoints {
 		if ep.Name != method {
 			continue
 		}

@@ -103,7 +103,7 @@ func TestLongestInstanceIsCallable(t *testing.T) {
 	if err != nil || e == nil || closer == nil {
 		t.Fatalf("Factory(%d bytes): have %v", len(longest), err)
 	}
-	if c, ok := closer.(*natsrpc.Client); !ok || c.Subject() != s {
+	if c, ok := closer.(*natsrpc.Client); !ok || natsrpc.SubjectOf(c) != s {
 		t.Errorf("Factory(%d bytes): want a client on %q, have %#v", len(longest), s, closer)
 	}
 

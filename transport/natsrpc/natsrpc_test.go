@@ -130,7 +130,7 @@ func sayClient(t *testing.T, nc *nats.Conn, instance string, opts ...natsrpc.Cli
 func statSum(t *testing.T, svc *natsrpc.Service, key string) uint64 {
 	t.Helper()
 	var sum uint64
-	for _, ep := range svc.Stats().Endpoints {
+	for _, ep := range natsrpc.StatsOf(svc).Endpoints {
 		var data map[string]uint64
 		if err := json.Unmarshal(ep.Data, &data); err != nil {
 			t.Fatalf("stats data %s: %v", ep.Data, err)
@@ -952,7 +952,7 @@ func TestMicroPingAndStats(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	id := svc.Info().ID
+	id := natsrpc.InfoOf(svc).ID
 	for _, subject := range []string{"$SRV.PING", "$SRV.PING.echo", "$SRV.PING.echo." + id} {
 		m, err := e.cnc.RequestWithContext(ctx, subject, nil)
 		if err != nil {

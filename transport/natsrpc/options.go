@@ -1,6 +1,7 @@
 package natsrpc
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/go-kit/kit/transport"
 	"github.com/go-kit/log"
+	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/propagation"
 )
 
@@ -117,7 +119,7 @@ func noNil[F any](option string, fs []F) error {
 // ---- Client and Service ----
 
 // WithDefaultTimeout is the deadline of a call whose caller sets none
-// (default DefaultTimeout). A Client bounds a call whose context has no
+// (default 10 s). A Client bounds a call whose context has no
 // deadline with it; d must be positive. A Service gives it to requests
 // that arrive without one (go-kit's transport/nats and the AegisSDK send
 // none): the handler's context ends that long after the request arrived,
@@ -176,7 +178,7 @@ func WithPropagator(p propagation.TextMapPropagator) Option {
 func WithEnvelope(f EnvelopeFormat) ClientOption {
 	return clientOption(func(c *Client) error {
 		if !f.valid() {
-			return invalid("WithEnvelope", "%v", f)
+			return invalid("WithEnvelope", "format %d is neither EnvelopeJSON nor EnvelopeMsgpack", f)
 		}
 		c.aegis.format = f
 		return nil
@@ -211,8 +213,9 @@ func WithRegistryMetadata(lookup func(instance string) (metadata map[string]stri
 
 // ---- Server ----
 
-// WithFinalizer adds functions a Server runs at the end of every request.
-func WithFinalizer(f ...ServerFinalizerFunc) ServerOption {
+// WithFinalizer adds functions a Server runs at the end of every request,
+// whatever happened: err is the failure that was replied, or nil.
+func WithFinalizer(f ...func(ctx context.Context, msg, reply *nats.Msg, err error)) ServerOption {
 	err := noNil("WithFinalizer", f)
 	return serverOption(func(s *Server) error { s.finalizer = append(s.finalizer, f...); return err })
 }

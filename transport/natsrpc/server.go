@@ -32,10 +32,6 @@ type RequestFunc func(ctx context.Context, msg *nats.Msg) context.Context
 // reply, after the endpoint succeeded and before the response is encoded.
 type ResponseFunc func(ctx context.Context, reply *nats.Msg) context.Context
 
-// ServerFinalizerFunc runs at the end of every request, whatever happened:
-// err is the failure that was replied, or nil.
-type ServerFinalizerFunc func(ctx context.Context, msg *nats.Msg, reply *nats.Msg, err error)
-
 // ErrorEncoder writes err into the reply message. The default,
 // DefaultErrorEncoder, writes the status headers the client decodes.
 type ErrorEncoder func(ctx context.Context, err error, reply *nats.Msg)
@@ -50,7 +46,7 @@ type Server struct {
 	enc          EncodeResponseFunc
 	before       []RequestFunc
 	after        []ResponseFunc
-	finalizer    []ServerFinalizerFunc
+	finalizer    []func(ctx context.Context, msg, reply *nats.Msg, err error)
 	errorEncoder ErrorEncoder
 	errorHandler transport.ErrorHandler
 }

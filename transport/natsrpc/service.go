@@ -42,7 +42,7 @@ const (
 // It answers NATS micro discovery, so `nats micro ls|info|stats` see it as
 // a micro service whose endpoints are those subjects; the instance ID is in
 // its metadata under MetadataInstance, and each endpoint's stats data is an
-// EndpointStats.
+// endpointStats.
 //
 // Requests run on at most ServiceMaxConcurrent workers, each method keeping
 // a reserve of them, so a slow handler or a flooded method does not hold up
@@ -83,9 +83,9 @@ type Service struct {
 	shutdownErr  error
 }
 
-// EndpointStats is the data each endpoint reports in `$SRV.STATS`: what
-// became of the requests beyond micro's own counters.
-type EndpointStats struct {
+// endpointStats is the data each endpoint reports in `$SRV.STATS`: what
+// became of the requests beyond micro's own counters (see data).
+type endpointStats struct {
 	Errors    atomic.Uint64 `json:"-"`
 	Panics    atomic.Uint64 `json:"-"`
 	Malformed atomic.Uint64 `json:"-"` // malformed deadline headers (ignored)
@@ -109,15 +109,15 @@ type EndpointStats struct {
 	sub        *nats.Subscription // its Dropped are the buffer overflows
 }
 
-// MarshalJSON reports the counters, and the requests nats.go dropped
-// because the endpoint's delivery buffer was full ("dropped").
-func (s *EndpointStats) MarshalJSON() ([]byte, error) {
+// data reports the counters, and the requests nats.go dropped because the
+// endpoint's delivery buffer was full ("dropped"), as JSON.
+func (s *endpointStats) data() []byte {
 	var dropped int
 	if s.sub != nil {
 		dropped, _ = s.sub.Dropped()
 	}
 	return fmt.Appendf(nil, `{"errors":%d,"panics":%d,"malformed_headers":%d,"rejected":%d,"expired":%d,"dropped":%d}`,
-		s.Errors.Load(), s.Panics.Load(), s.Malformed.Load(), s.Rejected.Load(), s.Expired.Load(), dropped), nil
+		s.Errors.Load(), s.Panics.Load(), s.Malformed.Load(), s.Rejected.Load(), s.Expired.Load(), dropped)
 }
 
 // job is one request on its way through the service. Everything a request
@@ -127,7 +127,7 @@ func (s *EndpointStats) MarshalJSON() ([]byte, error) {
 // keep the messages or the context), so sharing one allocation is safe.
 type job struct {
 	srv   *Server
-	stats *EndpointStats
+	stats *endpointStats
 	lane  *lane
 	recv  time.Time // arrival: when a reader took it from the subscription
 	start time.Time // when it took a worker's token
@@ -190,7 +190,7 @@ func NewService(ctx context.Context, nc *nats.Conn, service, instance string, me
 	}
 	slices.Sort(names)
 
-	cfg := serviceConfig{max: defaultMaxConcurrent, pending: defaultMaxPending, timeout: DefaultTimeout,
+	cfg := serviceConfig{max: defaultMaxConcurrent, pending: defaultMaxPending, timeout: defaultTimeout,
 		version: "0.0.0", prop: propagation.TraceContext{}, replyPrefixes: defaultReplyPrefixes}
 	for _, o := range opts {
 		if o == nil {
@@ -229,8 +229,8 @@ func NewService(ctx context.Context, nc *nats.Conn, service, instance string, me
 			lane: s.pool.lanes[i],
 			in:   make(chan *nats.Msg, buf),
 			eps: [2]route{
-				{method: name, subject: serviceSubject(service, name), queue: queueGroup(service), stats: &EndpointStats{}},
-				{method: name, subject: instanceSubject(service, name, instance), stats: &EndpointStats{}},
+				{method: name, subject: serviceSubject(service, name), queue: queueGroup(service), stats: &endpointStats{}},
+				{method: name, subject: instanceSubject(service, name, instance), stats: &endpointStats{}},
 			},
 		})
 	}
@@ -306,12 +306,6 @@ func (s *Service) unsubscribe() {
 		_ = sub.Unsubscribe()
 	}
 }
-
-// Name is the service name.
-func (s *Service) Name() string { return s.name }
-
-// Instance is the instance ID the service answers for.
-func (s *Service) Instance() string { return s.instance }
 
 // hasTraceHeader reports whether the propagator may find anything in h.
 // The W3C propagator reads nothing without a traceparent, so a request
@@ -470,11 +464,11 @@ func (s *Service) waitReaders(ctx context.Context) error {
 }
 
 // flush is nc.FlushWithContext, which refuses a context without a deadline;
-// such a context gets DefaultTimeout for the flush.
+// such a context gets defaultTimeout for the flush.
 func flush(ctx context.Context, nc *nats.Conn) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
+		ctx, cancel = context.WithTimeout(ctx, defaultTimeout)
 		defer cancel()
 	}
 	return nc.FlushWithContext(ctx)
