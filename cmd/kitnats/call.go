@@ -116,7 +116,7 @@ status is 1 when any call failed.`,
 	f.DurationVar(&o.timeout, "timeout", 5*time.Second, "time allowed for each call, retries included")
 	f.IntVar(&o.count, "count", 1, "how many calls")
 	f.IntVar(&o.concurrency, "concurrency", 1, "calls in flight at once")
-	f.IntVar(&o.attempts, "attempts", retry.DefaultMaxAttempts, "attempts per call, on different instances (discovery only)")
+	f.IntVar(&o.attempts, "attempts", 3, "attempts per call, on different instances (discovery only)") // retry's default
 	f.StringVar(&o.balancer, "balancer", "round-robin", "round-robin, random or least-loaded (discovery only)")
 	f.BoolVar(&o.asJSON, "json", false, "write the calls and the summary as JSON")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "with --count: print only the summary")
@@ -466,10 +466,10 @@ func (a *app) discover(ctx context.Context, s *session, service, method string, 
 	default:
 		bal = lb.New(set, lb.RoundRobin())
 	}
-	call, err := retry.New(bal, retry.WithMaxAttempts(o.attempts), retry.WithObserver(func(ctx context.Context, at retry.Attempt) {
+	call, err := retry.New(bal, retry.WithMaxAttempts(o.attempts), retry.WithObserver(func(ctx context.Context, attempt int, instance string, delay time.Duration, err error) {
 		if l, ok := ctx.Value(attemptsKey{}).(*attemptLog); ok {
 			l.mu.Lock()
-			l.a = append(l.a, at)
+			l.a = append(l.a, retry.Attempt{Number: attempt, Instance: instance, Delay: delay, Err: err})
 			l.mu.Unlock()
 		}
 	}))

@@ -150,7 +150,7 @@ func run(cfg config) error {
 	factory := natsrpc.JSONFactory[HelloResponse](nc, service, method)
 	factory = breaker.Factory(factory,
 		breaker.WithSettings(gobreaker.Settings{Timeout: time.Second}),
-		breaker.WithStateChange(func(name string, from, to gobreaker.State) {
+		breaker.WithStateChange(func(name, from, to string) {
 			say("breaker %s: %s → %s", name, from, to)
 		}))
 	factory = tracing.Factory(factory, service, method, otel)

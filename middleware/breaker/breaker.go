@@ -12,8 +12,6 @@ import (
 	"github.com/go-kit/kit/sd"
 	"github.com/nats-io/nats.go"
 	"github.com/sony/gobreaker/v2"
-
-	"github.com/aegis-sdk/kitnats/lb"
 )
 
 // Defaults for RPC over NATS, used for every Settings field WithSettings
@@ -21,147 +19,49 @@ import (
 // consecutive failures, stay open a minute) fit a remote service called a
 // few times a minute; an RPC client makes hundreds of calls a second to a
 // handful of instances, and an instance that came back should take traffic
-// again within seconds.
+// again within seconds. The run of consecutive failures is gobreaker's own
+// (more than five), so the trip point of a steadily failing instance stays
+// where gobreaker's users expect it.
 const (
-	// DefaultTimeout is the open period: an ejected instance is probed
-	// again after it.
-	DefaultTimeout = 5 * time.Second
-	// DefaultMaxRequests is how many probes a half-open breaker lets
-	// through; that many successes in a row close it, one failure opens it
-	// again.
-	DefaultMaxRequests = 3
-	// DefaultInterval is the rolling window of the closed state's counts,
-	// in buckets of DefaultBucketPeriod: old failures age out, so a rare
-	// error never adds up to a trip.
-	DefaultInterval     = 10 * time.Second
-	DefaultBucketPeriod = time.Second
-	// DefaultConsecutiveFailures, DefaultMinRequests and DefaultFailureRatio
-	// make DefaultReadyToTrip. The run of consecutive failures is
-	// gobreaker's own (more than five), so the trip point of a steadily
-	// failing instance stays where gobreaker's users expect it.
-	DefaultConsecutiveFailures = 6
-	DefaultMinRequests         = 10
-	DefaultFailureRatio        = 0.5
+	defaultTimeout             = 5 * time.Second
+	defaultMaxRequests         = 3
+	defaultInterval            = 10 * time.Second
+	defaultBucketPeriod        = time.Second
+	defaultConsecutiveFailures = 6
+	defaultMinRequests         = 10
+	defaultFailureRatio        = 0.5
 )
 
-// DefaultReadyToTrip opens a breaker when, within the rolling window,
-// DefaultConsecutiveFailures calls in a row failed, or at least
-// DefaultFailureRatio of at least DefaultMinRequests counted calls did. The
+// readyToTrip opens a breaker when, within the rolling window,
+// defaultConsecutiveFailures calls in a row failed, or at least
+// defaultFailureRatio of at least defaultMinRequests counted calls did. The
 // minimum keeps a single unlucky call from ejecting an instance; the ratio
 // catches an instance that fails every other call, which a run of
 // consecutive failures would miss.
-func DefaultReadyToTrip(c gobreaker.Counts) bool {
-	if c.ConsecutiveFailures >= DefaultConsecutiveFailures {
+func readyToTrip(c gobreaker.Counts) bool {
+	if c.ConsecutiveFailures >= defaultConsecutiveFailures {
 		return true
 	}
 	counted := c.TotalSuccesses + c.TotalFailures
-	return counted >= DefaultMinRequests && float64(c.TotalFailures) >= DefaultFailureRatio*float64(counted)
-}
-
-// DefaultSettings returns the settings New and Factory use when WithSettings
-// is not given.
-func DefaultSettings() gobreaker.Settings {
-	return withDefaults(gobreaker.Settings{})
+	return counted >= defaultMinRequests && float64(c.TotalFailures) >= defaultFailureRatio*float64(counted)
 }
 
 // withDefaults fills the zero fields of st with this package's defaults.
 // A negative Interval keeps gobreaker's meaning: counts never cleared.
 func withDefaults(st gobreaker.Settings) gobreaker.Settings {
 	if st.Timeout <= 0 {
-		st.Timeout = DefaultTimeout
+		st.Timeout = defaultTimeout
 	}
 	if st.MaxRequests == 0 {
-		st.MaxRequests = DefaultMaxRequests
+		st.MaxRequests = defaultMaxRequests
 	}
 	if st.Interval == 0 {
-		st.Interval, st.BucketPeriod = DefaultInterval, DefaultBucketPeriod
+		st.Interval, st.BucketPeriod = defaultInterval, defaultBucketPeriod
 	}
 	if st.ReadyToTrip == nil {
-		st.ReadyToTrip = DefaultReadyToTrip
+		st.ReadyToTrip = readyToTrip
 	}
 	return st
-}
-
-// Option configures New and Factory.
-type Option func(*config)
-
-type config struct {
-	settings gobreaker.Settings
-	business func(error) bool
-	hook     StateHook
-	conn     *nats.Conn
-	grace    time.Duration
-	share    float64
-	window   time.Duration
-}
-
-// StateHook is told of every state change of a breaker, with the breaker's
-// name — the instance, for breakers made by Factory. Its signature is
-// gobreaker's Settings.OnStateChange, so the tracing package's
-// BreakerStateHook fits both. It runs under the breaker's lock: it must not
-// block or call the breaker.
-type StateHook = func(name string, from, to gobreaker.State)
-
-// WithSettings sets gobreaker's settings: trip policy (ReadyToTrip), the
-// open period before a half-open probe (Timeout), how many probes pass
-// (MaxRequests) and the window of the counts (Interval, BucketPeriod).
-// Fields left zero take this package's defaults (DefaultSettings), not
-// gobreaker's: a zero Timeout is DefaultTimeout, not a minute; a zero
-// Interval is DefaultInterval in buckets of DefaultBucketPeriod (a negative
-// one never clears the counts). Name is overridden by New's name and by
-// Factory's instance. IsExcluded and IsSuccessful, when set, are consulted
-// besides this package's own rules; OnStateChange is called before
-// WithStateChange's hook.
-func WithSettings(st gobreaker.Settings) Option {
-	return func(c *config) { c.settings = st }
-}
-
-// WithBusinessErrors sets the predicate that tells business errors — answers
-// the server gave deliberately, which prove the instance healthy — from
-// failures. Business errors count as successes. The default is
-// IsBusinessError; nil counts every error as a failure.
-func WithBusinessErrors(pred func(error) bool) Option {
-	return func(c *config) { c.business = pred }
-}
-
-// WithStateChange calls hook on every state change (for metrics and logs).
-func WithStateChange(hook StateHook) Option {
-	return func(c *config) { c.hook = hook }
-}
-
-// WithConn tells the breakers which NATS connection their calls use, so that
-// a fault of the connection is not blamed on the instances. A failed call is
-// not counted when the connection is not connected at the time, when it
-// changed status (disconnected, reconnected) while the call ran — a request
-// sent before a disconnect can fail after the reconnection — or when the
-// call failed within the reconnect grace after the connection came back
-// (WithReconnectGrace). The connection is watched by one goroutine, shared
-// by every breaker of the connection, which ends when the connection
-// closes. Calls that succeed pay one atomic load for it.
-func WithConn(nc *nats.Conn) Option {
-	return func(c *config) { c.conn = nc }
-}
-
-// WithReconnectGrace sets how long after the connection of WithConn comes
-// back failures are still not counted (default DefaultReconnectGrace): the
-// instances' own connections are reconnecting too, and a request may find
-// no responders until they have re-subscribed. 0 disables the grace.
-func WithReconnectGrace(d time.Duration) Option {
-	return func(c *config) { c.grace = max(d, 0) }
-}
-
-// WithCorrelation sets the correlation rule of Factory's breakers: a failure
-// is not counted against its instance when, counting it, at least
-// max(2, ⌈share × instances⌉) of the Factory's instances failed the same way
-// (a timeout, no responders, an error reply, anything else) within window;
-// instances whose breaker is open are not counted.
-// When most instances fail at once the fault is the caller's, its
-// network's or a shared dependency's, and ejecting instances would take
-// healthy ones out of rotation; a single failing instance still trips. The
-// defaults are DefaultCorrelationShare and DefaultCorrelationWindow; a share
-// or window of 0 disables the rule. New's breakers, alone, ignore it.
-func WithCorrelation(share float64, window time.Duration) Option {
-	return func(c *config) { c.share, c.window = share, window }
 }
 
 // IsBusinessError reports whether err is an answer the server returned
@@ -194,19 +94,15 @@ type failure struct {
 func (f *failure) Error() string { return f.err.Error() }
 func (f *failure) Unwrap() error { return f.err }
 
-func newConfig(opts []Option) config {
-	c := config{
+func newConfig() config {
+	return config{
 		business: IsBusinessError,
-		grace:    DefaultReconnectGrace,
-		share:    DefaultCorrelationShare,
-		window:   DefaultCorrelationWindow,
+		grace:    defaultReconnectGrace,
+		share:    defaultCorrelationShare,
+		window:   defaultCorrelationWindow,
 	}
-	for _, o := range opts {
-		o(&c)
-	}
-	c.settings = withDefaults(c.settings)
-	return c
 }
+
 
 // rules are what a breaker's IsExcluded consults besides the user's.
 type rules struct {
@@ -233,7 +129,7 @@ func (r *rules) excluded(err error) bool {
 			return true
 		}
 	}
-	if errors.Is(err, context.Canceled) || IsTransportError(err) || r.isExcl != nil && r.isExcl(err) {
+	if errors.Is(err, context.Canceled) || isTransportError(err) || r.isExcl != nil && r.isExcl(err) {
 		return true
 	}
 	if r.isSucc(err) {
@@ -259,7 +155,7 @@ func (r *rules) excluded(err error) bool {
 // settingsFor returns the gobreaker settings for the breaker called name
 // with rules r (conn, grace and corr set); own, when set, hears state
 // changes first.
-func (c config) settingsFor(name string, r *rules, own StateHook) gobreaker.Settings {
+func (c config) settingsFor(name string, r *rules, own func(name string, from, to gobreaker.State)) gobreaker.Settings {
 	st := c.settings
 	st.Name = name
 	userSuccessful, userHook := st.IsSuccessful, st.OnStateChange
@@ -285,7 +181,7 @@ func (c config) settingsFor(name string, r *rules, own StateHook) gobreaker.Sett
 				userHook(name, from, to)
 			}
 			if hook != nil {
-				hook(name, from, to)
+				hook(name, from.String(), to.String())
 			}
 		}
 	}
@@ -301,16 +197,30 @@ func (c config) rules() *rules {
 	return r
 }
 
-// New returns a circuit breaker for Middleware, with DefaultSettings unless
-// WithSettings says otherwise. Its settings exclude the caller's
-// cancellation and transport faults (gobreaker's IsExcluded: neither
-// success nor failure, see IsTransportError and WithConn), and count
-// business errors as successes, so a breaker opens only for an instance
-// that fails, not for callers that give up, a connection that dropped, or
-// requests that are refused on their merits.
+// New returns a circuit breaker for Middleware, with this package's
+// defaults unless WithSettings says otherwise. Its settings exclude the
+// caller's cancellation and transport faults (gobreaker's IsExcluded:
+// neither success nor failure, see WithConn), and count business errors as
+// successes, so a breaker opens only for an instance that fails, not for
+// callers that give up, a connection that dropped, or requests that are
+// refused on their merits. A bad option panics (see FactoryOption).
 func New(name string, opts ...Option) *gobreaker.CircuitBreaker[any] {
-	c := newConfig(opts)
+	c := newConfig()
+	for _, o := range opts {
+		if o != nil {
+			must(o.applyNew(&c))
+		}
+	}
+	c.settings = withDefaults(c.settings)
 	return gobreaker.NewCircuitBreaker[any](c.settingsFor(name, c.rules(), nil))
+}
+
+// must panics with a refused option's error: New and Factory keep go-kit's
+// shape, which has no error to return.
+func must(err error) {
+	if err != nil {
+		panic(err)
+	}
 }
 
 // RejectedError is returned when the breaker refuses a request: it is open,
@@ -318,9 +228,10 @@ func New(name string, opts ...Option) *gobreaker.CircuitBreaker[any] {
 // Retryable — the retry middleware moves on to another instance, and,
 // seeing Rejected, takes nothing from its budget — and it matches
 // gobreaker.ErrOpenState or ErrTooManyRequests under errors.Is. Middleware
-// outside this package find both methods through errors.As with
-// interface{ Retryable() bool } and interface{ Rejected() bool }, without
-// importing gobreaker.
+// outside this package find its methods through errors.As with
+// interface{ Retryable() bool }, interface{ Rejected() bool } and
+// interface{ ErrorType() string }, without importing this package or
+// gobreaker.
 type RejectedError struct {
 	Name string // the breaker's name: the instance, for Factory's breakers
 	Err  error  // gobreaker.ErrOpenState or gobreaker.ErrTooManyRequests
@@ -339,6 +250,15 @@ func (e *RejectedError) Retryable() bool { return true }
 // Rejected reports true: the request was refused at the client, before it
 // was sent, so retrying it adds no load to any instance.
 func (e *RejectedError) Rejected() bool { return true }
+
+// ErrorType is the error.type tracing records: circuit_open, or
+// too_many_requests for a half-open breaker whose probes are all out.
+func (e *RejectedError) ErrorType() string {
+	if e.Err == gobreaker.ErrTooManyRequests {
+		return "too_many_requests"
+	}
+	return "circuit_open"
+}
 
 // Middleware guards the next endpoint with cb, as go-kit's
 // circuitbreaker.Gobreaker does, but for gobreaker v2 and with two fixes:
@@ -384,10 +304,10 @@ func Middleware(cb *gobreaker.CircuitBreaker[any]) endpoint.Middleware {
 	}
 }
 
-// Closer is the io.Closer Factory returns for an instance. It implements
-// lb.Available, so balancers pass over an instance whose breaker is open,
-// until the breaker's Timeout lets a half-open probe through.
-type Closer struct {
+// closer is the io.Closer Factory returns for an instance. Its Available
+// method (lb.Available's) lets balancers pass over an instance whose breaker
+// is open, until the breaker's Timeout lets a half-open probe through.
+type closer struct {
 	cb        *gobreaker.CircuitBreaker[any]
 	timeout   time.Duration
 	openUntil atomic.Int64 // unix nanoseconds; 0 while not open
@@ -399,21 +319,21 @@ type Closer struct {
 }
 
 var (
-	_ lb.Available = (*Closer)(nil)
-	_ io.Closer    = (*Closer)(nil)
+	_ interface{ Available() bool } = (*closer)(nil)
+	_ io.Closer                     = (*closer)(nil)
 )
 
 // Available reports whether the instance's breaker lets requests through:
 // closed, half-open, or open with its Timeout passed (the next request is
 // the half-open probe).
 // It is lock-free: balancers may ask on every pick.
-func (c *Closer) Available() bool {
+func (c *closer) Available() bool {
 	until := c.openUntil.Load()
 	return until == 0 || time.Now().UnixNano() >= until
 }
 
 // stateChanged keeps Available in step with the breaker, under its lock.
-func (c *Closer) stateChanged(_ string, _, to gobreaker.State) {
+func (c *closer) stateChanged(_ string, _, to gobreaker.State) {
 	if to == gobreaker.StateOpen {
 		c.openUntil.Store(time.Now().Add(c.timeout).UnixNano())
 	} else {
@@ -424,12 +344,9 @@ func (c *Closer) stateChanged(_ string, _, to gobreaker.State) {
 	}
 }
 
-// Breaker returns the instance's breaker, for state and counts.
-func (c *Closer) Breaker() *gobreaker.CircuitBreaker[any] { return c.cb }
-
 // Close takes the instance out of the correlation rule's count and closes
 // the closer of the wrapped factory, once.
-func (c *Closer) Close() error {
+func (c *closer) Close() error {
 	c.once.Do(func() {
 		if c.corr != nil {
 			c.corr.remove(c.slot)
@@ -443,26 +360,33 @@ func (c *Closer) Close() error {
 
 // Factory wraps f so that every instance gets its own breaker, named after
 // the instance: an instance that keeps failing is ejected (its breaker
-// opens, its Closer reports not Available, and picks go elsewhere) and, once
-// the breaker's Timeout passes, probed with MaxRequests half-open requests
-// before it takes full traffic again. This is outlier ejection at the
-// client, as Envoy does it. The options are New's, with DefaultSettings
-// unless WithSettings says otherwise.
+// opens, its io.Closer reports Available() false, and lb's balancers pick
+// elsewhere) and, once the breaker's Timeout passes, probed with
+// MaxRequests half-open requests before it takes full traffic again. This
+// is outlier ejection at the client, as Envoy does it. The options are
+// New's and WithCorrelation, with this package's defaults unless
+// WithSettings says otherwise. A bad option panics (see FactoryOption).
 //
 // Only failures that are the instance's own count. Besides New's rules, the
 // breakers of one Factory share a correlation rule (WithCorrelation): when
 // most instances fail the same way at once, none of them is blamed. Pass
 // WithConn so that the outages of the client's NATS connection are not
 // blamed either.
-func Factory(f sd.Factory, opts ...Option) sd.Factory {
-	c := newConfig(opts)
+func Factory(f sd.Factory, opts ...FactoryOption) sd.Factory {
+	c := newConfig()
+	for _, o := range opts {
+		if o != nil {
+			must(o.applyFactory(&c))
+		}
+	}
+	c.settings = withDefaults(c.settings)
 	corr := newDetector(c.share, c.window)
 	return func(instance string) (endpoint.Endpoint, io.Closer, error) {
-		e, closer, err := f(instance)
+		e, inner, err := f(instance)
 		if err != nil {
 			return nil, nil, err
 		}
-		cl := &Closer{inner: closer, timeout: c.settings.Timeout, corr: corr}
+		cl := &closer{inner: inner, timeout: c.settings.Timeout, corr: corr}
 		r := c.rules()
 		if corr != nil {
 			cl.slot = corr.add()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -175,7 +176,7 @@ func TestUserSettingsComposed(t *testing.T) {
 		Timeout:       time.Hour,
 	}
 	var hooked atomic.Int32
-	cb := breaker.New("x", breaker.WithSettings(st), breaker.WithStateChange(func(string, gobreaker.State, gobreaker.State) { hooked.Add(1) }))
+	cb := breaker.New("x", breaker.WithSettings(st), breaker.WithStateChange(func(string, string, string) { hooked.Add(1) }))
 	e := breaker.Middleware(cb)(func(_ context.Context, req any) (any, error) { return nil, req.(error) })
 	_, _ = e(context.Background(), ignored)
 	if want, have := gobreaker.StateClosed, cb.State(); want != have {
@@ -192,7 +193,7 @@ func TestUserSettingsComposed(t *testing.T) {
 
 type transition struct {
 	name     string
-	from, to gobreaker.State
+	from, to string
 }
 
 type hookRecorder struct {
@@ -200,7 +201,7 @@ type hookRecorder struct {
 	ts []transition
 }
 
-func (h *hookRecorder) hook(name string, from, to gobreaker.State) {
+func (h *hookRecorder) hook(name string, from, to string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.ts = append(h.ts, transition{name, from, to})
@@ -285,7 +286,7 @@ func TestFactoryEjectsAndRecovers(t *testing.T) {
 	if _, err := e(context.Background(), nil); !errors.Is(err, notProcessed{}) {
 		t.Fatalf("probe: want the instance's error, have %v", err)
 	}
-	if have := hooks.transitions(); have[len(have)-1].to != gobreaker.StateOpen {
+	if have := hooks.transitions(); have[len(have)-1].to != "open" {
 		t.Fatalf("a failed probe must reopen the breaker; transitions %v", have)
 	}
 
@@ -301,11 +302,11 @@ func TestFactoryEjectsAndRecovers(t *testing.T) {
 		t.Fatalf("state after successful probes: want %v, have %v", want, have)
 	}
 	want := []transition{
-		{"inst-a", gobreaker.StateClosed, gobreaker.StateOpen},
-		{"inst-a", gobreaker.StateOpen, gobreaker.StateHalfOpen},
-		{"inst-a", gobreaker.StateHalfOpen, gobreaker.StateOpen},
-		{"inst-a", gobreaker.StateOpen, gobreaker.StateHalfOpen},
-		{"inst-a", gobreaker.StateHalfOpen, gobreaker.StateClosed},
+		{"inst-a", "closed", "open"},
+		{"inst-a", "open", "half-open"},
+		{"inst-a", "half-open", "open"},
+		{"inst-a", "open", "half-open"},
+		{"inst-a", "half-open", "closed"},
 	}
 	if have := hooks.transitions(); !slices.Equal(want, have) {
 		t.Errorf("transitions:\nwant %v\nhave %v", want, have)
@@ -420,5 +421,32 @@ func TestFactoryBreakersAreIndependent(t *testing.T) {
 	}
 	if !ch.(lb.Available).Available() {
 		t.Error("healthy instance ejected")
+	}
+}
+
+// TestBadOptionsPanic: New and Factory refuse a value they cannot use at
+// once, naming the option, rather than clamp it into something else.
+func TestBadOptionsPanic(t *testing.T) {
+	nop := func(string) (endpoint.Endpoint, io.Closer, error) { return endpoint.Nop, nil, nil }
+	for _, tc := range []struct {
+		option string
+		f      func()
+	}{
+		{"WithConn", func() { breaker.New("x", breaker.WithConn(nil)) }},
+		{"WithConn", func() { breaker.Factory(nop, breaker.WithConn(nil)) }},
+		{"WithReconnectGrace", func() { breaker.New("x", breaker.WithReconnectGrace(-time.Second)) }},
+		{"WithStateChange", func() { breaker.Factory(nop, breaker.WithStateChange(nil)) }},
+		{"WithCorrelation", func() { breaker.Factory(nop, breaker.WithCorrelation(1.5, time.Second)) }},
+		{"WithCorrelation", func() { breaker.Factory(nop, breaker.WithCorrelation(-0.5, time.Second)) }},
+		{"WithCorrelation", func() { breaker.Factory(nop, breaker.WithCorrelation(0.5, -time.Second)) }},
+	} {
+		func() {
+			defer func() {
+				if msg := fmt.Sprint(recover()); !strings.Contains(msg, tc.option) {
+					t.Errorf("%s: want a panic naming it, have %q", tc.option, msg)
+				}
+			}()
+			tc.f()
+		}()
 	}
 }

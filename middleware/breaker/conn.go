@@ -9,15 +9,6 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// DefaultReconnectGrace is how long after its connection comes back a
-// breaker built WithConn keeps excluding failures. The client is often back
-// on the server before the instances' own connections are, and until they
-// have re-subscribed their requests find no responders or, caught
-// mid-handshake, no reply. Instances reconnect within one reconnect wait of
-// the server's return — nats.go's default is 2 s, with jitter — so the
-// grace outlasts it.
-const DefaultReconnectGrace = 3 * time.Second
-
 // clockBase starts this package's monotonic clock.
 var clockBase = time.Now()
 
@@ -128,13 +119,13 @@ func (w *connWatch) excuses(epoch uint64, known bool, grace time.Duration, at in
 	return back != 0 && at-back < int64(grace)
 }
 
-// IsTransportError reports whether err by itself proves a fault of the
+// isTransportError reports whether err by itself proves a fault of the
 // caller's NATS connection rather than of the instance called: the
 // connection closed, disconnected, reconnecting, draining or stale, its
 // reconnect buffer full, no server to connect to. natsrpc's ErrConnClosed
 // matches, since it wraps nats.ErrConnectionClosed. Breakers built by New
 // and Factory never count such errors, with or without WithConn.
-func IsTransportError(err error) bool {
+func isTransportError(err error) bool {
 	for _, target := range transportErrors {
 		if errors.Is(err, target) {
 			return true

@@ -12,16 +12,6 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// Defaults of the correlation rule (see WithCorrelation).
-const (
-	// DefaultCorrelationShare: failures are the caller's or the network's
-	// when at least this share of a Factory's instances fail the same way
-	// within DefaultCorrelationWindow — with three instances, all three.
-	DefaultCorrelationShare = 0.75
-	// DefaultCorrelationWindow is how close together such failures must be.
-	DefaultCorrelationWindow = time.Second
-)
-
 // detector tells correlated failures from an instance's own. It is shared by
 // the breakers one Factory makes: each instance owns a slot holding the time
 // and kind of its latest failure. A failure is correlated when, counting

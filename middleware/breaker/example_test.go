@@ -26,7 +26,7 @@ func ExampleFactory() {
 			ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 2 },
 			Timeout:     30 * time.Second, // ejected this long, then probed
 		}),
-		breaker.WithStateChange(func(instance string, from, to gobreaker.State) {
+		breaker.WithStateChange(func(instance, from, to string) {
 			fmt.Printf("%s: %s -> %s\n", instance, from, to)
 		}),
 	)
@@ -57,21 +57,6 @@ func ExampleMiddleware() {
 	fmt.Println(errors.Is(err, context.Canceled), cb.Counts().TotalFailures, cb.Counts().TotalExclusions)
 	// Output:
 	// true 0 1
-}
-
-func ExampleDefaultSettings() {
-	st := breaker.DefaultSettings()
-	fmt.Println("open for", st.Timeout, "then", st.MaxRequests, "probes")
-	fmt.Println("counts over", st.Interval, "in buckets of", st.BucketPeriod)
-	fmt.Println("5 failures in a row trip:", st.ReadyToTrip(gobreaker.Counts{ConsecutiveFailures: 5, TotalFailures: 5}))
-	fmt.Println("6 failures in a row trip:", st.ReadyToTrip(gobreaker.Counts{ConsecutiveFailures: 6, TotalFailures: 6}))
-	fmt.Println("5 failures of 10 trip:", st.ReadyToTrip(gobreaker.Counts{ConsecutiveFailures: 1, TotalFailures: 5, TotalSuccesses: 5}))
-	// Output:
-	// open for 5s then 3 probes
-	// counts over 10s in buckets of 1s
-	// 5 failures in a row trip: false
-	// 6 failures in a row trip: true
-	// 5 failures of 10 trip: true
 }
 
 func ExampleWithConn() {

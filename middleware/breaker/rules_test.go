@@ -51,11 +51,11 @@ func TestDefaultSettings(t *testing.T) {
 	var opened time.Time
 	var reopened time.Duration
 	cb := breaker.New("x", breaker.WithSettings(gobreaker.Settings{Timeout: 50 * time.Millisecond}),
-		breaker.WithStateChange(func(_ string, from, to gobreaker.State) {
+		breaker.WithStateChange(func(_ string, from, to string) {
 			switch {
-			case to == gobreaker.StateOpen:
+			case to == "open":
 				opened = time.Now()
-			case from == gobreaker.StateOpen:
+			case from == "open":
 				reopened = time.Since(opened)
 			}
 		}))
@@ -217,7 +217,7 @@ type fleet struct {
 	closers map[string]*breaker.Closer
 }
 
-func newFleet(t *testing.T, names []string, opts ...breaker.Option) *fleet {
+func newFleet(t *testing.T, names []string, opts ...breaker.FactoryOption) *fleet {
 	t.Helper()
 	fl := &fleet{errs: map[string]error{}, eps: map[string]endpoint.Endpoint{}, closers: map[string]*breaker.Closer{}}
 	f := breaker.Factory(func(name string) (endpoint.Endpoint, io.Closer, error) {
@@ -426,9 +426,9 @@ func TestHalfOpenProbesClose(t *testing.T) {
 		t.Fatalf("state: want %v, have %v", want, have)
 	}
 	want := []transition{
-		{"a", gobreaker.StateClosed, gobreaker.StateOpen},
-		{"a", gobreaker.StateOpen, gobreaker.StateHalfOpen},
-		{"a", gobreaker.StateHalfOpen, gobreaker.StateClosed},
+		{"a", "closed", "open"},
+		{"a", "open", "half-open"},
+		{"a", "half-open", "closed"},
 	}
 	if have := hooks.transitions(); fmt.Sprint(want) != fmt.Sprint(have) {
 		t.Errorf("transitions:\nwant %v\nhave %v", want, have)

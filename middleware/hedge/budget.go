@@ -50,13 +50,13 @@ func NewBudget(ratio float64, burst int) (*Budget, error) {
 	return b, nil
 }
 
-// Deposit records one call. A hedging balancer calls it once per call it may
+// deposit records one call. A hedging balancer calls it once per call it may
 // hedge.
-func (b *Budget) Deposit() { b.add(b.perCall) }
+func (b *Budget) deposit() { b.add(b.perCall) }
 
-// TryWithdraw takes one backup request from the budget and reports whether
+// tryWithdraw takes one backup request from the budget and reports whether
 // there was one to take.
-func (b *Budget) TryWithdraw() bool {
+func (b *Budget) tryWithdraw() bool {
 	for {
 		old := b.tokens.Load()
 		if old < unit {
@@ -79,9 +79,4 @@ func (b *Budget) add(n int64) {
 			return
 		}
 	}
-}
-
-// Available returns the backup requests the budget would allow now.
-func (b *Budget) Available() int {
-	return int(b.tokens.Load() / unit)
 }

@@ -19,20 +19,12 @@ import (
 	"github.com/aegis-sdk/kitnats/middleware/retry"
 )
 
-// ScopeName is the instrumentation scope of the meter.
-const ScopeName = "github.com/aegis-sdk/kitnats/middleware/hedge"
-
-// Metric names, counters of unit {request}.
+// The counters, named in the package documentation.
 const (
-	// SentMetric counts backup requests sent.
-	SentMetric = "kitnats.hedge.sent"
-	// WonMetric counts backup requests whose response was returned: the
-	// first attempt was slower, or failed.
-	WonMetric = "kitnats.hedge.won"
-	// BudgetExhaustedMetric counts calls that were due a backup request
-	// but that the budget refused one; the budget may allow it later on, as
-	// the call waits longer (see the package documentation).
-	BudgetExhaustedMetric = "kitnats.hedge.budget_exhausted"
+	scopeName             = "github.com/aegis-sdk/kitnats/middleware/hedge"
+	sentMetric            = "kitnats.hedge.sent"
+	wonMetric             = "kitnats.hedge.won"
+	budgetExhaustedMetric = "kitnats.hedge.budget_exhausted"
 )
 
 // ErrLost is the cause (context.Cause) of the cancellation of the attempt
@@ -78,15 +70,18 @@ func New(next lb.Balancer, opts ...Option) (*Balancer, error) {
 	if next == nil {
 		return nil, fmt.Errorf("%w: nil balancer", ErrInvalidOption)
 	}
-	o := options{q: DefaultQuantile, minDelay: DefaultMinDelay, initial: DefaultInitialDelay}
+	o := options{q: defaultQuantile, minDelay: defaultMinDelay, initial: defaultInitialDelay}
 	for _, opt := range opts {
-		if err := opt(&o); err != nil {
+		if opt == nil {
+			continue
+		}
+		if err := opt.apply(&o); err != nil {
 			return nil, err
 		}
 	}
 	h := &Balancer{next: next, budget: o.budget}
 	if !o.budgetSet {
-		h.budget, _ = NewBudget(DefaultBudgetRatio, DefaultBudgetBurst)
+		h.budget, _ = NewBudget(defaultBudgetRatio, defaultBudgetBurst)
 	}
 	if o.fixed > 0 {
 		h.delay = newFixed(o.fixed)
@@ -98,7 +93,7 @@ func New(next lb.Balancer, opts ...Option) (*Balancer, error) {
 	if mp == nil {
 		mp = otel.GetMeterProvider()
 	}
-	m := mp.Meter(ScopeName)
+	m := mp.Meter(scopeName)
 	var err error
 	counter := func(name, desc string) metric.Int64Counter {
 		c, cerr := m.Int64Counter(name, metric.WithUnit("{request}"), metric.WithDescription(desc))
@@ -108,9 +103,9 @@ func New(next lb.Balancer, opts ...Option) (*Balancer, error) {
 		}
 		return c
 	}
-	h.mSent = counter(SentMetric, "Backup requests sent by hedging.")
-	h.mWon = counter(WonMetric, "Backup requests whose response was returned.")
-	h.mExhausted = counter(BudgetExhaustedMetric, "Calls due a backup request that the hedging budget refused.")
+	h.mSent = counter(sentMetric, "Backup requests sent by hedging.")
+	h.mWon = counter(wonMetric, "Backup requests whose response was returned.")
+	h.mExhausted = counter(budgetExhaustedMetric, "Calls due a backup request that the hedging budget refused.")
 	if err != nil {
 		otel.Handle(err) // a bad name or unit: count with what came back, or nothing
 	}
@@ -153,26 +148,26 @@ func (h *Balancer) Stats() Stats {
 	}
 }
 
-// Attempt is one side of a hedged call that failed.
-type Attempt struct {
-	Instance string
-	Err      error
+// attempt is one side of a hedged call that failed.
+type attempt struct {
+	instance string
+	err      error
 }
 
-// Error is returned when both the first attempt and the backup failed. It
-// unwraps to both errors, the first attempt's first, so errors.Is and
-// errors.As (and the retry package's classifier) reach each of them.
-type Error struct {
-	Primary, Backup Attempt
+// bothFailedError is returned when both the first attempt and the backup
+// failed. It unwraps to both errors, the first attempt's first, so
+// errors.Is and errors.As (and the retry package's classifier) reach each
+// of them.
+type bothFailedError struct {
+	primary, backup attempt
 }
 
-func (e *Error) Error() string {
+func (e *bothFailedError) Error() string {
 	return fmt.Sprintf("kitnats/hedge: both attempts failed: %s: %v; backup %s: %v",
-		e.Primary.Instance, e.Primary.Err, e.Backup.Instance, e.Backup.Err)
+		e.primary.instance, e.primary.err, e.backup.instance, e.backup.err)
 }
 
-// Unwrap returns the first attempt's error, then the backup's.
-func (e *Error) Unwrap() []error { return []error{e.Primary.Err, e.Backup.Err} }
+func (e *bothFailedError) Unwrap() []error { return []error{e.primary.err, e.backup.err} }
 
 // IsBackup reports whether ctx is the context of a backup request, for
 // middleware beneath the balancer (logging, tracing) that wants to tell.
@@ -183,27 +178,14 @@ func IsBackup(ctx context.Context) bool {
 
 type backupKey struct{}
 
-// backupCtx is the context of a backup request. When the call runs beneath
-// a retry endpoint, it answers retry.AttemptFromContext with the retry's
-// attempt but the backup's instance, so that per-instance middleware (the
-// tracing package's Factory) labels the backup's span with the instance it
-// went to, not the first attempt's.
-type backupCtx struct {
-	context.Context
-	attempt *retry.Attempt // nil when not beneath retry
-}
+// backupCtx is the context of a backup request: IsBackup answers it.
+type backupCtx struct{ context.Context }
 
-func (c *backupCtx) Value(key any) any {
+func (c backupCtx) Value(key any) any {
 	if key == (backupKey{}) {
 		return true
 	}
-	v := c.Context.Value(key)
-	if c.attempt != nil {
-		if _, ok := v.(*retry.Attempt); ok {
-			return c.attempt
-		}
-	}
-	return v
+	return c.Context.Value(key)
 }
 
 // race is one hedged call: the first attempt runs on the caller's
@@ -240,7 +222,7 @@ const (
 func (h *Balancer) serve(ctx context.Context, request any, primary lb.Pick, tried []string) (any, error) {
 	h.calls.Add(1)
 	if h.budget != nil {
-		h.budget.Deposit()
+		h.budget.deposit()
 	}
 	pctx, pcancel := context.WithCancelCause(ctx)
 	r := &race{h: h, ctx: ctx, request: request, primary: primary.Instance, tried: tried, pcancel: pcancel}
@@ -299,7 +281,7 @@ func (h *Balancer) serve(ctx context.Context, request any, primary lb.Pick, trie
 	if r.bErr == nil {
 		return r.bResp, nil
 	}
-	return nil, &Error{Primary: Attempt{primary.Instance, err}, Backup: Attempt{r.backup, r.bErr}}
+	return nil, &bothFailedError{primary: attempt{primary.Instance, err}, backup: attempt{r.backup, r.bErr}}
 }
 
 // fire runs on the timer's goroutine when the first attempt has not answered
@@ -319,7 +301,7 @@ func (r *race) fire() {
 		r.mu.Unlock()
 		return
 	}
-	if h.budget != nil && !h.budget.TryWithdraw() {
+	if h.budget != nil && !h.budget.tryWithdraw() {
 		if !r.refused {
 			// Counted under mu, so that the counts read after the call
 			// returned are final; the counter first, then Stats.
@@ -348,11 +330,9 @@ func (r *race) fire() {
 		return
 	}
 	bctx, bcancel := context.WithCancelCause(r.ctx)
-	bc := &backupCtx{Context: bctx}
-	if a, ok := retry.AttemptFromContext(r.ctx); ok {
-		a.Instance = p.Instance
-		bc.attempt = &a
-	}
+	// Beneath retry, the backup is the same attempt sent to another
+	// instance: AttemptFromContext names the backup's instance.
+	bc := backupCtx{retry.Reroute(bctx, p.Instance)}
 
 	r.mu.Lock()
 	if r.primaryDone {

@@ -414,8 +414,11 @@ func TestFirstSuccessWins(t *testing.T) {
 			if resp != nil || !errors.As(err, &he) || !errors.Is(err, errA) || !errors.Is(err, errB) {
 				t.Fatalf("want a *hedge.Error matching both errors, have %v %v", resp, err)
 			}
-			if he.Primary.Instance != "a" || he.Backup.Instance != "b" {
-				t.Errorf("instances: want a, b; have %+v", he)
+			if p, _ := he.Primary(); p != "a" {
+				t.Errorf("first attempt's instance: want a, have %s", p)
+			}
+			if b, _ := he.Backup(); b != "b" {
+				t.Errorf("backup's instance: want b, have %s", b)
 			}
 		})
 	}
@@ -514,9 +517,9 @@ func TestBudgetHoldsUnderBurst(t *testing.T) {
 		}
 	}
 	want := map[string]int64{
-		hedge.SentMetric:            int64(s.Sent),
-		hedge.WonMetric:             int64(s.Won),
-		hedge.BudgetExhaustedMetric: int64(s.BudgetExhausted),
+		"kitnats.hedge.sent":             int64(s.Sent),
+		"kitnats.hedge.won":              int64(s.Won),
+		"kitnats.hedge.budget_exhausted": int64(s.BudgetExhausted),
 	}
 	for name, w := range want {
 		if have[name] != w {

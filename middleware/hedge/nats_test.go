@@ -107,13 +107,13 @@ func TestOverNATS(t *testing.T) {
 	}
 	byInstance := map[string]sdktrace.ReadOnlySpan{}
 	for _, s := range ended {
-		byInstance[attr(s.Attributes(), tracing.InstanceKey)] = s
+		byInstance[attr(s.Attributes(), "kitnats.instance")] = s
 	}
 	if s := byInstance["silent"]; s == nil || attr(s.Attributes(), "error.type") != "canceled" || s.Status().Code != codes.Error {
 		t.Errorf("the silent instance's span: want error.type canceled, have %v", s)
 	}
 	winner := byInstance[resp[len("hello from "):]]
-	if winner == nil || winner.Status().Code == codes.Error || attr(winner.Attributes(), tracing.AttemptKey) != "1" {
+	if winner == nil || winner.Status().Code == codes.Error || attr(winner.Attributes(), "kitnats.attempt") != "1" {
 		t.Errorf("the backup's span: want a success labelled with its instance, attempt 1; have %v", winner)
 	}
 

@@ -95,13 +95,13 @@ func (b *Budget) sums() (calls, retries uint64) {
 	return calls, retries
 }
 
-// Deposit records one call. The retry endpoint calls it once per call.
-func (b *Budget) Deposit() { b.add(1, 0) }
+// deposit records one call. The retry endpoint calls it once per call.
+func (b *Budget) deposit() { b.add(1, 0) }
 
-// TryWithdraw reports whether one more retry fits the budget and, if it
+// tryWithdraw reports whether one more retry fits the budget and, if it
 // does, records it. Concurrent withdrawals may overshoot the cap by the
 // number of racing callers; the budget bounds load, it is not a lock.
-func (b *Budget) TryWithdraw() bool {
+func (b *Budget) tryWithdraw() bool {
 	calls, retries := b.sums()
 	if float64(retries)+1 > b.reserve+b.ratio*float64(calls) {
 		return false

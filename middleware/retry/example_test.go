@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/go-kit/kit/endpoint"
 	"github.com/nats-io/nats.go"
@@ -42,8 +43,8 @@ func Example() {
 	}
 	call, err := retry.New(balancer,
 		retry.WithMaxAttempts(3),
-		retry.WithObserver(func(_ context.Context, a retry.Attempt) {
-			fmt.Printf("attempt %d on %s: err=%v\n", a.Number, a.Instance, a.Err)
+		retry.WithObserver(func(_ context.Context, attempt int, instance string, _ time.Duration, err error) {
+			fmt.Printf("attempt %d on %s: err=%v\n", attempt, instance, err)
 		}),
 	)
 	if err != nil {

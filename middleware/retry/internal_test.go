@@ -116,7 +116,7 @@ func TestBudgetConcurrent(t *testing.T) {
 
 func TestBackoffFullJitterBounds(t *testing.T) {
 	o := options{base: 10 * time.Millisecond, cap: 80 * time.Millisecond}
-	if err := WithSeed(42)(&o); err != nil {
+	if err := WithSeed(42).apply(&o); err != nil {
 		t.Fatal(err)
 	}
 	r := &retrier{o: o}
@@ -131,7 +131,7 @@ func TestBackoffFullJitterBounds(t *testing.T) {
 	// The same seed gives the same delays.
 	seq := func() []time.Duration {
 		o := options{base: time.Millisecond, cap: time.Second}
-		_ = WithSeed(9)(&o)
+		_ = WithSeed(9).apply(&o)
 		r := &retrier{o: o}
 		var s []time.Duration
 		for k := range 8 {

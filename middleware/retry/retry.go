@@ -46,11 +46,8 @@ const (
 	RetryAfterBackoff
 )
 
-// Classifier decides whether a failed attempt is retried. idempotent tells
-// whether the call was declared idempotent (WithIdempotent, Idempotent).
-type Classifier func(err error, idempotent bool) Action
-
-// DefaultClassifier retries what proves that the request was not processed
+// DefaultClassifier is the classifier New uses unless WithClassifier says
+// otherwise. It retries what proves that the request was not processed
 // and never business errors:
 //
 //   - an error with a Retryable() bool method (found by errors.As) is retried
@@ -91,18 +88,14 @@ func DefaultClassifier(err error, idempotent bool) Action {
 }
 
 // Attempt describes one try of a call. AttemptFromContext returns it, Err
-// unset, to the endpoints the attempt runs through; an Observer receives it
-// with the outcome; Error lists them all.
+// unset, to the endpoints the attempt runs through; Error lists them all,
+// each with its outcome.
 type Attempt struct {
 	Number   int           // 1 for the first try
 	Instance string        // the instance picked; empty when the pick failed
 	Delay    time.Duration // backoff slept before this attempt
 	Err      error         // nil on success
 }
-
-// Observer is called after every attempt with the caller's context.
-// It runs on the call path and must not block.
-type Observer func(ctx context.Context, a Attempt)
 
 type ctxKey int
 
@@ -111,8 +104,14 @@ const (
 	idempotentKey
 )
 
+// attemptNumberKey is the context key under which the attempt contexts of
+// this package answer the attempt's number (an int) to middleware that does
+// not import this package: tracing labels attempt spans with it. A string,
+// because a key of a type of this package could not be named there.
+const attemptNumberKey = "kitnats.attempt"
+
 // AttemptFromContext returns the attempt an endpoint is serving when it runs
-// beneath a retry endpoint: per-instance middleware (tracing, logging) reads
+// beneath a retry endpoint: per-instance middleware (logging, say) reads
 // the attempt number and the instance from it.
 func AttemptFromContext(ctx context.Context) (Attempt, bool) {
 	a, ok := ctx.Value(attemptKey).(*Attempt)
@@ -120,6 +119,21 @@ func AttemptFromContext(ctx context.Context) (Attempt, bool) {
 		return Attempt{}, false
 	}
 	return *a, true
+}
+
+// Reroute returns a context of the same attempt as ctx, sent to instance:
+// AttemptFromContext answers it with that instance. It is for a balancer
+// beneath retry that sends an attempt's request to a second instance, as
+// package hedge does with its backup requests. Outside a retry endpoint it
+// returns ctx.
+func Reroute(ctx context.Context, instance string) context.Context {
+	a, ok := ctx.Value(attemptKey).(*Attempt)
+	if !ok {
+		return ctx
+	}
+	c := &attemptCtx{Context: ctx, a: *a}
+	c.a.Instance = instance
+	return c
 }
 
 // Idempotent declares the call made with the returned context idempotent:
@@ -224,10 +238,10 @@ func New(b lb.Balancer, opts ...Option) (endpoint.Endpoint, error) {
 		return nil, fmt.Errorf("%w: nil balancer", ErrInvalidOption)
 	}
 	o := options{
-		maxAttempts: DefaultMaxAttempts,
-		minAttempt:  DefaultMinAttempt,
-		base:        DefaultBackoffBase,
-		cap:         DefaultBackoffCap,
+		maxAttempts: defaultMaxAttempts,
+		minAttempt:  defaultMinAttempt,
+		base:        defaultBackoffBase,
+		cap:         defaultBackoffCap,
 		classify:    DefaultClassifier,
 		jitter:      rand.Int64N,
 	}
@@ -236,7 +250,10 @@ func New(b lb.Balancer, opts ...Option) (endpoint.Endpoint, error) {
 		return nil, err
 	}
 	for _, opt := range opts {
-		if err := opt(&o); err != nil {
+		if opt == nil {
+			continue
+		}
+		if err := opt.apply(&o); err != nil {
 			return nil, err
 		}
 	}
@@ -267,7 +284,7 @@ func (r *retrier) call(ctx context.Context, request any) (any, error) {
 		ctx = Idempotent(ctx)
 	}
 	if r.o.budget != nil {
-		r.o.budget.Deposit()
+		r.o.budget.deposit()
 	}
 	var (
 		tried    []string // allocated at the first failure
@@ -309,7 +326,7 @@ func (r *retrier) call(ctx context.Context, request any) (any, error) {
 			if dl, ok := ctx.Deadline(); ok && time.Until(dl)-delay < r.o.minAttempt {
 				return nil, fail(ErrNoTimeLeft)
 			}
-			if r.o.budget != nil && !free && !r.o.budget.TryWithdraw() {
+			if r.o.budget != nil && !free && !r.o.budget.tryWithdraw() {
 				return nil, fail(ErrBudgetExhausted)
 			}
 			if delay > 0 {
@@ -388,14 +405,17 @@ type attemptCtx struct {
 }
 
 func (c *attemptCtx) Value(key any) any {
-	if key == any(attemptKey) {
+	switch key {
+	case any(attemptKey):
 		return &c.a
+	case any(attemptNumberKey):
+		return c.a.Number
 	}
 	return c.Context.Value(key)
 }
 
 func (r *retrier) observe(ctx context.Context, a Attempt) {
 	if r.o.observer != nil {
-		r.o.observer(ctx, a)
+		r.o.observer(ctx, a.Number, a.Instance, a.Delay, a.Err)
 	}
 }

@@ -84,16 +84,16 @@ func answers(resp any) endpoint.Endpoint {
 	return func(context.Context, any) (any, error) { return resp, nil }
 }
 
-// recorder is an Observer keeping every attempt.
+// recorder is an observer keeping every attempt.
 type recorder struct {
 	mu       sync.Mutex
 	attempts []retry.Attempt
 }
 
-func (r *recorder) observe(_ context.Context, a retry.Attempt) {
+func (r *recorder) observe(_ context.Context, attempt int, instance string, delay time.Duration, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.attempts = append(r.attempts, a)
+	r.attempts = append(r.attempts, retry.Attempt{Number: attempt, Instance: instance, Delay: delay, Err: err})
 }
 
 func (r *recorder) instances() []string {
@@ -285,7 +285,7 @@ func TestBackoffInterruptedByContext(t *testing.T) {
 		retry.WithBackoff(time.Hour, time.Hour),
 		retry.WithMaxAttempts(100),
 		retry.WithBudget(nil),
-		retry.WithObserver(func(context.Context, retry.Attempt) { once.Do(func() { close(first) }) }),
+		retry.WithObserver(func(context.Context, int, string, time.Duration, error) { once.Do(func() { close(first) }) }),
 	)
 	errc := make(chan error, 1)
 	go func() {
@@ -440,6 +440,58 @@ func TestAttemptFromContext(t *testing.T) {
 	}
 	if _, ok := retry.AttemptFromContext(context.Background()); ok {
 		t.Error("attempt found in a plain context")
+	}
+}
+
+// TestAttemptNumberByKey: middleware that cannot import this package
+// (tracing) reads the attempt's number under the key "kitnats.attempt",
+// through whatever contexts wrap the attempt's.
+func TestAttemptNumberByKey(t *testing.T) {
+	var mu sync.Mutex
+	var seen []any
+	record := func(err error) endpoint.Endpoint {
+		return func(ctx context.Context, _ any) (any, error) {
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			mu.Lock()
+			seen = append(seen, ctx.Value("kitnats.attempt"))
+			mu.Unlock()
+			return "ok", err
+		}
+	}
+	e := mustNew(t, newFake("a", record(nats.ErrNoResponders), "b", record(nil)), retry.WithAttemptTimeout(time.Minute))
+	if _, err := e(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if want := []any{1, 2}; !slices.Equal(want, seen) {
+		t.Errorf("want %v, have %v", want, seen)
+	}
+}
+
+// TestReroute: a balancer that sends an attempt's request to a second
+// instance (hedge) labels the second's context with it; the attempt is
+// otherwise the same, and outside retry nothing changes.
+func TestReroute(t *testing.T) {
+	var rerouted, original retry.Attempt
+	e := mustNew(t, newFake("a", endpoint.Endpoint(func(ctx context.Context, _ any) (any, error) {
+		rerouted, _ = retry.AttemptFromContext(retry.Reroute(ctx, "b"))
+		original, _ = retry.AttemptFromContext(ctx)
+		if n := retry.Reroute(ctx, "b").Value("kitnats.attempt"); n != 1 {
+			t.Errorf("rerouted attempt number: want 1, have %v", n)
+		}
+		return "ok", nil
+	})))
+	if _, err := e(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if want := (retry.Attempt{Number: 1, Instance: "b"}); rerouted != want {
+		t.Errorf("rerouted: want %+v, have %+v", want, rerouted)
+	}
+	if want := (retry.Attempt{Number: 1, Instance: "a"}); original != want {
+		t.Errorf("the attempt's own context: want %+v, have %+v", want, original)
+	}
+	if ctx := context.Background(); retry.Reroute(ctx, "b") != ctx {
+		t.Error("Reroute outside retry: want the context unchanged")
 	}
 }
 

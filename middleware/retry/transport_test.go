@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/go-kit/kit/endpoint"
 	httptransport "github.com/go-kit/kit/transport/http"
@@ -171,9 +172,9 @@ func TestRetryMovesOffRefusingHTTPInstance(t *testing.T) {
 	}}
 	var mu sync.Mutex
 	var attempts []retry.Attempt
-	e, err := retry.New(b, retry.WithObserver(func(_ context.Context, a retry.Attempt) {
+	e, err := retry.New(b, retry.WithObserver(func(_ context.Context, attempt int, instance string, delay time.Duration, err error) {
 		mu.Lock()
-		attempts = append(attempts, a)
+		attempts = append(attempts, retry.Attempt{Number: attempt, Instance: instance, Delay: delay, Err: err})
 		mu.Unlock()
 	}))
 	if err != nil {

@@ -111,11 +111,11 @@ func printTree(spans []sdktrace.ReadOnlySpan) {
 	walk = func(parent trace.SpanID, depth int) {
 		kids := children[parent]
 		slices.SortFunc(kids, func(x, y sdktrace.ReadOnlySpan) int {
-			return strings.Compare(attr(x, tracing.AttemptKey), attr(y, tracing.AttemptKey))
+			return strings.Compare(attr(x, attemptKey), attr(y, attemptKey))
 		})
 		for _, s := range kids {
 			line := strings.Repeat("  ", depth) + s.Name() + " " + s.SpanKind().String()
-			for _, k := range []attribute.Key{tracing.InstanceKey, tracing.AttemptKey, "error.type"} {
+			for _, k := range []attribute.Key{instanceKey, attemptKey, "error.type"} {
 				if v := attr(s, k); v != "" {
 					line += " " + string(k) + "=" + v
 				}

@@ -115,8 +115,8 @@ func TestFailoverOverNATS(t *testing.T) {
 	}
 	var opened sync.Map
 	factory := tracing.Factory(breaker.Factory(transport,
-		breaker.WithStateChange(func(name string, _, to gobreaker.State) {
-			if to == gobreaker.StateOpen {
+		breaker.WithStateChange(func(name, _, to string) {
+			if to == gobreaker.StateOpen.String() {
 				opened.Store(name, true)
 			}
 		})), "echo", "Echo", tel.opts...)
@@ -194,7 +194,7 @@ func TestFailoverOverNATS(t *testing.T) {
 	}
 	var retried int
 	for _, s := range tel.spans.Ended() {
-		if attrs(s)["error.type"] == "no_responders" && attrs(s)[tracing.InstanceKey] != "" {
+		if attrs(s)["error.type"] == "no_responders" && attrs(s)[instanceKey] != "" {
 			retried++
 		}
 	}

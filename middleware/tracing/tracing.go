@@ -2,14 +2,12 @@ package tracing
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"io"
 	"time"
 
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/kit/sd"
-	"github.com/nats-io/nats.go"
-	"github.com/sony/gobreaker/v2"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -17,47 +15,46 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/semconv/v1.43.0/rpcconv"
 	"go.opentelemetry.io/otel/trace"
-
-	"github.com/aegis-sdk/kitnats/lb"
-	"github.com/aegis-sdk/kitnats/middleware/retry"
 )
 
-// ScopeName is the instrumentation scope of the tracer and meter.
-const ScopeName = "github.com/aegis-sdk/kitnats/middleware/tracing"
+const scopeName = "github.com/aegis-sdk/kitnats/middleware/tracing"
 
-// SystemName is the rpc.system.name of calls over NATS.
-const SystemName = "nats"
-
-// Attributes the RPC semantic conventions have no name for.
+// Attributes, events and metrics the RPC semantic conventions have no name
+// for; the package documentation lists them.
 const (
-	// InstanceKey names the instance an attempt was sent to.
-	InstanceKey = attribute.Key("kitnats.instance")
-	// AttemptKey is the attempt's number, 1 for the first try.
-	AttemptKey = attribute.Key("kitnats.attempt")
-	// DelayKey is the backoff slept before an attempt, in seconds.
-	DelayKey = attribute.Key("kitnats.retry.delay")
-	// BreakerFromKey and BreakerToKey are a breaker's state change.
-	BreakerFromKey = attribute.Key("kitnats.breaker.from")
-	BreakerToKey   = attribute.Key("kitnats.breaker.to")
+	attrInstance    = attribute.Key("kitnats.instance")
+	attrAttempt     = attribute.Key("kitnats.attempt")
+	attrDelay       = attribute.Key("kitnats.retry.delay")
+	attrBreakerFrom = attribute.Key("kitnats.breaker.from")
+	attrBreakerTo   = attribute.Key("kitnats.breaker.to")
+
+	attemptEvent = "kitnats.attempt"
+
+	attemptsMetric      = "kitnats.rpc.client.attempts"
+	retriesMetric       = "kitnats.rpc.client.retries"
+	picksMetric         = "kitnats.lb.picks"
+	breakerChangeMetric = "kitnats.breaker.state_changes"
+	breakerOpenMetric   = "kitnats.breaker.open"
 )
 
-// AttemptEvent is the name of the span event RetryObserver adds per attempt.
-const AttemptEvent = "kitnats.attempt"
+// attemptNumberKey is where package retry's attempt contexts answer the
+// attempt's number (an int): this package labels attempt spans with it
+// without importing retry.
+const attemptNumberKey = "kitnats.attempt"
 
-// Metric names beside the semantic conventions' rpc.client.call.duration and
-// rpc.server.call.duration.
-const (
-	AttemptsMetric      = "kitnats.rpc.client.attempts"
-	RetriesMetric       = "kitnats.rpc.client.retries"
-	PicksMetric         = "kitnats.lb.picks"
-	BreakerChangeMetric = "kitnats.breaker.state_changes"
-	BreakerOpenMetric   = "kitnats.breaker.open"
-)
+var systemName = semconv.RPCSystemNameKey.String("nats")
 
-var systemName = semconv.RPCSystemNameKey.String(SystemName)
+// Option configures the middleware and hooks of this package. They return
+// no error, as go-kit's middleware does not: an option given a value it
+// cannot use (a nil provider) is a programming error, and they panic with a
+// message naming the option.
+type Option interface {
+	apply(*config) error
+}
 
-// Option configures the middleware and hooks of this package.
-type Option func(*config)
+type option func(*config) error
+
+func (f option) apply(c *config) error { return f(c) }
 
 type config struct {
 	tp trace.TracerProvider
@@ -67,19 +64,40 @@ type config struct {
 // WithTracerProvider sets where spans go. The default is otel's global
 // provider, at the time the middleware is built.
 func WithTracerProvider(tp trace.TracerProvider) Option {
-	return func(c *config) { c.tp = tp }
+	return option(func(c *config) error {
+		if tp == nil {
+			return errorf("WithTracerProvider: nil provider")
+		}
+		c.tp = tp
+		return nil
+	})
 }
 
 // WithMeterProvider sets where metrics go. The default is otel's global
 // provider, at the time the middleware is built.
 func WithMeterProvider(mp metric.MeterProvider) Option {
-	return func(c *config) { c.mp = mp }
+	return option(func(c *config) error {
+		if mp == nil {
+			return errorf("WithMeterProvider: nil provider")
+		}
+		c.mp = mp
+		return nil
+	})
+}
+
+func errorf(format string, args ...any) error {
+	return fmt.Errorf("kitnats/tracing: invalid option "+format, args...)
 }
 
 func newConfig(opts []Option) config {
 	var c config
 	for _, o := range opts {
-		o(&c)
+		if o == nil {
+			continue
+		}
+		if err := o.apply(&c); err != nil {
+			panic(err)
+		}
 	}
 	if c.tp == nil {
 		c.tp = otel.GetTracerProvider()
@@ -90,49 +108,10 @@ func newConfig(opts []Option) config {
 	return c
 }
 
-func (c config) tracer() trace.Tracer { return c.tp.Tracer(ScopeName) }
-func (c config) meter() metric.Meter  { return c.mp.Meter(ScopeName) }
+func (c config) tracer() trace.Tracer { return c.tp.Tracer(scopeName) }
+func (c config) meter() metric.Meter  { return c.mp.Meter(scopeName) }
 
-// FullMethod is the rpc.method of a call: "{service}/{method}".
-func FullMethod(service, method string) string { return service + "/" + method }
-
-// ErrorType returns the error.type of err: the ErrorType() string of an
-// error in its chain, when there is one; a short name for the failures every
-// kitnats call can meet (canceled, deadline_exceeded, no_responders,
-// circuit_open, too_many_requests, no_instances); else the error's type, as
-// semconv.ErrorType gives it. A *retry.Error is typed by its last attempt.
-func ErrorType(err error) string {
-	if err == nil {
-		return ""
-	}
-	var re *retry.Error
-	if errors.As(err, &re) && re.Last() != nil {
-		err = re.Last()
-	}
-	var typed interface{ ErrorType() string }
-	if errors.As(err, &typed) {
-		if s := typed.ErrorType(); s != "" {
-			return s
-		}
-	}
-	switch {
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "deadline_exceeded"
-	case errors.Is(err, nats.ErrNoResponders):
-		return "no_responders"
-	case errors.Is(err, gobreaker.ErrOpenState):
-		return "circuit_open"
-	case errors.Is(err, gobreaker.ErrTooManyRequests):
-		return "too_many_requests"
-	case errors.Is(err, lb.ErrNoInstances):
-		return "no_instances"
-	}
-	return semconv.ErrorType(err).Value.AsString()
-}
-
-// call is what Client, Server and Attempt share: one span per call and its
+// call is what Client, Server and Factory share: one span per call and its
 // duration.
 type call struct {
 	tracer    trace.Tracer
@@ -143,16 +122,16 @@ type call struct {
 	baseAttrs []attribute.KeyValue
 }
 
-func newCall(c config, kind trace.SpanKind, service, method string, hist metric.Float64Histogram, extra ...attribute.KeyValue) *call {
-	full := FullMethod(service, method)
-	attrs := append([]attribute.KeyValue{systemName, semconv.RPCMethod(full)}, extra...)
+func newCall(c config, kind trace.SpanKind, service, method string, hist metric.Float64Histogram) *call {
+	full := service + "/" + method
+	attrs := []attribute.KeyValue{systemName, semconv.RPCMethod(full)}
 	return &call{
 		tracer:    c.tracer(),
 		name:      full,
 		start:     []trace.SpanStartOption{trace.WithSpanKind(kind), trace.WithAttributes(attrs...)},
 		duration:  hist,
-		okRecord:  []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attrs[:2]...))},
-		baseAttrs: attrs[:2],
+		okRecord:  []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attrs...))},
+		baseAttrs: attrs,
 	}
 }
 
@@ -173,12 +152,12 @@ func (k *call) wrap(next endpoint.Endpoint, annotate func(context.Context, trace
 			if err == nil {
 				k.duration.Record(ctx, secs, k.okRecord...)
 			} else {
-				attrs := append(k.baseAttrs[:len(k.baseAttrs):len(k.baseAttrs)], semconv.ErrorTypeKey.String(ErrorType(err)))
+				attrs := append(k.baseAttrs[:len(k.baseAttrs):len(k.baseAttrs)], semconv.ErrorTypeKey.String(errorType(err)))
 				k.duration.Record(ctx, secs, metric.WithAttributes(attrs...))
 			}
 		}
 		if err != nil && span.IsRecording() {
-			span.SetAttributes(semconv.ErrorTypeKey.String(ErrorType(err)))
+			span.SetAttributes(semconv.ErrorTypeKey.String(errorType(err)))
 			span.SetStatus(codes.Error, err.Error())
 		}
 		span.End()
@@ -190,7 +169,7 @@ func (k *call) wrap(next endpoint.Endpoint, annotate func(context.Context, trace
 // call, named "{service}/{method}" with rpc.system.name "nats" and
 // rpc.method, error.type and an error status on failure; and the
 // rpc.client.call.duration histogram. Put it outermost, above retry, so the
-// span covers every attempt; Attempt and RetryObserver show the attempts.
+// span covers every attempt; Factory and RetryObserver show the attempts.
 func Client(service, method string, opts ...Option) endpoint.Middleware {
 	c := newConfig(opts)
 	hist, err := rpcconv.NewClientCallDuration(c.meter())
@@ -214,34 +193,13 @@ func Server(service, method string, opts ...Option) endpoint.Middleware {
 	return func(next endpoint.Endpoint) endpoint.Endpoint { return k.wrap(next, nil) }
 }
 
-// Attempt traces the attempts of a call: put it beneath retry, on every
-// instance's endpoint (Factory does), and each attempt becomes a span of
-// kind CLIENT, a child of the Client span, carrying the instance (InstanceKey)
-// and the attempt number (AttemptKey) that retry puts in the context. Its
-// span is the one the transport propagates, so the server's span is its
-// child.
-func Attempt(service, method string, opts ...Option) endpoint.Middleware {
-	k := newCall(newConfig(opts), trace.SpanKindClient, service, method, nil)
-	return func(next endpoint.Endpoint) endpoint.Endpoint { return k.wrap(next, annotateAttempt("")) }
-}
-
-func annotateAttempt(instance string) func(context.Context, trace.Span) {
-	return func(ctx context.Context, span trace.Span) {
-		a, ok := retry.AttemptFromContext(ctx)
-		switch {
-		case ok:
-			span.SetAttributes(InstanceKey.String(a.Instance), AttemptKey.Int(a.Number))
-		case instance != "":
-			span.SetAttributes(InstanceKey.String(instance))
-		}
-	}
-}
-
-// Factory wraps f so that every instance's endpoint is traced by Attempt,
-// the instance recorded even when no retry runs above it. The io.Closer of f
-// is returned unchanged, so an lb.Available closer (a breaker's) keeps
-// steering the balancer. Wrap the breaker's factory with it, so rejected
-// attempts show too:
+// Factory wraps f so that every call through an instance's endpoint is a
+// span of kind CLIENT carrying the instance (kitnats.instance) and, beneath
+// retry, the attempt's number (kitnats.attempt): a child of the Client span,
+// and the span the transport propagates, so the server's span is its child.
+// The io.Closer of f is returned unchanged, so a closer that reports
+// lb.Available (a breaker's) keeps steering the balancer. Wrap the breaker's
+// factory with it, so rejected attempts show too:
 //
 //	tracing.Factory(breaker.Factory(transportFactory), "svc", "Method")
 func Factory(f sd.Factory, service, method string, opts ...Option) sd.Factory {
@@ -255,87 +213,98 @@ func Factory(f sd.Factory, service, method string, opts ...Option) sd.Factory {
 	}
 }
 
-// RetryObserver returns a retry.Observer (see retry.WithObserver) that
-// counts attempts (kitnats.rpc.client.attempts, with error.type when one
-// failed), retries (kitnats.rpc.client.retries) and picks per instance
-// (kitnats.lb.picks, with kitnats.instance), and adds an event per attempt
-// to the span in the caller's context — the Client span — so retries are
-// visible even without Attempt spans.
-func RetryObserver(service, method string, opts ...Option) retry.Observer {
+func annotateAttempt(instance string) func(context.Context, trace.Span) {
+	return func(ctx context.Context, span trace.Span) {
+		if n, ok := ctx.Value(attemptNumberKey).(int); ok {
+			span.SetAttributes(attrInstance.String(instance), attrAttempt.Int(n))
+			return
+		}
+		span.SetAttributes(attrInstance.String(instance))
+	}
+}
+
+// RetryObserver returns an observer for retry.WithObserver that counts
+// attempts (kitnats.rpc.client.attempts, with error.type when one failed),
+// retries (kitnats.rpc.client.retries) and picks per instance
+// (kitnats.lb.picks, with kitnats.instance), and adds an event
+// (kitnats.attempt) per attempt to the span in the caller's context — the
+// Client span — so retries are visible even without Factory's spans.
+func RetryObserver(service, method string, opts ...Option) func(ctx context.Context, attempt int, instance string, delay time.Duration, err error) {
 	c := newConfig(opts)
 	m := c.meter()
-	attempts, err := m.Int64Counter(AttemptsMetric, metric.WithUnit("{attempt}"),
+	attempts, err := m.Int64Counter(attemptsMetric, metric.WithUnit("{attempt}"),
 		metric.WithDescription("Attempts of outgoing RPC calls, the first included."))
 	if err != nil {
 		otel.Handle(err)
 	}
-	retries, err := m.Int64Counter(RetriesMetric, metric.WithUnit("{retry}"),
+	retries, err := m.Int64Counter(retriesMetric, metric.WithUnit("{retry}"),
 		metric.WithDescription("Attempts of outgoing RPC calls after the first."))
 	if err != nil {
 		otel.Handle(err)
 	}
-	picks, err := m.Int64Counter(PicksMetric, metric.WithUnit("{pick}"),
+	picks, err := m.Int64Counter(picksMetric, metric.WithUnit("{pick}"),
 		metric.WithDescription("Instances picked by the balancer, per instance."))
 	if err != nil {
 		otel.Handle(err)
 	}
-	base := []attribute.KeyValue{systemName, semconv.RPCMethod(FullMethod(service, method))}
+	base := []attribute.KeyValue{systemName, semconv.RPCMethod(service + "/" + method)}
 	baseOpt := metric.WithAttributeSet(attribute.NewSet(base...))
 	with := func(kv ...attribute.KeyValue) metric.AddOption {
 		return metric.WithAttributes(append(base[:len(base):len(base)], kv...)...)
 	}
-	return func(ctx context.Context, a retry.Attempt) {
+	return func(ctx context.Context, attempt int, instance string, delay time.Duration, err error) {
 		if attempts.Enabled(ctx) {
-			if a.Err == nil {
+			if err == nil {
 				attempts.Add(ctx, 1, baseOpt)
 			} else {
-				attempts.Add(ctx, 1, with(semconv.ErrorTypeKey.String(ErrorType(a.Err))))
+				attempts.Add(ctx, 1, with(semconv.ErrorTypeKey.String(errorType(err))))
 			}
 		}
-		if a.Number > 1 && retries.Enabled(ctx) {
+		if attempt > 1 && retries.Enabled(ctx) {
 			retries.Add(ctx, 1, baseOpt)
 		}
-		if a.Instance != "" && picks.Enabled(ctx) {
-			picks.Add(ctx, 1, with(InstanceKey.String(a.Instance)))
+		if instance != "" && picks.Enabled(ctx) {
+			picks.Add(ctx, 1, with(attrInstance.String(instance)))
 		}
 		if span := trace.SpanFromContext(ctx); span.IsRecording() {
-			attrs := []attribute.KeyValue{AttemptKey.Int(a.Number), InstanceKey.String(a.Instance)}
-			if a.Delay > 0 {
-				attrs = append(attrs, DelayKey.Float64(a.Delay.Seconds()))
+			attrs := []attribute.KeyValue{attrAttempt.Int(attempt), attrInstance.String(instance)}
+			if delay > 0 {
+				attrs = append(attrs, attrDelay.Float64(delay.Seconds()))
 			}
-			if a.Err != nil {
-				attrs = append(attrs, semconv.ErrorTypeKey.String(ErrorType(a.Err)))
+			if err != nil {
+				attrs = append(attrs, semconv.ErrorTypeKey.String(errorType(err)))
 			}
-			span.AddEvent(AttemptEvent, trace.WithAttributes(attrs...))
+			span.AddEvent(attemptEvent, trace.WithAttributes(attrs...))
 		}
 	}
 }
 
-// BreakerStateHook returns a hook for breaker.WithStateChange (or
-// gobreaker's Settings.OnStateChange) that counts state changes
-// (kitnats.breaker.state_changes, with the instance and both states) and
-// keeps kitnats.breaker.open, the number of open breakers.
-func BreakerStateHook(opts ...Option) func(name string, from, to gobreaker.State) {
+// BreakerStateHook returns a hook for breaker.WithStateChange that counts
+// state changes (kitnats.breaker.state_changes, with the instance and both
+// states, kitnats.breaker.from and kitnats.breaker.to) and keeps
+// kitnats.breaker.open, the number of open breakers. States are named as
+// gobreaker names them: "closed", "half-open", "open".
+func BreakerStateHook(opts ...Option) func(name, from, to string) {
 	c := newConfig(opts)
 	m := c.meter()
-	changes, err := m.Int64Counter(BreakerChangeMetric, metric.WithUnit("{change}"),
+	changes, err := m.Int64Counter(breakerChangeMetric, metric.WithUnit("{change}"),
 		metric.WithDescription("Circuit breaker state changes, per instance."))
 	if err != nil {
 		otel.Handle(err)
 	}
-	open, err := m.Int64UpDownCounter(BreakerOpenMetric, metric.WithUnit("{breaker}"),
+	open, err := m.Int64UpDownCounter(breakerOpenMetric, metric.WithUnit("{breaker}"),
 		metric.WithDescription("Circuit breakers open now."))
 	if err != nil {
 		otel.Handle(err)
 	}
-	return func(name string, from, to gobreaker.State) {
+	return func(name, from, to string) {
 		ctx := context.Background()
 		changes.Add(ctx, 1, metric.WithAttributes(
-			InstanceKey.String(name), BreakerFromKey.String(from.String()), BreakerToKey.String(to.String())))
+			attrInstance.String(name), attrBreakerFrom.String(from), attrBreakerTo.String(to)))
 		switch {
-		case to == gobreaker.StateOpen:
+		case to == "open":
 			open.Add(ctx, 1)
-		case from == gobreaker.StateOpen:
+		case from == "open":
 			open.Add(ctx, -1)
 		}
 	}

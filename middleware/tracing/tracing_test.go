@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -30,6 +31,13 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// The attributes this package adds to spans beside the semantic conventions'.
+const (
+	instanceKey  = attribute.Key("kitnats.instance")
+	attemptKey   = attribute.Key("kitnats.attempt")
+	breakerToKey = attribute.Key("kitnats.breaker.to")
+)
 
 type telemetry struct {
 	spans  *tracetest.SpanRecorder
@@ -58,8 +66,8 @@ func (tel *telemetry) metrics(t *testing.T) map[string]metricdata.Aggregation {
 	}
 	out := map[string]metricdata.Aggregation{}
 	for _, sm := range rm.ScopeMetrics {
-		if sm.Scope.Name != tracing.ScopeName {
-			t.Errorf("scope: want %s, have %s", tracing.ScopeName, sm.Scope.Name)
+		if sm.Scope.Name != "github.com/aegis-sdk/kitnats/middleware/tracing" {
+			t.Errorf("scope: want %s, have %s", "github.com/aegis-sdk/kitnats/middleware/tracing", sm.Scope.Name)
 		}
 		for _, m := range sm.Metrics {
 			out[m.Name] = m.Data
@@ -273,8 +281,8 @@ func TestRetriesAreChildSpans(t *testing.T) {
 		return x.StartTime().Compare(y.StartTime())
 	})
 	for i, want := range []map[attribute.Key]string{
-		{tracing.InstanceKey: "a", tracing.AttemptKey: "1", "error.type": "no_responders", "rpc.method": "echo/Echo"},
-		{tracing.InstanceKey: "b", tracing.AttemptKey: "2", "rpc.method": "echo/Echo"},
+		{instanceKey: "a", attemptKey: "1", "error.type": "no_responders", "rpc.method": "echo/Echo"},
+		{instanceKey: "b", attemptKey: "2", "rpc.method": "echo/Echo"},
 	} {
 		s := attempts[i]
 		if s.Parent().SpanID() != root.SpanContext().SpanID() {
@@ -299,11 +307,11 @@ func TestRetriesAreChildSpans(t *testing.T) {
 	// The call span carries an event per attempt.
 	var events []string
 	for _, ev := range root.Events() {
-		if ev.Name != tracing.AttemptEvent {
+		if ev.Name != "kitnats.attempt" {
 			continue
 		}
 		for _, kv := range ev.Attributes {
-			if kv.Key == tracing.InstanceKey {
+			if kv.Key == instanceKey {
 				events = append(events, kv.Value.AsString())
 			}
 		}
@@ -326,19 +334,19 @@ func TestRetryAndBreakerMetrics(t *testing.T) {
 	// Every call tries a, then b: the default breaker trips a after 6
 	// consecutive failures, and a closed balancer still offers a first,
 	// so the breaker rejects it from then on.
-	if want, have := map[string]int64{"no_responders": 6, "circuit_open": 4, "": calls}, sums(t, m[tracing.AttemptsMetric], "error.type"); !mapsEqual(want, have) {
+	if want, have := map[string]int64{"no_responders": 6, "circuit_open": 4, "": calls}, sums(t, m["kitnats.rpc.client.attempts"], "error.type"); !mapsEqual(want, have) {
 		t.Errorf("attempts by error.type: want %v, have %v", want, have)
 	}
-	if want, have := map[string]int64{"": calls}, sums(t, m[tracing.RetriesMetric], "rpc.method"); want[""] != have["echo/Echo"] {
+	if want, have := map[string]int64{"": calls}, sums(t, m["kitnats.rpc.client.retries"], "rpc.method"); want[""] != have["echo/Echo"] {
 		t.Errorf("retries: want %v, have %v", want[""], have)
 	}
-	if want, have := map[string]int64{"a": calls, "b": calls}, sums(t, m[tracing.PicksMetric], tracing.InstanceKey); !mapsEqual(want, have) {
+	if want, have := map[string]int64{"a": calls, "b": calls}, sums(t, m["kitnats.lb.picks"], instanceKey); !mapsEqual(want, have) {
 		t.Errorf("picks: want %v, have %v", want, have)
 	}
-	if want, have := map[string]int64{"a": 1}, sums(t, m[tracing.BreakerChangeMetric], tracing.InstanceKey); !mapsEqual(want, have) {
+	if want, have := map[string]int64{"a": 1}, sums(t, m["kitnats.breaker.state_changes"], instanceKey); !mapsEqual(want, have) {
 		t.Errorf("breaker changes: want %v, have %v", want, have)
 	}
-	if want, have := map[string]int64{"": 1}, sums(t, m[tracing.BreakerOpenMetric], "none"); !mapsEqual(want, have) {
+	if want, have := map[string]int64{"": 1}, sums(t, m["kitnats.breaker.open"], "none"); !mapsEqual(want, have) {
 		t.Errorf("open breakers: want %v, have %v", want, have)
 	}
 }
@@ -358,14 +366,14 @@ func mapsEqual(a, b map[string]int64) bool {
 func TestBreakerStateHookCountsOpenBreakers(t *testing.T) {
 	tel := newTelemetry(t)
 	hook := tracing.BreakerStateHook(tel.opts...)
-	hook("x", gobreaker.StateClosed, gobreaker.StateOpen)
-	hook("y", gobreaker.StateClosed, gobreaker.StateOpen)
-	hook("x", gobreaker.StateOpen, gobreaker.StateHalfOpen)
+	hook("x", gobreaker.StateClosed.String(), gobreaker.StateOpen.String())
+	hook("y", gobreaker.StateClosed.String(), gobreaker.StateOpen.String())
+	hook("x", gobreaker.StateOpen.String(), gobreaker.StateHalfOpen.String())
 	m := tel.metrics(t)
-	if want, have := map[string]int64{"open": 2, "half-open": 1}, sums(t, m[tracing.BreakerChangeMetric], tracing.BreakerToKey); !mapsEqual(want, have) {
+	if want, have := map[string]int64{"open": 2, "half-open": 1}, sums(t, m["kitnats.breaker.state_changes"], breakerToKey); !mapsEqual(want, have) {
 		t.Errorf("changes by state: want %v, have %v", want, have)
 	}
-	if want, have := int64(1), sums(t, m[tracing.BreakerOpenMetric], "none")[""]; want != have {
+	if want, have := int64(1), sums(t, m["kitnats.breaker.open"], "none")[""]; want != have {
 		t.Errorf("open: want %d, have %d", want, have)
 	}
 }
@@ -390,6 +398,8 @@ func TestErrorType(t *testing.T) {
 		{nats.ErrNoResponders, "no_responders"},
 		{&breaker.RejectedError{Name: "a", Err: gobreaker.ErrOpenState}, "circuit_open"},
 		{gobreaker.ErrTooManyRequests, "too_many_requests"},
+		{&breaker.RejectedError{Name: "a", Err: gobreaker.ErrTooManyRequests}, "too_many_requests"},
+		{errors.Join(errors.New("call failed"), fmt.Errorf("cause: %w", nats.ErrNoResponders)), "no_responders"},
 		{lb.ErrNoInstances, "no_instances"},
 		{typed{}, "my_type"},
 		{fmt.Errorf("wrapped: %w", &plain{}), "*tracing_test.plain"},
@@ -431,5 +441,25 @@ func TestConcurrentChain(t *testing.T) {
 	}
 	if want, have := workers*calls, roots; want != have {
 		t.Errorf("call spans: want %d, have %d", want, have)
+	}
+}
+
+// TestBadOptionsPanic: a nil provider is refused at once, naming the option.
+func TestBadOptionsPanic(t *testing.T) {
+	for _, tc := range []struct {
+		option string
+		f      func()
+	}{
+		{"WithTracerProvider", func() { tracing.Client("echo", "Echo", tracing.WithTracerProvider(nil)) }},
+		{"WithMeterProvider", func() { tracing.RetryObserver("echo", "Echo", tracing.WithMeterProvider(nil)) }},
+	} {
+		func() {
+			defer func() {
+				if msg := fmt.Sprint(recover()); !strings.Contains(msg, tc.option) {
+					t.Errorf("%s: want a panic naming it, have %q", tc.option, msg)
+				}
+			}()
+			tc.f()
+		}()
 	}
 }
