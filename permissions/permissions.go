@@ -7,7 +7,11 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+
 	"github.com/aegis-sdk/kitnats/internal/natserr"
+	"github.com/aegis-sdk/kitnats/internal/safetext"
 	"github.com/aegis-sdk/kitnats/sd/natskv"
 	"github.com/aegis-sdk/kitnats/wire"
 )
@@ -27,9 +31,14 @@ type PermissionError = natserr.PermissionError
 // every service: rpc.>.
 const AllServices = "*"
 
-// DefaultInboxPrefix is nats.go's inbox prefix, where a connection's
-// replies arrive unless it is made with nats.CustomInboxPrefix.
-const DefaultInboxPrefix = "_INBOX"
+// defaultInbox is nats.go's inbox prefix (nats.InboxPrefix without its
+// dot), where a connection's replies arrive unless it is made with
+// nats.CustomInboxPrefix.
+const defaultInbox = "_INBOX"
+
+// maxPrefix bounds an inbox or reply prefix: it is copied into every
+// entry and message that names it.
+const maxPrefix = 256
 
 // Rule is one subject a role is allowed, and why.
 type Rule struct {
@@ -53,8 +62,8 @@ func (r Rule) Entry() string {
 }
 
 // Permissions are the allow lists of one NATS user in one role. Everything
-// not listed is refused. They grant no allow_responses (see the package
-// documentation): replies are published under ReplyPrefix instead.
+// not listed is refused. They grant no allow_responses: replies are
+// published under the template's ReplyPrefix instead.
 type Permissions struct {
 	// Role says what the user is: "service greeter/greeter-1", "client of
 	// greeter, billing", "operator".
@@ -77,9 +86,6 @@ func entries(rs []Rule) []string {
 	}
 	return out
 }
-
-// String is Config.
-func (p *Permissions) String() string { return p.Config() }
 
 // Config renders the permissions as a nats-server configuration block, each
 // entry with its reason as a comment, to paste into a user of an account:
@@ -162,7 +168,8 @@ func union(a, b []Rule) []Rule {
 }
 
 // Template is where the roles' permissions point: the registry bucket and
-// its key layout, and the connections' inbox prefixes.
+// its key layout, and the connections' inbox prefixes. The zero Template
+// is natskv's default bucket and layout, with nats.go's inbox prefix.
 type Template struct {
 	// Bucket is the registry bucket; empty means natskv.DefaultBucket.
 	Bucket string
@@ -170,16 +177,16 @@ type Template struct {
 	Layout natskv.Layout
 	// InboxPrefix is the role's own inbox prefix: where its replies arrive,
 	// and so all it may subscribe to besides its service subjects. Empty
-	// means DefaultInboxPrefix, shared by every connection that does not
+	// means nats.go's "_INBOX", shared by every connection that does not
 	// set its own: a user allowed "_INBOX.>" may read every reply in the
 	// account. Give each user its own, under "_INBOX." so that services
 	// may reply to it ("_INBOX.billing-7"), and connect with
 	// nats.CustomInboxPrefix (kitnats --inbox-prefix).
 	InboxPrefix string
 	// ReplyPrefix is where services may publish replies: the inbox prefix
-	// of every caller, DefaultInboxPrefix when empty. It replaces
-	// allow_responses, which would let a caller choose any subject for a
-	// service to publish to (its own registry key included).
+	// of every caller, "_INBOX" when empty. It replaces allow_responses,
+	// which would let a caller choose any subject for a service to publish
+	// to (its own registry key included).
 	ReplyPrefix string
 	// Methods restricts a service's subscriptions to these methods (its
 	// service-wide and instance subjects are then literal); empty allows
@@ -199,32 +206,34 @@ func (t Template) bucket() (string, error) {
 	return t.Bucket, nil
 }
 
+// prefix checks an inbox or reply prefix: subject tokens, no wildcard, and
+// nothing a terminal or a configuration file would read as more than text.
 func prefix(p string) (string, error) {
-	if p == "" {
-		return DefaultInboxPrefix, nil
-	}
-	if strings.ContainsAny(p, "*> \t\r\n") || strings.HasPrefix(p, ".") || strings.HasSuffix(p, ".") || strings.Contains(p, "..") {
-		return "", fmt.Errorf("%w: inbox prefix %q: want subject tokens without wildcards", errInvalid, p)
+	switch {
+	case p == "":
+		return defaultInbox, nil
+	case len(p) > maxPrefix, strings.ContainsAny(p, "*> "), strings.HasPrefix(p, "."), strings.HasSuffix(p, "."),
+		strings.Contains(p, ".."), safetext.Terminal(p) != p, strings.ContainsRune(p, '"'):
+		return "", fmt.Errorf("%w: inbox prefix %s: want at most %d bytes of printable subject tokens without wildcards",
+			errInvalid, safetext.Quote(p), maxPrefix)
 	}
 	return p, nil
 }
 
 var errInvalid = errors.New("permissions: invalid template")
 
-const (
-	jsAPI = "$JS.API."
-)
+// streamAPI is the JetStream API subject of op on the bucket's stream.
+func streamAPI(op, bucket string) string { return jetstream.DefaultAPIPrefix + op + ".KV_" + bucket }
 
 // readBucket is what reading the bucket as natskv.Instancer does takes.
 func readBucket(bucket string) []Rule {
-	stream := "KV_" + bucket
 	return []Rule{
-		{Subject: jsAPI + "STREAM.INFO." + stream, Why: "bind the bucket (natskv.BindBucket reads its configuration); the scan fallback reads its last sequence"},
-		{Subject: jsAPI + "CONSUMER.CREATE." + stream + ".>", Why: "the watch's consumer: ephemeral (random name), pull, no acks, memory, filtered by the services watched; updated on the same subject as services are added; the scan fallback's short-lived one"},
-		{Subject: jsAPI + "CONSUMER.MSG.NEXT." + stream + ".*", Why: "pull requests of the watch's consumer"},
-		{Subject: jsAPI + "CONSUMER.DELETE." + stream + ".*", Why: "delete its consumer when the watch is rebuilt or the last Instancer stops"},
-		{Subject: jsAPI + "DIRECT.GET." + stream, Why: "a service followed once the watch runs is loaded with one batched direct get of its keys' last records"},
-		{Subject: "$JS.FC." + stream + ".>", Why: "flow control of nats.go's KV watch (WithPolling's listing; kitnats watch's key listing)"},
+		{Subject: streamAPI("STREAM.INFO", bucket), Why: "bind the bucket (natskv.BindBucket reads its configuration); the scan fallback reads its last sequence"},
+		{Subject: streamAPI("CONSUMER.CREATE", bucket) + ".>", Why: "the watch's consumer: ephemeral (random name), pull, no acks, memory, filtered by the services watched; updated on the same subject as services are added; the scan fallback's short-lived one"},
+		{Subject: streamAPI("CONSUMER.MSG.NEXT", bucket) + ".*", Why: "pull requests of the watch's consumer"},
+		{Subject: streamAPI("CONSUMER.DELETE", bucket) + ".*", Why: "delete its consumer when the watch is rebuilt or the last Instancer stops"},
+		{Subject: streamAPI("DIRECT.GET", bucket), Why: "a service followed once the watch runs is loaded with one batched direct get of its keys' last records"},
+		{Subject: "$JS.FC.KV_" + bucket + ".>", Why: "flow control of nats.go's KV watch (WithPolling's listing; kitnats watch's key listing)"},
 	}
 }
 
@@ -232,17 +241,57 @@ func inbox(p string) Rule {
 	return Rule{Subject: p + ".>", Why: "its inbox: replies to its requests — JetStream API responses and acks, the watch's records, RPC replies"}
 }
 
+// rpcSubjects spells service's subjects of method m as package wire does:
+// the service-wide one and instance's. A method "*" is any method: wire's
+// spelling with a wildcard in the method token.
+func rpcSubjects(service, m, instance string) (svc, inst string, err error) {
+	probe := m
+	if m == "*" {
+		probe = "m"
+	} else if err := wire.ValidateMethod(m); err != nil {
+		return "", "", err
+	}
+	if svc, err = wire.ServiceSubject(service, probe); err != nil {
+		return "", "", err
+	}
+	if instance != "" {
+		if inst, err = wire.InstanceSubject(service, probe, instance); err != nil {
+			return "", "", err
+		}
+	}
+	if m == "*" {
+		// The method is the service subject's last token; the instance
+		// subject extends the service subject.
+		tail := strings.TrimPrefix(inst, svc)
+		svc = strings.TrimSuffix(svc, probe) + "*"
+		if instance != "" {
+			inst = svc + tail
+		}
+	}
+	return svc, inst, nil
+}
+
+// calls are the rules that let a role call services: every subject of
+// each (rpc.S.>), or of every service for AllServices (rpc.>).
 func calls(services []string) ([]Rule, error) {
 	var rs []Rule
 	for _, s := range services {
+		name := s
 		if s == AllServices {
-			rs = append(rs, Rule{Subject: "rpc.>", Why: "call every service"})
-			continue
+			name = "s"
 		}
-		if err := wire.ValidateService(s); err != nil {
+		pat, inst, err := rpcSubjects(name, "*", "i")
+		if err != nil {
 			return nil, err
 		}
-		rs = append(rs, Rule{Subject: "rpc." + s + ".>", Why: "call " + s + ": rpc." + s + ".{method} (any instance) and rpc." + s + ".{method}.{instance}"})
+		if s == AllServices {
+			root, _, _ := strings.Cut(pat, ".")
+			rs = append(rs, Rule{Subject: root + ".>", Why: "call every service"})
+			continue
+		}
+		rs = append(rs, Rule{Subject: strings.TrimSuffix(pat, "*") + ">", Why: "call " + s + ": " +
+			strings.Replace(pat, "*", "{method}", 1) + " (any instance) and " +
+			strings.Replace(strings.TrimSuffix(inst, "i"), "*", "{method}", 1) + "{instance}"})
 	}
 	return rs, nil
 }
@@ -267,38 +316,45 @@ func (t Template) Service(service, instance string) (*Permissions, error) {
 	if err != nil {
 		return nil, err
 	}
+	queue, err := wire.QueueGroup(service)
+	if err != nil {
+		return nil, err
+	}
 	methods := t.Methods
 	if len(methods) == 0 {
 		methods = []string{"*"}
+	} else if slices.Contains(methods, "*") {
+		return nil, wire.ValidateMethod("*")
 	}
+	var svcs, insts []string
 	for _, m := range methods {
-		if m == "*" && len(t.Methods) == 0 {
-			continue
-		}
-		if err := wire.ValidateMethod(m); err != nil {
+		svc, inst, err := rpcSubjects(service, m, instance)
+		if err != nil {
 			return nil, err
 		}
+		svcs, insts = append(svcs, svc), append(insts, inst)
 	}
 	p := &Permissions{Role: "service " + service + "/" + instance}
 	p.Publish = []Rule{
 		{Subject: "$KV." + bucket + "." + key, Why: "its own registry key: Register and every heartbeat (a JetStream publish, with Nats-TTL on buckets with per-key TTL), SetStatus, Deregister (a KV delete)"},
-		{Subject: jsAPI + "STREAM.INFO.KV_" + bucket, Why: "bind the bucket (natskv.BindBucket reads whether it takes per-key TTLs)"},
+		{Subject: streamAPI("STREAM.INFO", bucket), Why: "bind the bucket (natskv.BindBucket reads whether it takes per-key TTLs)"},
 		{Subject: reply + ".>", Why: "reply to callers and to $SRV discovery requests, on the callers' inboxes (instead of allow_responses)"},
 	}
-	queue := "rpc." + service
-	for _, m := range methods {
-		p.Subscribe = append(p.Subscribe, Rule{Subject: "rpc." + service + "." + m, Queue: queue,
+	for _, s := range svcs {
+		p.Subscribe = append(p.Subscribe, Rule{Subject: s, Queue: queue,
 			Why: "the service-wide subject, in queue group " + queue + " only: any instance answers"})
 	}
-	for _, m := range methods {
-		p.Subscribe = append(p.Subscribe, Rule{Subject: "rpc." + service + "." + m + "." + instance,
-			Why: "its own instance subject: client-side balancing calls it"})
+	for _, s := range insts {
+		p.Subscribe = append(p.Subscribe, Rule{Subject: s, Why: "its own instance subject: client-side balancing calls it"})
 	}
-	for _, verb := range []string{"PING", "INFO", "STATS"} {
+	for _, verb := range []micro.Verb{micro.PingVerb, micro.InfoVerb, micro.StatsVerb} {
+		all, _ := micro.ControlSubject(verb, "", "")
+		mine, _ := micro.ControlSubject(verb, service, "")
+		one, _ := micro.ControlSubject(verb, service, "*")
 		p.Subscribe = append(p.Subscribe,
-			Rule{Subject: "$SRV." + verb, Why: "NATS micro discovery of every service"},
-			Rule{Subject: "$SRV." + verb + "." + service, Why: "micro discovery of " + service},
-			Rule{Subject: "$SRV." + verb + "." + service + ".*", Why: "micro discovery of this instance (its micro ID is made at start)"})
+			Rule{Subject: all, Why: "NATS micro discovery of every service"},
+			Rule{Subject: mine, Why: "micro discovery of " + service},
+			Rule{Subject: one, Why: "micro discovery of this instance (its micro ID is made at start)"})
 	}
 	p.Subscribe = append(p.Subscribe, inbox(in))
 	return p, nil
@@ -309,32 +365,24 @@ func (t Template) Service(service, instance string) (*Permissions, error) {
 // replies — and nothing that writes a registry key. With no services it
 // may only read the registry.
 func (t Template) Client(services ...string) (*Permissions, error) {
-	bucket, err := t.bucket()
-	if err != nil {
-		return nil, err
-	}
-	in, err := prefix(t.InboxPrefix)
-	if err != nil {
-		return nil, err
-	}
-	cs, err := calls(services)
-	if err != nil {
-		return nil, err
-	}
 	role := "client"
 	if len(services) > 0 {
 		role += " of " + strings.Join(services, ", ")
 	}
-	p := &Permissions{Role: role}
-	p.Publish = append(readBucket(bucket), cs...)
-	p.Subscribe = []Rule{inbox(in)}
-	return p, nil
+	return t.reader(role, services)
 }
 
 // Operator is the permissions of the operators' CLI (cmd/kitnats): read the
 // registry (ls, watch, check), ask services for their micro discovery, and
 // call the services given (AllServices: every one; none: no calls).
 func (t Template) Operator(services ...string) (*Permissions, error) {
+	return t.reader("operator", services, Rule{Subject: micro.APIPrefix + ".>",
+		Why: "NATS micro discovery requests (nats micro ls|info|stats), answered by the services"})
+}
+
+// reader is a role that reads the registry, may publish extra, and calls
+// services: a client or an operator.
+func (t Template) reader(role string, services []string, extra ...Rule) (*Permissions, error) {
 	bucket, err := t.bucket()
 	if err != nil {
 		return nil, err
@@ -347,26 +395,7 @@ func (t Template) Operator(services ...string) (*Permissions, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Permissions{Role: "operator"}
-	p.Publish = readBucket(bucket)
-	p.Publish = append(p.Publish,
-		Rule{Subject: "$SRV.>", Why: "NATS micro discovery requests (nats micro ls|info|stats), answered by the services"})
-	p.Publish = append(p.Publish, cs...)
-	p.Subscribe = []Rule{inbox(in)}
+	p := &Permissions{Role: role, Subscribe: []Rule{inbox(in)}}
+	p.Publish = append(append(readBucket(bucket), extra...), cs...)
 	return p, nil
-}
-
-// Service is Template{Bucket: bucket, Layout: layout}.Service.
-func Service(bucket string, layout natskv.Layout, service, instance string) (*Permissions, error) {
-	return Template{Bucket: bucket, Layout: layout}.Service(service, instance)
-}
-
-// Client is Template{Bucket: bucket, Layout: layout}.Client.
-func Client(bucket string, layout natskv.Layout, services ...string) (*Permissions, error) {
-	return Template{Bucket: bucket, Layout: layout}.Client(services...)
-}
-
-// Operator is Template{Bucket: bucket, Layout: layout}.Operator.
-func Operator(bucket string, layout natskv.Layout, services ...string) (*Permissions, error) {
-	return Template{Bucket: bucket, Layout: layout}.Operator(services...)
 }

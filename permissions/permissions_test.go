@@ -15,7 +15,7 @@ import (
 )
 
 func TestServiceLists(t *testing.T) {
-	p, err := permissions.Service("service_registry", natskv.LayoutDotted, "greeter", "greeter-1")
+	p, err := permissions.Template{Bucket: "service_registry", Layout: natskv.LayoutDotted}.Service("greeter", "greeter-1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestServiceLists(t *testing.T) {
 }
 
 func TestClientAndOperatorLists(t *testing.T) {
-	c, err := permissions.Client("reg", natskv.LayoutDotted, "greeter", "billing")
+	c, err := permissions.Template{Bucket: "reg", Layout: natskv.LayoutDotted}.Client("greeter", "billing")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestClientAndOperatorLists(t *testing.T) {
 		}
 	}
 
-	o, err := permissions.Operator("reg", natskv.LayoutDotted)
+	o, err := permissions.Template{Bucket: "reg", Layout: natskv.LayoutDotted}.Operator()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestClientAndOperatorLists(t *testing.T) {
 	if !slices.Contains(opub, "$SRV.>") || slices.Contains(opub, "$JS.API.STREAM.NAMES") {
 		t.Errorf("operator: %q", opub)
 	}
-	all, err := permissions.Operator("reg", natskv.LayoutDotted, permissions.AllServices)
+	all, err := permissions.Template{Bucket: "reg", Layout: natskv.LayoutDotted}.Operator(permissions.AllServices)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,28 +106,70 @@ func TestClientAndOperatorLists(t *testing.T) {
 
 func TestRefused(t *testing.T) {
 	cases := map[string]func() error{
-		"bad bucket":     func() error { _, err := permissions.Service("a.b", natskv.LayoutDotted, "s", "i"); return err },
-		"bad service":    func() error { _, err := permissions.Service("", natskv.LayoutDotted, "s.x", "i"); return err },
-		"bad instance":   func() error { _, err := permissions.Service("", natskv.LayoutDotted, "s", "*"); return err },
-		"aegis __":       func() error { _, err := permissions.Service("", natskv.LayoutAegis, "a__b", "i"); return err },
-		"bad method":     func() error { _, err := permissions.Template{Methods: []string{"a.b"}}.Service("s", "i"); return err },
-		"called service": func() error { _, err := permissions.Client("", natskv.LayoutDotted, "x>"); return err },
+		"bad bucket": func() error {
+			_, err := permissions.Template{Bucket: "a.b", Layout: natskv.LayoutDotted}.Service("s", "i")
+			return err
+		},
+		"bad service": func() error {
+			_, err := permissions.Template{Bucket: "", Layout: natskv.LayoutDotted}.Service("s.x", "i")
+			return err
+		},
+		"bad instance": func() error {
+			_, err := permissions.Template{Bucket: "", Layout: natskv.LayoutDotted}.Service("s", "*")
+			return err
+		},
+		"aegis __": func() error {
+			_, err := permissions.Template{Bucket: "", Layout: natskv.LayoutAegis}.Service("a__b", "i")
+			return err
+		},
+		"bad method": func() error { _, err := permissions.Template{Methods: []string{"a.b"}}.Service("s", "i"); return err },
+		"called service": func() error {
+			_, err := permissions.Template{Bucket: "", Layout: natskv.LayoutDotted}.Client("x>")
+			return err
+		},
 		"inbox wildcard": func() error { _, err := permissions.Template{InboxPrefix: "_INBOX.*"}.Client(); return err },
 		"inbox dot":      func() error { _, err := permissions.Template{InboxPrefix: "_INBOX."}.Operator(); return err },
 		"reply empty tk": func() error { _, err := permissions.Template{ReplyPrefix: "a..b"}.Service("s", "i"); return err },
+		"inbox escape": func() error {
+			_, err := permissions.Template{InboxPrefix: "_INBOX.\x1b]0;pwned\x07"}.Client()
+			return err
+		},
+		"reply bidi": func() error {
+			_, err := permissions.Template{ReplyPrefix: "_INBOX.\u202e"}.Service("s", "i")
+			return err
+		},
+		"inbox quote":   func() error { _, err := permissions.Template{InboxPrefix: `_INBOX."`}.Operator(); return err },
+		"inbox newline": func() error { _, err := permissions.Template{InboxPrefix: "_INBOX.a\nb"}.Operator(); return err },
+		"inbox huge": func() error {
+			_, err := permissions.Template{InboxPrefix: strings.Repeat("a", 1<<20)}.Operator()
+			return err
+		},
+		"method star": func() error {
+			_, err := permissions.Template{Methods: []string{"hello", "*"}}.Service("s", "i")
+			return err
+		},
 	}
 	for name, f := range cases {
-		if err := f(); err == nil {
+		err := f()
+		if err == nil {
 			t.Errorf("%s: accepted", name)
+			continue
+		}
+		// The error quotes the input bounded, and escaped for a terminal.
+		if msg := err.Error(); len(msg) > 512 || strings.ContainsAny(msg, "\x1b\x07\n\u202e") {
+			t.Errorf("%s: error of %d bytes: %.200q", name, len(msg), msg)
 		}
 	}
-	if err := func() error { _, err := permissions.Service("", natskv.LayoutDotted, "s.x", "i"); return err }(); !errors.Is(err, wire.ErrInvalidName) {
+	if err := func() error {
+		_, err := permissions.Template{Bucket: "", Layout: natskv.LayoutDotted}.Service("s.x", "i")
+		return err
+	}(); !errors.Is(err, wire.ErrInvalidName) {
 		t.Errorf("a bad name is not a name error: %v", err)
 	}
 }
 
 func TestConfigAndNSC(t *testing.T) {
-	p, err := permissions.Service("reg", natskv.LayoutDotted, "greeter", "greeter-1")
+	p, err := permissions.Template{Bucket: "reg", Layout: natskv.LayoutDotted}.Service("greeter", "greeter-1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,14 +196,11 @@ func TestConfigAndNSC(t *testing.T) {
 	if strings.Count(empty, `deny: [">"]`) != 2 {
 		t.Errorf("an empty role allows everything:\n%s", empty)
 	}
-	if p.String() != conf {
-		t.Error("String is not Config")
-	}
 }
 
 func TestMerge(t *testing.T) {
-	s, _ := permissions.Service("reg", natskv.LayoutDotted, "billing", "billing-1")
-	c, _ := permissions.Client("reg", natskv.LayoutDotted, "greeter")
+	s, _ := permissions.Template{Bucket: "reg", Layout: natskv.LayoutDotted}.Service("billing", "billing-1")
+	c, _ := permissions.Template{Bucket: "reg", Layout: natskv.LayoutDotted}.Client("greeter")
 	m := permissions.Merge(s, nil, c)
 	if m.Role != "service billing/billing-1 + client of greeter" {
 		t.Errorf("role %q", m.Role)

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-kit/kit/endpoint"
@@ -19,6 +20,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/aegis-sdk/kitnats/internal/safetext"
 	"github.com/aegis-sdk/kitnats/lb"
 	"github.com/aegis-sdk/kitnats/middleware/retry"
 	"github.com/aegis-sdk/kitnats/sd/natskv"
@@ -36,6 +38,7 @@ type callOptions struct {
 	balancer    string
 	asJSON      bool
 	quiet       bool
+	maxReply    int
 }
 
 // callResult is one call.
@@ -46,12 +49,13 @@ type callResult struct {
 	Latency  float64         `json:"latencyMs"`
 	TraceID  string          `json:"traceId"`
 	OK       bool            `json:"ok"`
-	Reply    json.RawMessage `json:"reply,omitempty"`     // a JSON reply
-	Text     string          `json:"replyText,omitempty"` // a reply that is not JSON
+	Reply    json.RawMessage `json:"reply,omitempty"`          // a JSON reply
+	Text     string          `json:"replyText,omitempty"`      // a reply that is not JSON, or cut
+	Size     int             `json:"replyBytes,omitempty"`     // the reply's size
+	Cut      bool            `json:"replyTruncated,omitempty"` // only the first --max-reply bytes are kept (or none, past maxReplies)
 	Error    string          `json:"error,omitempty"`
 
-	took  time.Duration
-	reply []byte
+	took time.Duration
 }
 
 type callSummary struct {
@@ -94,8 +98,9 @@ with the request: its trace ID is printed, to find the call in your tracing
 backend. With --count and --concurrency it prints one line per call and a
 latency summary (p50, p90, p99), and which instances answered.
 
-The reply is printed on standard output, the rest on standard error. The exit
-status is 1 when any call failed.`,
+The reply is printed on standard output, the rest on standard error; control
+characters in it are escaped, and it is cut at --max-reply bytes (--json keeps
+at most 64 MiB of replies in all). The exit status is 1 when any call failed.`,
 		Example: `  kitnats call greeter.hello '"gopher"'
   kitnats call greeter.hello '{"name":"gopher"}' --instance greeter-2
   kitnats call greeter.hello '"gopher"' --queue
@@ -120,6 +125,7 @@ status is 1 when any call failed.`,
 	f.StringVar(&o.balancer, "balancer", "round-robin", "round-robin, random or least-loaded (discovery only)")
 	f.BoolVar(&o.asJSON, "json", false, "write the calls and the summary as JSON")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "with --count: print only the summary")
+	f.IntVar(&o.maxReply, "max-reply", 1<<20, "bytes of each reply printed or kept; the rest is counted")
 	return cmd
 }
 
@@ -150,6 +156,8 @@ func (o callOptions) validate() error {
 		return usagef("--attempts must be at least 1")
 	case o.timeout <= 0:
 		return usagef("--timeout must be positive")
+	case o.maxReply < 0:
+		return usagef("--max-reply must not be negative")
 	}
 	switch o.balancer {
 	case "round-robin", "random", "least-loaded":
@@ -198,7 +206,7 @@ func (a *app) call(cmd *cobra.Command, target, body string, o callOptions) error
 	}
 	request := []byte(strings.TrimSpace(body))
 	if !json.Valid(request) {
-		return usagef("the request is not valid JSON: %s (a string needs quotes: '\"gopher\"')", body)
+		return usagef("the request is not valid JSON: %s (a string needs quotes: '\"gopher\"')", safetext.Quote(body))
 	}
 
 	out := callOutput{Target: service + "." + method}
@@ -244,6 +252,15 @@ func (a *app) call(cmd *cobra.Command, target, body string, o callOptions) error
 	defer tp.Shutdown(context.Background())
 	tracer := tp.Tracer("github.com/aegis-sdk/kitnats/cmd/kitnats")
 
+	// What is kept of the replies: the one printed, or every one --json
+	// writes, within maxReplies in all.
+	var budget atomic.Int64
+	switch {
+	case o.asJSON:
+		budget.Store(maxReplies)
+	case o.count == 1:
+		budget.Store(int64(o.maxReply))
+	}
 	one := func(n int) callResult {
 		log := &attemptLog{}
 		cctx, cancel := context.WithTimeout(context.WithValue(ctx, attemptsKey{}, log), o.timeout)
@@ -267,16 +284,11 @@ func (a *app) call(cmd *cobra.Command, target, body string, o callOptions) error
 			log.mu.Unlock()
 		}
 		if err != nil {
-			r.Error = err.Error()
+			r.Error = safetext.Truncate(err.Error(), maxError)
 			return r
 		}
 		r.OK = true
-		r.reply = reply.([]byte)
-		if json.Valid(r.reply) {
-			r.Reply = r.reply
-		} else {
-			r.Text = string(r.reply)
-		}
+		r.keep(reply.([]byte), o.maxReply, &budget)
 		return r
 	}
 
@@ -325,10 +337,17 @@ feed:
 			who = " → queue " + out.Subject
 		}
 		if r.OK {
-			fmt.Fprintf(a.stdout, "%s\n", r.reply)
-			fmt.Fprintf(a.stderr, "%s%s in %s (%s), trace %s\n", out.Target, who, latency(r.took), plural(r.Attempts, "attempt"), r.TraceID)
+			if r.Reply != nil {
+				fmt.Fprintf(a.stdout, "%s\n", safeJSON(r.Reply))
+			} else {
+				fmt.Fprintf(a.stdout, "%s\n", textLines(r.Text))
+			}
+			if r.Cut {
+				say(a.stderr, "the reply is cut at %d of its %d bytes (--max-reply)", len(r.Text), r.Size)
+			}
+			say(a.stderr, "%s%s in %s (%s), trace %s", out.Target, who, latency(r.took), plural(r.Attempts, "attempt"), r.TraceID)
 		} else {
-			fmt.Fprintf(a.stderr, "kitnats: %s%s failed in %s (%s), trace %s: %s\n", out.Target, who, latency(r.took), plural(r.Attempts, "attempt"), r.TraceID, r.Error)
+			say(a.stderr, "kitnats: %s%s failed in %s (%s), trace %s: %s", out.Target, who, latency(r.took), plural(r.Attempts, "attempt"), r.TraceID, r.Error)
 		}
 	} else {
 		a.callSummary(out.Summary)
@@ -337,6 +356,33 @@ feed:
 		return failedError{}
 	}
 	return nil
+}
+
+// maxReplies bounds the replies --json keeps in all; maxError an error's
+// text.
+const (
+	maxReplies = 64 << 20
+	maxError   = 4 << 10
+)
+
+// keep records what is kept of a reply: its first limit bytes, within
+// what is left of budget, as JSON when that is all of it and it is valid
+// JSON, else as text (cut on a rune boundary).
+func (r *callResult) keep(reply []byte, limit int, budget *atomic.Int64) {
+	r.Size = len(reply)
+	n := min(len(reply), limit)
+	if budget.Add(-int64(n)) < 0 {
+		budget.Add(int64(n))
+		n = 0
+	}
+	if n == len(reply) && json.Valid(reply) {
+		r.Reply = reply
+		return
+	}
+	// A copy of what is kept (the rest of reply is not held), cut on a rune
+	// boundary: Cut looks at the byte after the limit.
+	r.Text = safetext.Cut(string(reply[:min(len(reply), n+1)]), n)
+	r.Cut = n < len(reply)
 }
 
 func plural(n int, what string) string {
@@ -355,20 +401,20 @@ func (a *app) callLine(r callResult) {
 	if !r.OK {
 		status = "error: " + r.Error
 	}
-	fmt.Fprintf(a.stdout, "#%-4d %-20s %10s  trace %s  %s\n", r.N, who, latency(r.took), r.TraceID, status)
+	say(a.stdout, "#%-4d %-20s %10s  trace %s  %s", r.N, who, latency(r.took), r.TraceID, status)
 }
 
 func (a *app) callSummary(s callSummary) {
-	fmt.Fprintf(a.stdout, "calls %d, ok %d, errors %d, concurrency %d, in %s (%.0f calls/s)\n",
+	say(a.stdout, "calls %d, ok %d, errors %d, concurrency %d, in %s (%.0f calls/s)",
 		s.Calls, s.OK, s.Errors, s.Concurrency, human(time.Duration(s.Seconds*float64(time.Second))), s.PerSecond)
 	ms := func(v float64) string { return latency(time.Duration(v * float64(time.Millisecond))) }
-	fmt.Fprintf(a.stdout, "latency p50 %s, p90 %s, p99 %s, max %s\n", ms(s.P50), ms(s.P90), ms(s.P99), ms(s.Max))
+	say(a.stdout, "latency p50 %s, p90 %s, p99 %s, max %s", ms(s.P50), ms(s.P90), ms(s.P99), ms(s.Max))
 	if len(s.ByInstance) > 0 {
 		var parts []string
 		for _, id := range slices.Sorted(maps.Keys(s.ByInstance)) {
 			parts = append(parts, fmt.Sprintf("%s %d", id, s.ByInstance[id]))
 		}
-		fmt.Fprintf(a.stdout, "answered by %s\n", strings.Join(parts, ", "))
+		say(a.stdout, "answered by %s", strings.Join(parts, ", "))
 	}
 }
 

@@ -77,6 +77,7 @@ misbehave). The exit status is 1 when there is a problem.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return a.check(cmd, asJSON) },
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "write JSON, for scripts")
+	a.maxKeysFlag(cmd)
 	return cmd
 }
 
@@ -98,11 +99,11 @@ func (a *app) check(cmd *cobra.Command, asJSON bool) error {
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", stream, err)
 	}
-	recs, err := scan(ctx, s, a.conn.timeout)
+	sc, err := a.scan(ctx, s)
 	if err != nil {
 		return err
 	}
-	out := a.checkBuild(s, info, recs)
+	out := a.checkBuild(s, info, sc)
 	if asJSON {
 		if err := writeJSON(a.stdout, out); err != nil {
 			return err
@@ -124,11 +125,11 @@ func (a *app) check(cmd *cobra.Command, asJSON bool) error {
 		}
 		switch out.Problems {
 		case 0:
-			fmt.Fprintln(a.stdout, "verdict: no problems")
+			say(a.stdout, "verdict: no problems")
 		case 1:
-			fmt.Fprintln(a.stdout, "verdict: 1 problem")
+			say(a.stdout, "verdict: 1 problem")
 		default:
-			fmt.Fprintf(a.stdout, "verdict: %d problems\n", out.Problems)
+			say(a.stdout, "verdict: %d problems", out.Problems)
 		}
 	}
 	if out.Problems > 0 {
@@ -137,7 +138,8 @@ func (a *app) check(cmd *cobra.Command, asJSON bool) error {
 	return nil
 }
 
-func (a *app) checkBuild(s *session, info *jetstream.StreamInfo, recs []keyRecord) checkOutput {
+func (a *app) checkBuild(s *session, info *jetstream.StreamInfo, sc scanned) checkOutput {
+	recs := sc.Records
 	cfg := info.Config
 	out := checkOutput{
 		Server: s.where, ServerVersion: s.nc.ConnectedServerVersion(), Bucket: s.b.Name(), Stream: cfg.Name,
@@ -229,7 +231,7 @@ func (a *app) checkBuild(s *session, info *jetstream.StreamInfo, recs []keyRecor
 		}
 		out.Keys[l.String()]++
 		ttls[r.TTL]++
-		in, err := natskv.DecodeRecord(l, r.Key, r.Data)
+		in, err := decode(l, r)
 		if err != nil {
 			out.Invalid = append(out.Invalid, invalidRecord{Key: r.Key, Layout: l.String(), Error: err.Error()})
 			continue
@@ -254,6 +256,9 @@ func (a *app) checkBuild(s *session, info *jetstream.StreamInfo, recs []keyRecor
 	default:
 		out.DetectedLayout = "none"
 		add("layout", levelInfo, "no instance keys yet: nothing to detect")
+	}
+	if c := sc.cut(); c != "" {
+		add("keys", levelNote, "%s", c)
 	}
 	if len(other) > 0 {
 		add("other keys", levelNote, "%d key(s) of neither layout, ignored by clients: %s", len(other), listSome(other, 5))

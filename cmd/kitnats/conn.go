@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/pflag"
 
+	"github.com/aegis-sdk/kitnats/internal/natsflags"
 	"github.com/aegis-sdk/kitnats/sd/natskv"
 	"github.com/aegis-sdk/kitnats/wire"
 )
@@ -24,35 +25,17 @@ const defaultServer = nats.DefaultURL // nats://127.0.0.1:4222
 
 // connFlags are the connection flags, named as the nats CLI names them.
 type connFlags struct {
-	server      string
-	context     string
-	creds       string
-	nkey        string
-	tlsCert     string
-	tlsKey      string
-	tlsCA       string
-	tlsFirst    bool
-	user        string
-	password    string
-	token       string
-	inboxPrefix string
-	jsDomain    string
-	timeout     time.Duration
+	server   string
+	context  string
+	auth     natsflags.Auth
+	jsDomain string
+	timeout  time.Duration
 }
 
 func (c *connFlags) register(fs *pflag.FlagSet) {
 	fs.StringVarP(&c.server, "server", "s", defaultServer, "NATS server URLs, comma separated (env NATS_URL)")
 	fs.StringVar(&c.context, "context", "", "a nats CLI context by name (~/.config/nats/context/NAME.json; env NATS_CONTEXT; default: the nats CLI's selected one)")
-	fs.StringVar(&c.creds, "creds", "", "user credentials file (JWT and seed)")
-	fs.StringVar(&c.nkey, "nkey", "", "user NKey seed file")
-	fs.StringVar(&c.tlsCert, "tls-cert", "", "TLS client certificate file")
-	fs.StringVar(&c.tlsKey, "tls-key", "", "TLS client private key file")
-	fs.StringVar(&c.tlsCA, "tls-ca", "", "TLS CA certificate file to verify the server with")
-	fs.BoolVar(&c.tlsFirst, "tls-first", false, "TLS handshake before the server's INFO (servers with handshake_first)")
-	fs.StringVar(&c.user, "user", "", "user name")
-	fs.StringVar(&c.password, "password", "", "password")
-	fs.StringVar(&c.token, "token", "", "authentication token")
-	fs.StringVar(&c.inboxPrefix, "inbox-prefix", "", "custom inbox prefix for replies")
+	c.auth.Register(fs, "")
 	fs.StringVar(&c.jsDomain, "js-domain", "", "JetStream domain of the registry bucket")
 	fs.DurationVar(&c.timeout, "connect-timeout", 5*time.Second, "time allowed to connect and for each JetStream request")
 }
@@ -141,57 +124,29 @@ func (c connFlags) resolve(changed func(string) bool, getenv func(string) string
 	if u := getenv("NATS_URL"); u != "" && !changed("server") {
 		out.server = u
 	}
-	pick("creds", &out.creds, ctx.Creds)
-	pick("nkey", &out.nkey, ctx.NKey)
-	pick("tls-cert", &out.tlsCert, ctx.Cert)
-	pick("tls-key", &out.tlsKey, ctx.Key)
-	pick("tls-ca", &out.tlsCA, ctx.CA)
-	pick("user", &out.user, ctx.User)
-	pick("password", &out.password, ctx.Password)
-	pick("token", &out.token, ctx.Token)
-	pick("inbox-prefix", &out.inboxPrefix, ctx.InboxPrefix)
+	pick("creds", &out.auth.Creds, ctx.Creds)
+	pick("nkey", &out.auth.NKey, ctx.NKey)
+	pick("tls-cert", &out.auth.TLSCert, ctx.Cert)
+	pick("tls-key", &out.auth.TLSKey, ctx.Key)
+	pick("tls-ca", &out.auth.TLSCA, ctx.CA)
+	pick("user", &out.auth.User, ctx.User)
+	pick("password", &out.auth.Password, ctx.Password)
+	pick("token", &out.auth.Token, ctx.Token)
+	pick("inbox-prefix", &out.auth.InboxPrefix, ctx.InboxPrefix)
 	pick("js-domain", &out.jsDomain, ctx.JSDomain)
 	if !changed("tls-first") && ctx.TLSFirst {
-		out.tlsFirst = true
+		out.auth.TLSFirst = true
 	}
 	return out, nil
 }
 
 // options turns the settings into nats.go options.
 func (c connFlags) options() ([]nats.Option, error) {
-	opts := []nats.Option{nats.Name("kitnats"), nats.Timeout(c.timeout)}
-	if c.creds != "" {
-		opts = append(opts, nats.UserCredentials(c.creds))
+	auth, err := c.auth.Options()
+	if err != nil {
+		return nil, err
 	}
-	if c.nkey != "" {
-		o, err := nats.NkeyOptionFromSeed(c.nkey)
-		if err != nil {
-			return nil, fmt.Errorf("--nkey: %w", err)
-		}
-		opts = append(opts, o)
-	}
-	switch {
-	case c.tlsCert != "" && c.tlsKey != "":
-		opts = append(opts, nats.ClientCert(c.tlsCert, c.tlsKey))
-	case c.tlsCert != "" || c.tlsKey != "":
-		return nil, errors.New("--tls-cert and --tls-key go together")
-	}
-	if c.tlsCA != "" {
-		opts = append(opts, nats.RootCAs(c.tlsCA))
-	}
-	if c.tlsFirst {
-		opts = append(opts, nats.TLSHandshakeFirst())
-	}
-	if c.user != "" || c.password != "" {
-		opts = append(opts, nats.UserInfo(c.user, c.password))
-	}
-	if c.token != "" {
-		opts = append(opts, nats.Token(c.token))
-	}
-	if c.inboxPrefix != "" {
-		opts = append(opts, nats.CustomInboxPrefix(c.inboxPrefix))
-	}
-	return opts, nil
+	return append([]nats.Option{nats.Name("kitnats"), nats.Timeout(c.timeout)}, auth...), nil
 }
 
 // redact hides passwords in a list of server URLs, for messages.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -60,17 +61,28 @@ func (t *table) row(cells ...string) {
 	t.rowRaw(cells...)
 }
 
-// rowRaw writes cells as they are, empty ones included.
+// rowRaw writes cells, empty ones included, each escaped for a terminal
+// and cut to maxCell bytes: a cell can neither move the cursor nor add a
+// column.
 func (t *table) rowRaw(cells ...string) {
+	for i, c := range cells {
+		cells[i] = clean(c, maxCell)
+	}
 	fmt.Fprintln(t.tw, strings.Join(cells, "\t"))
 }
 
 func (t *table) flush() error { return t.tw.Flush() }
 
-// writeJSON writes v indented, for people and scripts alike.
+// writeJSON writes v indented, for people and scripts alike: exact in
+// value, and safe on a terminal (safeJSON).
 func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
-	return enc.Encode(v)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	_, err := w.Write(safeJSON(b.Bytes()))
+	return err
 }

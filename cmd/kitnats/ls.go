@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/aegis-sdk/kitnats/sd/natskv"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 // lsMember is one record of the registry and the client's verdict on it.
@@ -56,6 +57,7 @@ type lsOutput struct {
 	Services    []lsService `json:"services"`
 	ForeignKeys []string    `json:"foreignKeys,omitempty"` // live keys that are not of the layout
 	Hint        string      `json:"hint,omitempty"`
+	Cut         string      `json:"cut,omitempty"` // the bucket has more keys than were read (--max-keys)
 }
 
 func (a *app) lsCommand() *cobra.Command {
@@ -91,30 +93,27 @@ which should match your fleet's settings.`,
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "write JSON, for scripts")
 	cmd.Flags().BoolVarP(&all, "instances", "l", false, "list every instance of every service")
+	a.maxKeysFlag(cmd)
 	return cmd
 }
 
 func (a *app) ls(cmd *cobra.Command, service string, all, asJSON bool) error {
 	ctx := cmd.Context()
-	l, err := a.layout()
+	l, err := a.layoutFor(service)
 	if err != nil {
 		return err
-	}
-	if service != "" {
-		if _, err := l.Key(service, "x"); err != nil {
-			return usagef("%v", err)
-		}
 	}
 	s, err := a.open(ctx, cmd)
 	if err != nil {
 		return err
 	}
 	defer s.close()
-	recs, err := scan(ctx, s, a.conn.timeout)
+	sc, err := a.scan(ctx, s)
 	if err != nil {
 		return err
 	}
-	out := a.lsBuild(s, classify(recs, l), service)
+	out := a.lsBuild(s, classify(sc.Records, l), service)
+	out.Cut = sc.cut()
 	switch {
 	case asJSON:
 		if err := writeJSON(a.stdout, out); err != nil {
@@ -167,7 +166,7 @@ func (a *app) lsBuild(s *session, v bucketView, service string) lsOutput {
 		}
 		in := r.Record
 		hb := in.LastHeartbeat.UTC()
-		m.Status, m.Version, m.Zone, m.StickyActiveGroup = string(in.Status), in.Version, in.Metadata["zone"], in.StickyActiveGroup
+		m.Status, m.Version, m.Zone, m.StickyActiveGroup = string(in.Status), in.Version, in.Metadata[wire.MetadataZone], in.StickyActiveGroup
 		m.LastHeartbeat, m.Metadata = &hb, in.Metadata
 		svc.Instances++
 		h := s.judge.Health(in, r.Written, now)
@@ -208,7 +207,7 @@ func (a *app) lsBuild(s *session, v bucketView, service string) lsOutput {
 
 func (a *app) lsServices(out lsOutput) error {
 	if len(out.Services) == 0 {
-		fmt.Fprintf(a.stdout, "no instances registered in bucket %s (layout %s)\n", out.Bucket, out.Layout)
+		say(a.stdout, "no instances registered in bucket %s (layout %s)", out.Bucket, out.Layout)
 	} else {
 		t := newTable(a.stdout, "SERVICE", "INSTANCES", "HEALTHY", "STANDBY", "UNHEALTHY", "STALE", "SKIPPED")
 		for _, s := range out.Services {
@@ -222,7 +221,7 @@ func (a *app) lsServices(out lsOutput) error {
 	for _, s := range out.Services {
 		for _, m := range s.Members {
 			if m.Client == "skipped" {
-				fmt.Fprintf(a.stdout, "skipped by clients: %s: %s\n", m.Key, m.Reason)
+				say(a.stdout, "skipped by clients: %s: %s", m.Key, m.Reason)
 			}
 		}
 	}
@@ -232,7 +231,7 @@ func (a *app) lsServices(out lsOutput) error {
 
 func (a *app) lsInstances(out lsOutput, withService bool) error {
 	if len(out.Services) == 0 {
-		fmt.Fprintf(a.stdout, "no instances registered in bucket %s (layout %s)\n", out.Bucket, out.Layout)
+		say(a.stdout, "no instances registered in bucket %s (layout %s)", out.Bucket, out.Layout)
 		a.lsNotes(out)
 		return nil
 	}
@@ -259,11 +258,14 @@ func (a *app) lsInstances(out lsOutput, withService bool) error {
 }
 
 func (a *app) lsNotes(out lsOutput) {
+	if out.Cut != "" {
+		say(a.stdout, "note: %s", out.Cut)
+	}
 	if n := len(out.ForeignKeys); n > 0 && out.Hint == "" {
-		fmt.Fprintf(a.stdout, "%d key(s) not of the %s layout, ignored by clients (kitnats check lists them)\n", n, out.Layout)
+		say(a.stdout, "%d key(s) not of the %s layout, ignored by clients (kitnats check lists them)", n, out.Layout)
 	}
 	if out.Hint != "" && len(out.Services) > 0 {
-		fmt.Fprintln(a.stdout, "note: "+out.Hint)
+		say(a.stdout, "note: %s", out.Hint)
 	}
 }
 

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/aegis-sdk/kitnats/internal/safetext"
 	"github.com/aegis-sdk/kitnats/permissions"
 )
 
@@ -88,7 +91,7 @@ func (a *app) perms(cmd *cobra.Command, args []string, o permsOptions) error {
 	if err != nil {
 		return err
 	}
-	inbox := a.conn.inboxPrefix
+	inbox := a.conn.auth.InboxPrefix
 	if !cmd.Flags().Changed("inbox-prefix") {
 		inbox = ""
 	}
@@ -114,6 +117,9 @@ func (a *app) perms(cmd *cobra.Command, args []string, o permsOptions) error {
 	}
 	if err != nil {
 		return usagef("perms: %v", err)
+	}
+	if user != safetext.Terminal(user) || strings.ContainsAny(user, " \t") || len(user) > 256 {
+		return usagef("--name %s: want at most 256 bytes of printable text without spaces", safetext.Quote(user))
 	}
 	if len(o.methods) > 0 && args[0] != "service" {
 		return usagef("perms: --method is for a service")
@@ -145,14 +151,23 @@ func rulesJSON(rs []permissions.Rule) []ruleJSON {
 	return out
 }
 
+// writePerms writes the permissions in a format. Every name in them has
+// been checked (package wire's rules, the template's prefixes, --name), so
+// they are written as they are, for a configuration file or a shell:
+// written escaped, they would not work.
 func writePerms(w io.Writer, p *permissions.Permissions, format, user string) error {
+	text := func(s string) error {
+		if !printable(s) {
+			return fmt.Errorf("perms: the %s output would hold a control character: %s", format, safetext.Quote(s))
+		}
+		_, err := io.WriteString(w, s)
+		return err
+	}
 	switch format {
 	case "conf":
-		_, err := io.WriteString(w, p.Config())
-		return err
+		return text(p.Config())
 	case "nsc":
-		_, err := io.WriteString(w, p.NSC(user))
-		return err
+		return text(p.NSC(user))
 	case "json":
 		return writeJSON(w, permsJSON{Role: p.Role, Publish: rulesJSON(p.Publish), Subscribe: rulesJSON(p.Subscribe)})
 	}

@@ -36,6 +36,7 @@ type app struct {
 	heartbeat  time.Duration
 	ttl        time.Duration
 	staleAfter time.Duration
+	maxKeys    int
 }
 
 // usageError is a mistake in the command line: exit status 2.
@@ -74,10 +75,11 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 	case errors.As(err, &fe):
 		return exitFailed
 	case errors.As(err, &ue), strings.HasPrefix(err.Error(), "unknown command"):
-		fmt.Fprintf(stderr, "kitnats: %v\nRun 'kitnats --help' for usage.\n", err)
+		say(stderr, "kitnats: %v", err)
+		fmt.Fprintln(stderr, "Run 'kitnats --help' for usage.")
 		return exitUsage
 	}
-	fmt.Fprintf(stderr, "kitnats: %v\n", err)
+	say(stderr, "kitnats: %v", err)
 	return exitFailed
 }
 
@@ -114,6 +116,19 @@ Exit status: 0 success; 1 failure (a failed call, a problem found by check);
 	return root
 }
 
+// maxKeysFlag adds --max-keys to a command that scans the bucket.
+func (a *app) maxKeysFlag(cmd *cobra.Command) {
+	cmd.Flags().IntVar(&a.maxKeys, "max-keys", 100_000, "keys of the bucket read at most")
+}
+
+// scan is scan with the command's bound, checked.
+func (a *app) scan(ctx context.Context, s *session) (scanned, error) {
+	if a.maxKeys < 1 {
+		return scanned{}, usagef("--max-keys must be at least 1")
+	}
+	return scan(ctx, s, a.conn.timeout, a.maxKeys)
+}
+
 // exactArgs and rangeArgs are cobra's validators, as usage errors.
 func argsBetween(min, max int) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
@@ -128,6 +143,21 @@ func (a *app) layout() (natskv.Layout, error) {
 	l, err := natskv.ParseLayout(a.layoutName)
 	if err != nil {
 		return 0, usagef("--layout: %q is not a layout: want dotted or aegis", a.layoutName)
+	}
+	return l, nil
+}
+
+// layoutFor is the layout, and checks that service (if any) can be a key
+// of it.
+func (a *app) layoutFor(service string) (natskv.Layout, error) {
+	l, err := a.layout()
+	if err != nil {
+		return 0, err
+	}
+	if service != "" {
+		if _, err := l.Key(service, "x"); err != nil {
+			return 0, usagef("%v", err)
+		}
 	}
 	return l, nil
 }

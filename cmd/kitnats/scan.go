@@ -27,7 +27,8 @@ const (
 type keyRecord struct {
 	Key     string
 	Op      op
-	Data    []byte
+	Data    []byte // nil for a value over natskv.MaxRecordSize: clients skip it unread
+	Size    int    // the value's size
 	Seq     uint64
 	Written time.Time     // the server's timestamp of the write
 	TTL     time.Duration // the write's per-message TTL; 0: none
@@ -53,11 +54,31 @@ func opOf(m jetstream.Msg) op {
 	return opPut
 }
 
+// maxScanBytes bounds the values a scan holds; --max-keys the keys.
+const maxScanBytes = 64 << 20
+
+// scanned is what a scan read: at most --max-keys keys (and maxScanBytes
+// of values) of the Total the bucket has.
+type scanned struct {
+	Records []keyRecord
+	Total   uint64
+}
+
+// cut says, when the scan stopped short of the bucket's keys, what it
+// read; empty otherwise.
+func (s scanned) cut() string {
+	if uint64(len(s.Records)) >= s.Total {
+		return ""
+	}
+	return fmt.Sprintf("read the first %d of the bucket's %d keys (--max-keys, and %d MiB of values at most): the rest is not shown", len(s.Records), s.Total, maxScanBytes>>20)
+}
+
 // scan reads the latest message of every key of the bucket in one pass: an
 // ephemeral consumer delivering the last message per subject, deleted
 // afterwards. Unlike a KV listing it keeps the headers, which hold each
-// write's TTL and how removed keys went.
-func scan(ctx context.Context, s *session, timeout time.Duration) ([]keyRecord, error) {
+// write's TTL and how removed keys went. It stops at maxKeys keys or
+// maxScanBytes of values, and holds no value larger than a record can be.
+func scan(ctx context.Context, s *session, timeout time.Duration, maxKeys int) (scanned, error) {
 	stream := "KV_" + s.b.Name()
 	prefix := "$KV." + s.b.Name() + "."
 	ctx, cancel := context.WithTimeout(ctx, max(timeout, time.Second))
@@ -71,7 +92,7 @@ func scan(ctx context.Context, s *session, timeout time.Duration) ([]keyRecord, 
 		InactiveThreshold: 10 * time.Second,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("scan bucket %s: %w", s.b.Name(), err)
+		return scanned{}, fmt.Errorf("scan bucket %s: %w", s.b.Name(), err)
 	}
 	name := cons.CachedInfo().Name
 	defer func() {
@@ -80,36 +101,50 @@ func scan(ctx context.Context, s *session, timeout time.Duration) ([]keyRecord, 
 		_ = s.js.DeleteConsumer(dctx, stream, name)
 	}()
 	pending := cons.CachedInfo().NumPending
-	var out []keyRecord
-	for pending > 0 {
-		batch, err := cons.Fetch(int(min(pending, 1024)), jetstream.FetchContext(ctx))
+	out := scanned{Total: pending}
+	held := 0
+	for pending > 0 && len(out.Records) < maxKeys && held < maxScanBytes {
+		batch, err := cons.Fetch(int(min(pending, 1024, uint64(maxKeys-len(out.Records)))), jetstream.FetchContext(ctx))
 		if err != nil {
-			return nil, fmt.Errorf("scan bucket %s: %w", s.b.Name(), err)
+			return scanned{}, fmt.Errorf("scan bucket %s: %w", s.b.Name(), err)
 		}
 		n := 0
 		for m := range batch.Messages() {
 			n++
 			meta, err := m.Metadata()
 			if err != nil {
-				return nil, fmt.Errorf("scan bucket %s: %w", s.b.Name(), err)
+				return scanned{}, fmt.Errorf("scan bucket %s: %w", s.b.Name(), err)
 			}
-			r := keyRecord{Key: strings.TrimPrefix(m.Subject(), prefix), Op: opOf(m), Data: m.Data(),
+			r := keyRecord{Key: strings.TrimPrefix(m.Subject(), prefix), Op: opOf(m), Data: m.Data(), Size: len(m.Data()),
 				Seq: meta.Sequence.Stream, Written: meta.Timestamp}
+			if r.Size > natskv.MaxRecordSize {
+				r.Data = nil
+			}
 			r.TTL, _ = natskv.MsgTTL(m.Headers())
-			out = append(out, r)
+			held += len(r.Data) + len(r.Key)
+			out.Records = append(out.Records, r)
 			pending = meta.NumPending
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			return nil, fmt.Errorf("scan bucket %s: %w", s.b.Name(), err)
+			return scanned{}, fmt.Errorf("scan bucket %s: %w", s.b.Name(), err)
 		}
 		if n == 0 {
 			if ctx.Err() != nil {
-				return nil, fmt.Errorf("scan bucket %s: %w", s.b.Name(), ctx.Err())
+				return scanned{}, fmt.Errorf("scan bucket %s: %w", s.b.Name(), ctx.Err())
 			}
-			return nil, fmt.Errorf("scan bucket %s: %d keys announced, none delivered", s.b.Name(), pending)
+			return scanned{}, fmt.Errorf("scan bucket %s: %d keys announced, none delivered", s.b.Name(), pending)
 		}
 	}
 	return out, nil
+}
+
+// decode reads a live record as a client of the layout does: one larger
+// than a record may be is refused unread, as clients refuse it.
+func decode(l natskv.Layout, r keyRecord) (natskv.Instance, error) {
+	if r.Data == nil && r.Size > natskv.MaxRecordSize {
+		return natskv.Instance{}, fmt.Errorf("record too large: %d bytes, over the %d clients read", r.Size, natskv.MaxRecordSize)
+	}
+	return natskv.DecodeRecord(l, r.Key, r.Data)
 }
 
 // classified is a scanned record read in a layout.
@@ -153,7 +188,7 @@ func classify(recs []keyRecord, l natskv.Layout) bucketView {
 			continue
 		}
 		c := classified{keyRecord: r, Service: service, Instance: instance}
-		c.Record, c.Err = natskv.DecodeRecord(l, r.Key, r.Data)
+		c.Record, c.Err = decode(l, r)
 		v.Records = append(v.Records, c)
 	}
 	return v

@@ -16,7 +16,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
+	"github.com/aegis-sdk/kitnats/internal/safetext"
 	"github.com/aegis-sdk/kitnats/sd/natskv"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 // watchEvent is one line of `kitnats watch`.
@@ -83,7 +85,7 @@ func (p *printer) run() {
 func (p *printer) write(e watchEvent) {
 	if p.asJSON {
 		b, _ := json.Marshal(e)
-		fmt.Fprintf(p.w, "%s\n", b)
+		fmt.Fprintf(p.w, "%s\n", safeJSON(b))
 		return
 	}
 	subject := e.Service
@@ -97,7 +99,7 @@ func (p *printer) write(e watchEvent) {
 	if e.Detail != "" {
 		line += "  " + e.Detail
 	}
-	fmt.Fprintln(p.w, strings.TrimRight(line, " "))
+	say(p.w, "%s", strings.TrimRight(line, " "))
 }
 
 // close writes what is buffered and stops.
@@ -112,9 +114,10 @@ func (p *printer) close() {
 }
 
 type watchOptions struct {
-	asJSON     bool
-	heartbeats bool
-	rescan     time.Duration
+	asJSON      bool
+	heartbeats  bool
+	rescan      time.Duration
+	maxServices int
 }
 
 func (a *app) watchCommand() *cobra.Command {
@@ -138,8 +141,10 @@ sees them (through natskv.Instancer, one per service):
   watch resumed  the watch is back; changes missed meanwhile follow
   disconnected, reconnected   the connection to NATS
 
-Without SERVICE every service is watched, and services that appear later are
-picked up within --rescan. It runs until interrupted and survives server
+Without SERVICE every service is watched, up to --max-services at once:
+services that appear later are picked up within --rescan, and a service is
+no longer followed once its last key has gone for two rescans ("limit" says
+when services go unwatched). It runs until interrupted and survives server
 restarts. --json writes one JSON object per line.`,
 		Example: `  kitnats watch
   kitnats watch greeter --heartbeats
@@ -156,43 +161,52 @@ restarts. --json writes one JSON object per line.`,
 	cmd.Flags().BoolVar(&o.asJSON, "json", false, "write one JSON object per line")
 	cmd.Flags().BoolVar(&o.heartbeats, "heartbeats", false, "show rewrites that change nothing but the heartbeat")
 	cmd.Flags().DurationVar(&o.rescan, "rescan", 2*time.Second, "how often to look for new services (without SERVICE)")
+	cmd.Flags().IntVar(&o.maxServices, "max-services", 1000, "services followed at once (without SERVICE)")
 	return cmd
 }
 
-// watcher follows the registry's services, one Instancer each.
+// watcher follows the registry's services, one Instancer each. What it
+// holds is bounded by what it follows: at most --max-services services,
+// each dropped once its keys are gone, with the records of its live keys.
 type watcher struct {
 	a    *app
 	s    *session
 	p    *printer
 	o    watchOptions
 	ctx  context.Context
+	only string        // the service named on the command line, if any: followed for good
 	quit chan struct{} // closed by stop
 	wg   sync.WaitGroup
-	mu   sync.Mutex
-	last map[string]natskv.Instance // by key: the last record told
-	gone map[string]bool            // keys gone stale
-	bad  map[string]uint64          // keys skipped, at the revision told
-	svcs map[string]*svcWatch
+
+	mu     sync.Mutex
+	last   map[string]natskv.Instance // by key: the last record told
+	gone   map[string]bool            // keys gone stale
+	bad    map[string]uint64          // keys skipped, at the revision told
+	svcs   map[string]*svcWatch       // written by the command's goroutine only
+	absent map[string]int             // followed services missing from consecutive listings
+	full   bool                       // the last listing had services beyond --max-services
 }
 
 type svcWatch struct {
 	inst *natskv.Instancer
 	ch   chan sd.Event
+	quit chan struct{} // closed when the service is dropped
 }
+
+// watchStarted, when set (by tests), is given every watcher started.
+var watchStarted func(*watcher)
 
 func (a *app) watch(cmd *cobra.Command, service string, o watchOptions) error {
 	ctx := cmd.Context()
-	l, err := a.layout()
+	l, err := a.layoutFor(service)
 	if err != nil {
 		return err
 	}
-	if service != "" {
-		if _, err := l.Key(service, "x"); err != nil {
-			return usagef("%v", err)
-		}
-	}
 	if o.rescan <= 0 {
 		return usagef("--rescan must be positive")
+	}
+	if o.maxServices < 1 {
+		return usagef("--max-services must be at least 1")
 	}
 	p := newPrinter(a.stdout, o.asJSON)
 	defer p.close()
@@ -231,10 +245,15 @@ func (a *app) watch(cmd *cobra.Command, service string, o watchOptions) error {
 	if service != "" {
 		what = "service " + service
 	}
-	fmt.Fprintf(a.stderr, "watching %s in bucket %s at %s (layout %s, stale %s); interrupt to stop\n", what, s.b.Name(), s.where, l, stale)
+	say(a.stderr, "watching %s in bucket %s at %s (layout %s, stale %s); interrupt to stop", what, s.b.Name(), s.where, l, stale)
 
-	w := &watcher{a: a, s: s, p: p, o: o, ctx: ctx, quit: make(chan struct{}), last: map[string]natskv.Instance{}, gone: map[string]bool{}, bad: map[string]uint64{}, svcs: map[string]*svcWatch{}}
+	w := &watcher{a: a, s: s, p: p, o: o, ctx: ctx, only: service, quit: make(chan struct{}),
+		last: map[string]natskv.Instance{}, gone: map[string]bool{}, bad: map[string]uint64{},
+		svcs: map[string]*svcWatch{}, absent: map[string]int{}}
 	defer w.stop()
+	if watchStarted != nil {
+		watchStarted(w)
+	}
 	if service != "" {
 		if err := w.start(service); err != nil {
 			return err
@@ -256,7 +275,10 @@ func (a *app) watch(cmd *cobra.Command, service string, o watchOptions) error {
 }
 
 // discover starts watching the services whose keys are in the bucket and
-// not watched yet.
+// not watched yet, up to --max-services, and stops following those whose
+// keys have been gone from two listings in a row. What it holds while
+// listing is bounded by the services it may follow, however many names
+// the bucket holds.
 func (w *watcher) discover() {
 	if !w.s.nc.IsConnected() {
 		return
@@ -265,20 +287,50 @@ func (w *watcher) discover() {
 	defer cancel()
 	kl, err := w.s.b.KeyValue().ListKeys(ctx)
 	if err != nil {
-		return // no keys yet, or the server is away: the next rescan tries again
+		return // the server is away: the next rescan tries again
 	}
-	found := map[string]bool{}
+	present := map[string]bool{} // followed services with a key
+	fresh := map[string]bool{}   // services to follow, within the free places
+	free, more := w.o.maxServices-len(w.svcs), false
 	for k := range kl.Keys() {
-		if svc, _, ok := w.s.layout.Parse(k); ok {
-			found[svc] = true
+		svc, _, ok := w.s.layout.Parse(k)
+		switch {
+		case !ok:
+		case w.svcs[svc] != nil:
+			present[svc] = true
+		case fresh[svc]:
+		case len(fresh) < free:
+			fresh[svc] = true
+		default:
+			more = true
 		}
 	}
-	for _, svc := range slices.Sorted(maps.Keys(found)) {
-		if w.svcs[svc] == nil {
-			if err := w.start(svc); err != nil {
-				w.p.emit(watchEvent{Event: "skipped", Service: svc, Detail: "cannot watch: " + err.Error()})
-			}
+	if ctx.Err() != nil {
+		// The listing was cut short: what it missed is not gone.
+		return
+	}
+	for svc := range w.svcs {
+		if present[svc] || svc == w.only {
+			delete(w.absent, svc)
+			continue
 		}
+		// Two listings in a row, a rescan apart: the removals have been
+		// told by then.
+		if w.absent[svc]++; w.absent[svc] >= 2 {
+			w.drop(svc)
+		}
+	}
+	for _, svc := range slices.Sorted(maps.Keys(fresh)) {
+		if err := w.start(svc); err != nil {
+			w.p.emit(watchEvent{Event: "skipped", Service: svc, Detail: "cannot watch: " + err.Error()})
+		}
+	}
+	w.mu.Lock()
+	told := w.full
+	w.full = more
+	w.mu.Unlock()
+	if more && !told {
+		w.p.emit(watchEvent{Event: "limit", Detail: fmt.Sprintf("following %d services (--max-services); the bucket holds more, not watched until places free up: raise --max-services, or watch one by name", w.o.maxServices)})
 	}
 }
 
@@ -289,8 +341,10 @@ func (w *watcher) start(service string) error {
 	if err != nil {
 		return err
 	}
-	sw := &svcWatch{inst: inst, ch: make(chan sd.Event)}
+	sw := &svcWatch{inst: inst, ch: make(chan sd.Event), quit: make(chan struct{})}
+	w.mu.Lock()
 	w.svcs[service] = sw
+	w.mu.Unlock()
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
@@ -298,6 +352,30 @@ func (w *watcher) start(service string) error {
 	}()
 	inst.Register(sw.ch) // its receiver is ready: the set is handed over at once
 	return nil
+}
+
+// drop stops following a service, and forgets its keys.
+func (w *watcher) drop(service string) {
+	sw := w.svcs[service]
+	sw.inst.Deregister(sw.ch)
+	sw.inst.Stop()
+	close(sw.quit)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.svcs, service)
+	delete(w.absent, service)
+	mine := func(key string) bool { svc, _, _ := w.s.layout.Parse(key); return svc == service }
+	maps.DeleteFunc(w.last, func(k string, _ natskv.Instance) bool { return mine(k) })
+	maps.DeleteFunc(w.gone, func(k string, _ bool) bool { return mine(k) })
+	maps.DeleteFunc(w.bad, func(k string, _ uint64) bool { return mine(k) })
+}
+
+// followed is how many services are followed, how many keys' records are
+// held, and whether the last listing had services beyond the limit.
+func (w *watcher) followed() (services, keys int, full bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.svcs), len(w.last) + len(w.gone) + len(w.bad), w.full
 }
 
 // follow reports the service's watch going down and coming back, from the
@@ -309,6 +387,8 @@ func (w *watcher) follow(service string, sw *svcWatch) {
 		case <-w.ctx.Done():
 			return
 		case <-w.quit:
+			return
+		case <-sw.quit:
 			return
 		case ev := <-sw.ch:
 			switch {
@@ -332,7 +412,7 @@ func offered(ids []string) string {
 	if len(ids) == 0 {
 		return "no instance offered to clients"
 	}
-	return fmt.Sprintf("%d offered to clients: %s", len(ids), strings.Join(ids, ", "))
+	return fmt.Sprintf("%d offered to clients: %s", len(ids), listSome(ids, maxFacts))
 }
 
 // stop ends every Instancer and waits for the followers.
@@ -423,21 +503,24 @@ func (w *watcher) change(service string, c natskv.Change) {
 
 // describe is a record in a few words: status, version, zone.
 func describe(in natskv.Instance) string {
-	s := string(in.Status) + " " + in.Version
-	if z := in.Metadata["zone"]; z != "" {
-		s += " zone=" + z
+	s := string(in.Status) + " " + cut(in.Version)
+	if z := in.Metadata[wire.MetadataZone]; z != "" {
+		s += " zone=" + cut(z)
 	}
 	return s
 }
+
+// cut bounds one field of a line (the line is escaped as a whole).
+func cut(s string) string { return safetext.Truncate(s, maxCell) }
 
 // diff says what changed between two records besides status and heartbeat.
 func diff(a, b natskv.Instance) string {
 	var d []string
 	if a.Version != b.Version {
-		d = append(d, fmt.Sprintf("version %s → %s", a.Version, b.Version))
+		d = append(d, fmt.Sprintf("version %s → %s", cut(a.Version), cut(b.Version)))
 	}
 	if a.StickyActiveGroup != b.StickyActiveGroup {
-		d = append(d, fmt.Sprintf("sticky group %q → %q", a.StickyActiveGroup, b.StickyActiveGroup))
+		d = append(d, fmt.Sprintf("sticky group %q → %q", cut(a.StickyActiveGroup), cut(b.StickyActiveGroup)))
 	}
 	keys := map[string]bool{}
 	for k := range a.Metadata {
@@ -446,17 +529,28 @@ func diff(a, b natskv.Instance) string {
 	for k := range b.Metadata {
 		keys[k] = true
 	}
+	n := 0
 	for _, k := range slices.Sorted(maps.Keys(keys)) {
 		va, ina := a.Metadata[k]
 		vb, inb := b.Metadata[k]
+		if ina && inb && va == vb {
+			continue
+		}
+		if n++; n > maxFacts {
+			continue
+		}
+		k, va, vb := cut(k), cut(va), cut(vb)
 		switch {
 		case !ina:
 			d = append(d, fmt.Sprintf("%s=%s added", k, vb))
 		case !inb:
 			d = append(d, fmt.Sprintf("%s removed", k))
-		case va != vb:
+		default:
 			d = append(d, fmt.Sprintf("%s %s → %s", k, va, vb))
 		}
+	}
+	if n > maxFacts {
+		d = append(d, fmt.Sprintf("and %d more metadata changes", n-maxFacts))
 	}
 	return strings.Join(d, "; ")
 }

@@ -3,9 +3,15 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"runtime"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/aegis-sdk/kitnats/sd/natskv"
 )
@@ -150,4 +156,84 @@ func TestWatchRestart(t *testing.T) {
 	if n := strings.Count(out.String(), "greeter/bad"); n != 1 {
 		t.Errorf("the bad record told %d times", n)
 	}
+}
+
+// TestWatchBounded: a writer that keeps inventing service names cannot make
+// `kitnats watch` grow: it follows at most --max-services at once, says
+// so, and lets a service go once its keys are gone. Thousands of names in
+// waves; the goroutines and services held stay bounded, and the service
+// that was there first is followed throughout.
+func TestWatchBounded(t *testing.T) {
+	f := newFixture(t, natskv.BucketConfig{Storage: jetstream.MemoryStorage})
+	f.register(instance("greeter", "greeter-1", natskv.StatusActive, ""))
+	var started atomic.Pointer[watcher]
+	watchStarted = func(w *watcher) { started.Store(w) }
+	t.Cleanup(func() { watchStarted = nil })
+	const limit, waves, names = 20, 4, 500
+	out, _ := f.watching(t, "--max-services", strconv.Itoa(limit))
+	waitOutput(t, out, "watching", "greeter", "1 offered to clients: greeter-1")
+	w := started.Load()
+	base := runtime.NumGoroutine()
+
+	// What one wave may cost at most: well under one goroutine per name.
+	maxGoroutines := base + limit*(names/limit/2)
+	peakServices, peakGoroutines := 0, 0
+	sample := func() (services, keys int, full bool) {
+		services, keys, full = w.followed()
+		peakServices, peakGoroutines = max(peakServices, services), max(peakGoroutines, runtime.NumGoroutine())
+		return services, keys, full
+	}
+	until := func(what string, ok func(services, keys int, full bool) bool) {
+		t.Helper()
+		deadline := time.Now().Add(waitFor)
+		for !ok(sample()) {
+			if time.Now().After(deadline) {
+				s, k, full := w.followed()
+				t.Fatalf("%s: %d services and %d keys followed (beyond the limit: %v)", what, s, k, full)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	kv := f.b.KeyValue()
+	for wave := range waves {
+		var keys []string
+		for i := range names {
+			svc := fmt.Sprintf("w%ds%d", wave, i)
+			in := instance(svc, "i-1", natskv.StatusActive, "")
+			in.LastHeartbeat = time.Now()
+			rec, err := natskv.EncodeInstance(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			key := "service-instances." + svc + ".i-1"
+			if _, err := kv.Put(ctxT(t), key, rec); err != nil {
+				t.Fatal(err)
+			}
+			keys = append(keys, key)
+			sample()
+		}
+		until("the bucket full of names", func(s, _ int, full bool) bool { return s == limit && full })
+		for _, k := range keys {
+			if err := kv.Delete(ctxT(t), k); err != nil {
+				t.Fatal(err)
+			}
+			sample()
+		}
+		// Each service let go once its key is gone: greeter stays.
+		until("the names gone", func(s, k int, full bool) bool { return s == 1 && k <= 1 && !full })
+	}
+	t.Logf("peak: %d services, %d goroutines (%d before the names came)", peakServices, peakGoroutines, base)
+	if peakServices > limit {
+		t.Errorf("followed %d services at once, --max-services %d", peakServices, limit)
+	}
+	if peakGoroutines > maxGoroutines {
+		t.Errorf("%d goroutines at the peak, %d before the names came; bound %d", peakGoroutines, base, maxGoroutines)
+	}
+	if n := strings.Count(out.String(), " limit "); n != waves {
+		t.Errorf("the limit told %d times, want once a wave (%d)", n, waves)
+	}
+	waitOutput(t, out, "limit", "following 20 services (--max-services)")
+	// Still following the first service.
+	f.register(instance("greeter", "greeter-2", natskv.StatusActive, ""))
+	waitOutput(t, out, "added", "greeter/greeter-2")
 }

@@ -38,11 +38,11 @@ func TestQuickstartAuthenticated(t *testing.T) {
 
 	saved := auth
 	defer func() { auth = saved }()
-	auth.user, auth.password, auth.inboxPrefix = "demo", "wrong", "_INBOX.demo"
+	auth.User, auth.Password, auth.InboxPrefix = "demo", "wrong", "_INBOX.demo"
 	if err := run(config{natsURL: srv.URL(), bucket: bucket, duration: time.Second, workers: 2}); err == nil {
 		t.Fatal("ran with a wrong password")
 	}
-	auth.password = "s3cret"
+	auth.Password = "s3cret"
 	if err := run(config{natsURL: srv.URL(), bucket: bucket, duration: 1500 * time.Millisecond, workers: 4}); err != nil {
 		t.Fatal(err)
 	}

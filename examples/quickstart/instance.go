@@ -25,7 +25,7 @@ type instance struct {
 }
 
 func startInstance(ctx context.Context, url string, bucket *natskv.Bucket, id string, liveness natskv.Option, otel tracing.Option) (*instance, error) {
-	nc, err := nats.Connect(url, append(append(natskv.ReconnectOptions(), nats.Name(id)), authOptions()...)...)
+	nc, err := connect(url, id)
 	if err != nil {
 		return nil, err
 	}

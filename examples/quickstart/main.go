@@ -102,9 +102,7 @@ func run(cfg config) error {
 
 	// The client process's connection, and the registry bucket. Short
 	// heartbeats and leases keep the demo brisk (defaults: 10 s and 30 s).
-	// natskv.ReconnectOptions: back within ~0.2 s of a restarted server,
-	// where nats.go's defaults wait up to 2 s.
-	nc, err := nats.Connect(url, append(append(natskv.ReconnectOptions(), nats.Name("quickstart-client")), authOptions()...)...)
+	nc, err := connect(url, "quickstart-client")
 	if err != nil {
 		return err
 	}
