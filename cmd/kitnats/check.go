@@ -267,8 +267,11 @@ func (a *app) checkBuild(s *session, info *jetstream.StreamInfo, sc scanned) che
 		add("records", levelOK, "%d decode, in %d service(s): %s", dotted+aegis, len(out.Services), serviceCounts(out.Services))
 	} else if n > 0 {
 		add("records", levelProblem, "%d of %d fail to decode or do not match their key; clients skip them:", n, dotted+aegis)
-		for _, r := range out.Invalid {
+		for _, r := range out.Invalid[:min(n, maxRows)] {
 			add("", levelProblem, "%s: %s", r.Key, r.Error)
+		}
+		if n > maxRows {
+			add("", levelProblem, "and %d more (kitnats check --json lists them all)", n-maxRows)
 		}
 	}
 	if len(out.Removed) > 0 {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -298,4 +299,45 @@ func FuzzSafeJSON(f *testing.F) {
 			t.Fatalf("value changed: %s → %s", ja, jb)
 		}
 	})
+}
+
+// TestListingBounded: ls and check read at most --max-keys keys, say so,
+// and list skipped records one a line up to maxRows; a value larger than
+// a record can be is refused unread.
+func TestListingBounded(t *testing.T) {
+	f := newFixture(t, natskv.BucketConfig{MaxValueSize: -1})
+	for i := range 30 {
+		f.put(fmt.Sprintf("service-instances.junk.j-%02d", i), "{")
+	}
+	huge := `{"serviceName":"big","instanceId":"b-1","version":"` + strings.Repeat("9", natskv.MaxRecordSize) + `"}`
+	f.put("service-instances.big.b-1", huge)
+
+	out, errOut, code := f.run("ls", "--max-keys", "25")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if n := strings.Count(out, "skipped by clients: service-instances.junk."); n != maxRows {
+		t.Errorf("%d skipped records listed, want %d:\n%s", n, maxRows, out)
+	}
+	lineWith(t, out, "skipped by clients: 5 more records")
+	lineWith(t, out, "note: read the first 25 of the bucket's 31 keys (--max-keys")
+
+	out, _, _ = f.run("ls", "--json", "--max-keys", "25")
+	var got lsOutput
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Services) != 1 || len(got.Services[0].Members) != 25 || !strings.Contains(got.Cut, "first 25 of the bucket's 31 keys") {
+		t.Errorf("%+v", got)
+	}
+
+	out, _, code = f.run("check", "--max-keys", "25")
+	if code != exitFailed || strings.Count(out, "service-instances.junk.") != maxRows {
+		t.Errorf("exit %d:\n%s", code, out)
+	}
+	lineWith(t, out, "and 5 more (kitnats check --json lists them all)")
+	lineWith(t, out, "keys", "note: read the first 25 of the bucket's 31 keys")
+
+	out, _, _ = f.run("ls", "big")
+	lineWith(t, out, "b-1", fmt.Sprintf("record too large: %d bytes, over the %d clients read", len(huge), natskv.MaxRecordSize))
 }

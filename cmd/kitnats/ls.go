@@ -218,12 +218,19 @@ func (a *app) lsServices(out lsOutput) error {
 			return err
 		}
 	}
+	skipped := 0
 	for _, s := range out.Services {
 		for _, m := range s.Members {
-			if m.Client == "skipped" {
+			if m.Client != "skipped" {
+				continue
+			}
+			if skipped++; skipped <= maxRows {
 				say(a.stdout, "skipped by clients: %s: %s", m.Key, m.Reason)
 			}
 		}
+	}
+	if skipped > maxRows {
+		say(a.stdout, "skipped by clients: %d more records (kitnats ls --json lists them all)", skipped-maxRows)
 	}
 	a.lsNotes(out)
 	return nil

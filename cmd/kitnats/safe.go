@@ -20,6 +20,7 @@ const (
 	maxCell  = 256      // a table cell, a field of a watch line
 	maxLine  = 16 << 10 // one line of human output
 	maxFacts = 10       // metadata changes listed in one watch line
+	maxRows  = 20       // records listed one a line in a summary (--json lists them all)
 )
 
 // clean is s escaped for a terminal and cut to limit bytes of s.
