@@ -28,6 +28,14 @@ const (
 const RPCInstance = "instance"
 
 // AddressKey is the metadata key under which an instance says where it
-// serves transport (for example "http" or "grpc"): "kitnats.addr.{transport}".
-// One instance may serve several transports, each under its own key.
+// serves transport, a lower-case word ("http", "grpc"):
+// "kitnats.addr.{transport}". The value is what go-kit's registries publish
+// and its sd.Factory implementations take: host:port ("10.0.0.7:8080",
+// "[::1]:9090"; sd/consul's form, to which an HTTP factory adds the
+// scheme), or an absolute URL with a host and no user, query or fragment
+// when the scheme or a base path matters ("https://api-7.internal:8443/v2").
+// One instance may serve several transports, each under its own key, and
+// NATS besides. natskv.WithAddress writes it; natskv.WithAddresses publishes
+// it as the instance string, leaving out instances whose value breaks these
+// rules. The record format is unchanged, so AegisSDK readers accept it.
 func AddressKey(transport string) string { return "kitnats.addr." + transport }

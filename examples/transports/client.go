@@ -24,7 +24,10 @@ type Config struct {
 	TracerProvider  trace.TracerProvider // nil: otel's global provider
 	// BreakerStateChange hears every breaker's changes, by instance.
 	BreakerStateChange func(instance, from, to string)
-	Retry              []retry.Option // after the chain's own
+	// BreakerTimeout is how long an ejected instance stays out before its
+	// breaker lets a probe through (default 1 s).
+	BreakerTimeout time.Duration
+	Retry          []retry.Option // after the chain's own
 }
 
 // Client is the kitnats chain over one method of one service:
@@ -52,7 +55,11 @@ func NewClient(instancer sd.Instancer, factory sd.Factory, cfg Config) (*Client,
 	}
 	// A dead instance is ejected for a second at a time, not gobreaker's
 	// minute: it may come back at once.
-	bopts := []breaker.FactoryOption{breaker.WithSettings(gobreaker.Settings{Timeout: time.Second})}
+	timeout := cfg.BreakerTimeout
+	if timeout <= 0 {
+		timeout = time.Second
+	}
+	bopts := []breaker.FactoryOption{breaker.WithSettings(gobreaker.Settings{Timeout: timeout})}
 	if cfg.BreakerStateChange != nil {
 		bopts = append(bopts, breaker.WithStateChange(cfg.BreakerStateChange))
 	}

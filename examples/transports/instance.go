@@ -29,6 +29,12 @@ type Server interface {
 // calls they had already sent still find it listening.
 var DrainGrace = 250 * time.Millisecond
 
+// DrainTimeout bounds how long a draining server waits for its
+// connections before it closes them. net/http's Shutdown waits up to 5 s
+// for a connection that never carried a request (a client's spare
+// keep-alive connection); after DrainGrace no client sends it anything.
+var DrainTimeout = time.Second
+
 // Instance is a server registered in the registry under its address.
 type Instance struct {
 	ID  string
@@ -65,14 +71,20 @@ func (in *Instance) Crash() {
 
 // Drain leaves gracefully: UNHEALTHY first, so clients stop picking it;
 // DrainGrace later the server stops taking connections and finishes the
-// calls in flight; then the record is deleted.
+// calls in flight (closing what is left after DrainTimeout); then the
+// record is deleted.
 func (in *Instance) Drain(ctx context.Context) error {
 	err := in.reg.SetStatus(ctx, natskv.StatusUnhealthy)
 	select {
 	case <-time.After(DrainGrace):
 	case <-ctx.Done():
 	}
-	err = errors.Join(err, in.srv.Shutdown(ctx), in.reg.DeregisterContext(ctx))
+	sctx, cancel := context.WithTimeout(ctx, DrainTimeout)
+	if in.srv.Shutdown(sctx) != nil {
+		in.srv.Kill() // what is left carries no call
+	}
+	cancel()
+	err = errors.Join(err, in.reg.DeregisterContext(ctx))
 	in.reg.Close()
 	return err
 }

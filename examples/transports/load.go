@@ -48,10 +48,13 @@ func (r Report) String() string {
 const CallTimeout = 5 * time.Second
 
 // Run calls call from workers goroutines for d, running the steps at their
-// times meanwhile. call returns the ID of the instance that answered.
+// times meanwhile, one after another. The load goes on until d has passed
+// and, however long the steps took, for d/5 after the last one, so that
+// what a step brought back is called. call returns the ID of the instance
+// that answered. It stops early when ctx ends.
 func Run(ctx context.Context, d time.Duration, workers int, call func(context.Context) (string, error), steps ...Step) Report {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
+	load, stop := context.WithCancel(ctx)
+	defer stop()
 	var (
 		mu  sync.Mutex
 		rep = Report{ByInstance: map[string]int64{}}
@@ -59,8 +62,9 @@ func Run(ctx context.Context, d time.Duration, workers int, call func(context.Co
 	)
 	for range workers {
 		wg.Go(func() {
-			for ctx.Err() == nil {
-				cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), CallTimeout)
+			for load.Err() == nil {
+				// A call started is let finish: the load's end is not a failure.
+				cctx, ccancel := context.WithTimeout(context.WithoutCancel(load), CallTimeout)
 				id, err := call(cctx)
 				ccancel()
 				mu.Lock()
@@ -78,10 +82,18 @@ func Run(ctx context.Context, d time.Duration, workers int, call func(context.Co
 		})
 	}
 	start := time.Now()
-	for _, s := range steps {
+	wait := func(until time.Time) {
+		t := time.NewTimer(time.Until(until))
+		defer t.Stop()
 		select {
-		case <-time.After(time.Until(start.Add(s.At))):
+		case <-t.C:
 		case <-ctx.Done():
+		}
+	}
+	for _, s := range steps {
+		wait(start.Add(s.At))
+		if ctx.Err() != nil {
+			break
 		}
 		err := s.Do(context.WithoutCancel(ctx))
 		line := fmt.Sprintf("%6.2fs %s", time.Since(start).Seconds(), s.Name)
@@ -92,6 +104,9 @@ func Run(ctx context.Context, d time.Duration, workers int, call func(context.Co
 		rep.Steps = append(rep.Steps, line)
 		mu.Unlock()
 	}
+	wait(time.Now().Add(d / 5))
+	wait(start.Add(d))
+	stop()
 	wg.Wait()
 	return rep
 }

@@ -38,7 +38,8 @@ const (
 	Answered
 	// Unreached: the request was not processed, by the transport's own
 	// convention: the connection could not be made (refused, no route,
-	// dial timeout), HTTP 503, 429 or 408, gRPC UNAVAILABLE or
+	// dial timeout) or was closed as idle by the server as the request
+	// started on it, HTTP 503, 429 or 408, gRPC UNAVAILABLE or
 	// RESOURCE_EXHAUSTED. Safe to send elsewhere.
 	Unreached
 	// Timeout: the call may have been processed and ran out of time: an
@@ -163,6 +164,9 @@ func ofNet(err error) Class {
 	if !inURL && op == nil {
 		return Unknown
 	}
+	if inURL && ue.Err != nil && ue.Err.Error() == errServerClosedIdle {
+		return Unreached
+	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		return Timeout
@@ -174,6 +178,16 @@ func ofNet(err error) Class {
 	}
 	return Unknown
 }
+
+// errServerClosedIdle is the text of net/http's unexported
+// errServerClosedIdle: the server closed a kept-alive connection as idle
+// (the client's peek read EOF while it expected no response) as a request
+// was starting on it, so the server never read the request. net/http
+// retries it itself only for replayable requests (idempotent methods with
+// a rewindable body), so go-kit clients that POST see it whenever an
+// instance shuts down or times out idle connections. Text is all there is
+// to match; it comes from the local standard library, never the network.
+const errServerClosedIdle = "http: server closed idle connection"
 
 // GRPCCode is the gRPC status code err carries: the first error in its
 // chain with a GRPCStatus() method returning a non-nil value whose Code()

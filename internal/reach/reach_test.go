@@ -121,6 +121,8 @@ func TestOf(t *testing.T) {
 		{"unexpected EOF from the client", urlErr(io.ErrUnexpectedEOF), Cut},
 		{"other op error", opErr("read", errors.New("weird")), Cut},
 		{"other url error", urlErr(errors.New("unsupported protocol scheme")), Unknown},
+		{"server closed idle", urlErr(errors.New("http: server closed idle connection")), Unreached},
+		{"server closed idle, not from the client", errors.New("http: server closed idle connection"), Unknown},
 	}
 	for _, c := range cases {
 		if got := Of(c.err); got != c.want {

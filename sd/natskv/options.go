@@ -70,6 +70,7 @@ type registrarOptions struct {
 	commonOptions
 	zone             string // "": not set
 	instanceSubjects bool
+	addrs            map[string]string // WithAddress: transport → address (address.go)
 }
 
 type instancerOptions struct {

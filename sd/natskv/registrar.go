@@ -68,6 +68,9 @@ func NewRegistrar(b *Bucket, inst Instance, logger log.Logger, opts ...Registrar
 	if o.instanceSubjects {
 		inst.Metadata[wire.MetadataRPC] = wire.RPCInstance
 	}
+	for transport, addr := range o.addrs {
+		inst.Metadata[wire.AddressKey(transport)] = addr
+	}
 	probe := inst
 	probe.LastHeartbeat = time.Now()
 	if err := probe.Validate(); err != nil {

@@ -236,7 +236,9 @@ type lingerConn struct {
 // the call was not sent.
 type errConnClosed struct{}
 
-func (errConnClosed) Error() string   { return "grpcgreeter: instance's connection closed, call not sent" }
+func (errConnClosed) Error() string {
+	return "grpcgreeter: instance's connection closed, call not sent"
+}
 func (errConnClosed) Retryable() bool { return true }
 
 func (l *lingerConn) wrap(next endpoint.Endpoint) endpoint.Endpoint {
