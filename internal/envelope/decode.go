@@ -29,7 +29,10 @@ func (e *malformedError) Is(target error) bool { return target == ErrMalformed }
 // rpclimit.Quote, so it is bounded.
 func bad(f Format, detail string) error { return &malformedError{f: f, detail: detail} }
 
-var errTruncated = bad(Msgpack, "truncated")
+var (
+	errTruncated = bad(Msgpack, "truncated")
+	errTooLarge  = errors.New("natsrpc: envelope larger than " + strconv.Itoa(rpclimit.MaxMessage) + " bytes")
+)
 
 // DecodeRequest decodes an AegisSDK request in the format its first byte
 // tells (Detect), as strictly as AegisSDK's reader: an unknown key (keys
@@ -42,6 +45,9 @@ var errTruncated = bad(Msgpack, "truncated")
 func DecodeRequest(data []byte) (*Request, Format, error) {
 	r := new(Request)
 	f := Detect(data)
+	if len(data) > rpclimit.MaxMessage {
+		return nil, f, bad(f, errTooLarge.Error())
+	}
 	if err := r.decode(data, f, false); err != nil {
 		return nil, f, err
 	}
@@ -56,6 +62,9 @@ func DecodeRequest(data []byte) (*Request, Format, error) {
 func DecodeResponse(data []byte) (*Response, Format, error) {
 	r := new(Response)
 	f := Detect(data)
+	if len(data) > rpclimit.MaxMessage {
+		return nil, f, bad(f, errTooLarge.Error())
+	}
 	if err := r.decode(data, f); err != nil {
 		return nil, f, err
 	}
@@ -74,6 +83,9 @@ var (
 // malformed.
 func SniffRequest(data []byte) (r *Request, f Format, ok bool, err error) {
 	f = Detect(data)
+	if len(data) > rpclimit.MaxMessage {
+		return nil, f, false, nil
+	}
 	if f == JSON {
 		if !bytes.Contains(data, tagMessageID) || !bytes.Contains(data, tagMethod) {
 			return nil, f, false, nil
@@ -208,7 +220,7 @@ func (r *Request) decode(data []byte, f Format, valid bool) error {
 			r.Method, err = v.str(keyMethod, false)
 			hasMethod = true
 		case keyParams:
-			r.Params, err = v.object(keyParams)
+			r.Params, err = v.object(keyParams, r.Params)
 		case keyTimeout:
 			r.Timeout, err = v.timeout()
 		default:
@@ -236,7 +248,7 @@ func (r *Response) decode(data []byte, f Format) error {
 			r.Success, err = v.boolean(keySuccess)
 			hasSuccess = true
 		case keyResult:
-			r.Result, err = v.value()
+			r.Result, err = v.value(r.Result)
 		case keyError:
 			hasError = !v.null()
 			r.Error = ""
@@ -362,8 +374,10 @@ func (v *field) timeout() (float64, error) {
 	return t, nil
 }
 
-// object reads a map as a JSON object.
-func (v *field) object(key string) (json.RawMessage, error) {
+// object reads a map as a JSON object. A msgpack map is converted into
+// prev's memory, the value a repeated key read before (the last one wins):
+// repeating a key a million times costs one buffer.
+func (v *field) object(key string, prev []byte) (json.RawMessage, error) {
 	if v.f == JSON {
 		if v.raw[0] != '{' {
 			return nil, bad(JSON, key+" is not an object")
@@ -377,13 +391,13 @@ func (v *field) object(key string) (json.RawMessage, error) {
 	if kindOf(code) != kindMap {
 		return nil, bad(Msgpack, key+" is not a map")
 	}
-	return v.c.toJSON(nil)
+	return v.c.toJSON(prev[:0])
 }
 
-// value reads any value as JSON.
-func (v *field) value() (json.RawMessage, error) {
+// value reads any value as JSON, into prev's memory as object does.
+func (v *field) value(prev []byte) (json.RawMessage, error) {
 	if v.f == JSON {
 		return v.raw, nil
 	}
-	return v.c.toJSON(nil)
+	return v.c.toJSON(prev[:0])
 }

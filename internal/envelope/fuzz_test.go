@@ -9,6 +9,7 @@ import (
 
 	"github.com/aegis-sdk/kitnats/internal/aegistest"
 	"github.com/aegis-sdk/kitnats/internal/envelope"
+	"github.com/aegis-sdk/kitnats/internal/hostile"
 )
 
 // envelopeSeeds are requests and responses in both formats, well formed and
@@ -30,6 +31,9 @@ func envelopeSeeds(f *testing.F) {
 			f.Add(b)
 		}
 	}
+	f.Add(hostile.DeepMsgpack(200))
+	f.Add(append([]byte("\x82\xa6method\xa1m\xa6params"), hostile.DeepMsgpack(100)...))
+	f.Add([]byte(`{"method":"m","params":` + string(hostile.DeepJSONObject(100)) + `}`))
 	f.Add([]byte(`{"method":"m","params":null}`))
 	f.Add([]byte(`{"err":"boom"}`))
 	f.Add([]byte("\x81\xa6method\xc4\x01m"))
@@ -59,16 +63,29 @@ func sameJSON(t *testing.T, a, b json.RawMessage) {
 	}
 }
 
+// linear fails t when reading data costs more than the package's bounds:
+// bytes and allocations per byte of input. Quadratic work shows as
+// allocation growing faster than the input.
+func linear(t *testing.T, data []byte, read func()) {
+	t.Helper()
+	hostile.Linear(t, "reading", data, maxBytesPerByte, fixedAllocs+maxAllocsPerByte*float64(len(data)), read)
+}
+
 // A request either decodes — and then writes back in both formats and reads
-// again as the same request — or fails with ErrMalformedEnvelope. Never a
-// panic.
+// again as the same request — or fails with ErrMalformedEnvelope, with
+// bounded error text, at a cost linear in its size. Never a panic.
 func FuzzDecodeRequestEnvelope(f *testing.F) {
 	envelopeSeeds(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
+		linear(t, data, func() { _, _, _ = envelope.DecodeRequest(data) })
+		linear(t, data, func() { _, _, _, _ = envelope.SniffRequest(data) })
 		r, _, err := envelope.DecodeRequest(data)
 		if err != nil {
 			if !errors.Is(err, envelope.ErrMalformed) || r != nil {
 				t.Fatalf("error %v does not match ErrMalformedEnvelope", err)
+			}
+			if len(err.Error()) > maxErrorText {
+				t.Fatalf("error text of %d bytes", len(err.Error()))
 			}
 			return
 		}
@@ -123,10 +140,14 @@ func FuzzDecodeRequestEnvelope(f *testing.F) {
 func FuzzDecodeResponseEnvelope(f *testing.F) {
 	envelopeSeeds(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
+		linear(t, data, func() { _, _, _ = envelope.DecodeResponse(data) })
 		r, _, err := envelope.DecodeResponse(data)
 		if err != nil {
 			if !errors.Is(err, envelope.ErrMalformed) {
 				t.Fatalf("error %v does not match ErrMalformedEnvelope", err)
+			}
+			if len(err.Error()) > maxErrorText {
+				t.Fatalf("error text of %d bytes", len(err.Error()))
 			}
 			return
 		}

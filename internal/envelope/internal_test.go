@@ -2,8 +2,11 @@ package envelope
 
 import (
 	"encoding/json"
+
 	"reflect"
 	"testing"
+
+	"github.com/aegis-sdk/kitnats/internal/hostile"
 )
 
 // EachMember splits an object exactly as encoding/json does (the last of
@@ -14,6 +17,9 @@ func FuzzEachMember(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		hostile.Linear(t, "EachMember", data, 2, 64+float64(len(data))/8, func() {
+			_ = EachMember(data, func(k, v []byte) error { return nil })
+		})
 		var want map[string]json.RawMessage
 		werr := json.Unmarshal(data, &want)
 		have := map[string]json.RawMessage{}
@@ -66,10 +72,12 @@ func FuzzJSONToMsgpack(f *testing.F) {
 		if !json.Valid(data) {
 			return
 		}
+		hostile.Linear(t, "JSON to msgpack", data, 16, 64, func() { _, _ = appendJSONAsMsgpack(nil, data) })
 		mp, err := appendJSONAsMsgpack(nil, data)
 		if err != nil {
 			return // a number beyond float64
 		}
+		hostile.Linear(t, "msgpack to JSON", mp, 16, 64, func() { c := cursor{data: mp}; _, _ = c.toJSON(nil) })
 		c := cursor{data: mp}
 		back, err := c.toJSON(nil)
 		if err != nil || c.left() != 0 {

@@ -69,18 +69,20 @@ func appendArrayLen(b []byte, n int) []byte {
 
 // appendStr writes s as a str, never a bin.
 func appendStr[S string | []byte](b []byte, s S) []byte {
-	n := len(s)
+	return append(strHeader(b, len(s)), s...)
+}
+
+// strHeader writes the header of a str of n bytes.
+func strHeader(b []byte, n int) []byte {
 	switch {
 	case n < 32:
-		b = append(b, mpFixStr|byte(n))
+		return append(b, mpFixStr|byte(n))
 	case n < 256:
-		b = append(b, mpStr8, byte(n))
+		return append(b, mpStr8, byte(n))
 	case n <= math.MaxUint16:
-		b = append(b, mpStr16, byte(n>>8), byte(n))
-	default:
-		b = binary.BigEndian.AppendUint32(append(b, mpStr32), uint32(n))
+		return append(b, mpStr16, byte(n>>8), byte(n))
 	}
-	return append(b, s...)
+	return binary.BigEndian.AppendUint32(append(b, mpStr32), uint32(n))
 }
 
 func appendNullable(b []byte, s string) []byte {
@@ -209,7 +211,17 @@ const (
 	kindExt
 )
 
-func kindOf(c byte) kind {
+// kindOf is a value's kind by its first byte.
+func kindOf(c byte) kind { return kinds[c] }
+
+var kinds = func() (t [256]kind) {
+	for c := range t {
+		t[c] = kindOfCode(byte(c))
+	}
+	return t
+}()
+
+func kindOfCode(c byte) kind {
 	switch {
 	case c <= mpPosFixIntMax:
 		return kindUint
@@ -252,9 +264,7 @@ func (c *cursor) container() (int, error) {
 	code := c.data[c.i]
 	c.i++
 	switch {
-	case code >= mpFixMap && code < mpFixArray:
-		return int(code & 0x0f), nil
-	case code >= mpFixArray && code < mpFixStr:
+	case code < mpFixStr: // fixmap, fixarray
 		return int(code & 0x0f), nil
 	case code == mpArray16 || code == mpMap16:
 		return c.length(2)

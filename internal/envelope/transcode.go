@@ -1,25 +1,28 @@
 package envelope
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"math"
+	"slices"
 	"strconv"
-	"unicode/utf8"
 
 	"github.com/aegis-sdk/kitnats/internal/rpclimit"
 )
 
 // ---- msgpack → JSON ----
 
+var errTooDeep = bad(Msgpack, "value nested deeper than "+strconv.Itoa(rpclimit.MaxDepth))
+
 // frame is an open array or map of toJSON: how many items are left to
-// read, a map counting its keys and its values.
-type frame struct {
-	left  int
-	isMap bool
-}
+// read (a map counts its keys and its values) shifted left by one, the low
+// bit set for a map. Four bytes a level: rpclimit.MaxMessage keeps the
+// count within 28 bits.
+type frame uint32
+
+func (f frame) left() uint32 { return uint32(f) >> 1 }
+func (f frame) isMap() bool  { return f&1 == 1 }
 
 // toJSON reads the next msgpack value and appends it to b as JSON, keeping
 // the order of map keys: nil is null, str a string, bin a base64 string (as
@@ -30,13 +33,17 @@ type frame struct {
 // rpclimit.MaxDepth. It walks the value with a stack of its own: time and
 // memory are linear in the input whatever its shape.
 func (c *cursor) toJSON(b []byte) ([]byte, error) {
-	var stackBuf [16]frame
+	if cap(b) == 0 {
+		// JSON from msgpack is seldom much longer; grow doubles it.
+		b = make([]byte, 0, min(c.left()+c.left()/4, 64<<10)+16)
+	}
+	var stackBuf [64]frame
 	stack := stackBuf[:0]
 	for {
 		if n := len(stack); n > 0 {
 			top := &stack[n-1]
-			if top.left--; top.isMap && top.left%2 == 1 { // a key, then its value
-				top.left--
+			if *top -= 2; top.isMap() && top.left()%2 == 1 { // a key, then its value
+				*top -= 2
 				code, err := c.peek()
 				if err != nil {
 					return b, err
@@ -52,6 +59,7 @@ func (c *cursor) toJSON(b []byte) ([]byte, error) {
 				b = append(b, ':')
 			}
 		}
+		b = grow(b, 32) // room for any scalar, bracket or separator
 		code, err := c.peek()
 		if err != nil {
 			return b, err
@@ -85,28 +93,36 @@ func (c *cursor) toJSON(b []byte) ([]byte, error) {
 		case kindBin:
 			var s []byte
 			if s, err = c.bytes(); err == nil {
+				b = grow(b, base64.StdEncoding.EncodedLen(len(s))+2)
 				b = append(b, '"')
 				b = base64.StdEncoding.AppendEncode(b, s)
 				b = append(b, '"')
 			}
-		case kindArray, kindMap:
+		case kindArray:
 			if len(stack) >= rpclimit.MaxDepth {
-				return b, bad(Msgpack, "value nested deeper than "+strconv.Itoa(rpclimit.MaxDepth))
+				return b, errTooDeep
 			}
 			var n int
 			if n, err = c.container(); err != nil {
 				return b, err
 			}
-			f := frame{left: n, isMap: kindOf(code) == kindMap}
-			if f.isMap {
-				f.left *= 2
-				b = append(b, '{')
-			} else {
-				b = append(b, '[')
-			}
-			stack = append(stack, f)
+			b = append(b, '[')
+			stack = append(stack, frame(n)<<1)
 			if n > 0 {
 				continue // to its first item
+			}
+		case kindMap:
+			if len(stack) >= rpclimit.MaxDepth {
+				return b, errTooDeep
+			}
+			var n int
+			if n, err = c.container(); err != nil {
+				return b, err
+			}
+			b = append(b, '{')
+			stack = append(stack, frame(n)<<2|1)
+			if n > 0 {
+				continue // to its first key
 			}
 		case kindExt:
 			return b, bad(Msgpack, "extension type 0x"+strconv.FormatUint(uint64(code), 16)+" is not allowed")
@@ -118,22 +134,62 @@ func (c *cursor) toJSON(b []byte) ([]byte, error) {
 		}
 		// A value is complete: close the containers it completes, then
 		// separate it from the next item.
-		for {
-			n := len(stack)
-			if n == 0 {
-				return b, nil
-			}
-			if top := &stack[n-1]; top.left > 0 {
-				b = append(b, ',')
-				break
-			} else if top.isMap {
+		n := len(stack)
+		for ; n > 0 && stack[n-1].left() == 0; n-- {
+			if stack[n-1].isMap() {
 				b = append(b, '}')
 			} else {
 				b = append(b, ']')
 			}
-			stack = stack[:n-1]
 		}
+		if n == 0 {
+			return b, nil
+		}
+		stack = stack[:n]
+		b = append(b, ',')
 	}
+}
+
+// appendInteger writes a JSON integer literal (an optional minus, digits)
+// that fits 64 bits, in its shortest form: ok is false when it does not
+// fit. It allocates nothing, whatever the literal.
+func appendInteger(b, lit []byte) ([]byte, bool) {
+	digits := lit
+	neg := len(lit) > 0 && lit[0] == '-'
+	if neg {
+		digits = lit[1:]
+	}
+	if len(digits) == 0 || len(digits) > 20 {
+		return b, false
+	}
+	var u uint64
+	for _, c := range digits {
+		d := uint64(c - '0')
+		if d > 9 || u > (math.MaxUint64-d)/10 {
+			return b, false
+		}
+		u = u*10 + d
+	}
+	if !neg {
+		return appendUint(b, u), true
+	}
+	if u > 1<<63 {
+		return b, false
+	}
+	return appendInt(b, -int64(u)), true // -(1<<63) wraps to itself: MinInt64
+}
+
+// grow makes room for n more bytes, at least doubling b when it must: a
+// value that expands as it converts (a control byte becomes six) costs at
+// most about four times its final size in allocations, where append's
+// growth of large slices by a quarter would cost twenty.
+func grow(b []byte, n int) []byte {
+	if cap(b)-len(b) >= n {
+		return b
+	}
+	nb := make([]byte, len(b), max(2*cap(b), len(b)+n))
+	copy(nb, b)
+	return nb
 }
 
 // ---- JSON → msgpack ----
@@ -150,27 +206,28 @@ func appendJSONAsMsgpack(b, data []byte) ([]byte, error) {
 	if !json.Valid(data) { // also bounds the nesting (encoding/json's 10000)
 		return b, errNotJSON
 	}
-	var countBuf [16]int
+	if len(data) > rpclimit.MaxMessage {
+		return b, errTooLarge
+	}
+	var countBuf [16]int32
 	counts := countItems(data, countBuf[:0])
+	b = slices.Grow(b, len(data)+16) // msgpack is seldom longer than its JSON
 	next := 0
 	for i := 0; i < len(data); {
 		switch c := data[i]; c {
 		case ' ', '\t', '\r', '\n', ',', ':', '}', ']':
 			i++
 		case '{':
-			b = appendMapLen(b, counts[next])
+			b = appendMapLen(b, int(counts[next]))
 			next++
 			i++
 		case '[':
-			b = appendArrayLen(b, counts[next])
+			b = appendArrayLen(b, int(counts[next]))
 			next++
 			i++
 		case '"':
 			end := skipString(data, i)
-			var err error
-			if b, err = appendJSONStringAsStr(b, data[i:end]); err != nil {
-				return b, err
-			}
+			b = appendJSONStringAsStr(b, data[i:end])
 			i = end
 		case 't':
 			b = append(b, mpTrue)
@@ -197,8 +254,8 @@ func appendJSONAsMsgpack(b, data []byte) ([]byte, error) {
 // object and array of valid JSON data, in the order they open. An item is
 // counted when its first byte is seen where an item may start: just after
 // the container opens or after a comma at its level.
-func countItems(data []byte, counts []int) []int {
-	var stackBuf [16]int
+func countItems(data []byte, counts []int32) []int32 {
+	var stackBuf [16]int32
 	open := stackBuf[:0] // indexes into counts of the open containers
 	expect := false      // the next value-start byte begins an item of the innermost container
 	for i := 0; i < len(data); i++ {
@@ -220,7 +277,7 @@ func countItems(data []byte, counts []int) []int {
 		}
 		switch c {
 		case '{', '[':
-			open = append(open, len(counts))
+			open = append(open, int32(len(counts)))
 			counts = append(counts, 0)
 			expect = true
 		case '"':
@@ -245,30 +302,22 @@ func isDelim(c byte) bool {
 // appendJSONStringAsStr writes a quoted JSON string as str: its bytes as
 // they are when it has no escape and is valid UTF-8, else as encoding/json
 // decodes it.
-func appendJSONStringAsStr(b, quoted []byte) ([]byte, error) {
+func appendJSONStringAsStr(b, quoted []byte) []byte {
 	s := quoted[1 : len(quoted)-1]
 	if isPlain(s) {
-		return appendStr(b, s), nil
+		return appendStr(b, s)
 	}
-	var v string
-	if err := json.Unmarshal(quoted, &v); err != nil {
-		return b, err
-	}
-	return appendStr(b, v), nil
-}
-
-// isPlain reports whether the contents of a valid JSON string need no
-// unescaping: no escape, and valid UTF-8.
-func isPlain(s []byte) bool {
-	for i, c := range s {
-		if c == '\\' {
-			return false
-		}
-		if c >= utf8.RuneSelf {
-			return bytes.IndexByte(s[i:], '\\') < 0 && utf8.Valid(s[i:])
-		}
-	}
-	return true
+	// The header needs the unescaped length: unescape after room for the
+	// longest header, then write the header the length takes and move the
+	// bytes up to it.
+	start := len(b)
+	b = appendUnquoted(append(b, 0, 0, 0, 0, 0), s)
+	n := len(b) - start - 5
+	var buf [5]byte
+	head := strHeader(buf[:0], n)
+	copy(b[start+len(head):], b[start+5:])
+	copy(b[start:], head)
+	return b[:start+len(head)+n]
 }
 
 // appendNumber writes a JSON number: an integer in its shortest msgpack form
@@ -281,12 +330,9 @@ func appendNumber(b, lit []byte) ([]byte, error) {
 			break
 		}
 	}
-	if integral && len(lit) <= 20 {
-		if i, err := strconv.ParseInt(string(lit), 10, 64); err == nil {
-			return appendInt(b, i), nil
-		}
-		if u, err := strconv.ParseUint(string(lit), 10, 64); err == nil {
-			return appendUint(b, u), nil
+	if integral {
+		if out, ok := appendInteger(b, lit); ok {
+			return out, nil
 		}
 	}
 	f, err := strconv.ParseFloat(string(lit), 64)

@@ -131,12 +131,13 @@ func FuzzParseTimeout(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
+		hostile.Linear(t, "ParseTimeout", []byte(s), 0.5, 8, func() { _, _ = rpcheader.ParseTimeout(s) })
 		d, err := rpcheader.ParseTimeout(s)
 		if err != nil {
 			if !errors.Is(err, rpcheader.ErrMalformed) {
 				t.Fatalf("error %v is not ErrMalformed", err)
 			}
-			if len(err.Error()) > 300 {
+			if len(err.Error()) > rpclimit.MaxQuoted+64 {
 				t.Fatalf("error text of %d bytes", len(err.Error()))
 			}
 			return
@@ -170,6 +171,7 @@ func FuzzDecodeStatus(f *testing.F) {
 		if hasCode {
 			h[rpcheader.ErrorCode] = []string{code}
 		}
+		hostile.Linear(t, "DecodeStatus", []byte(msg+code+kind), 4, 24, func() { _, _, _ = rpcheader.DecodeStatus(h) })
 		s, failed, err := rpcheader.DecodeStatus(h)
 		if !hasMsg && !hasCode {
 			if failed || err != nil {
@@ -186,7 +188,7 @@ func FuzzDecodeStatus(f *testing.F) {
 		if s.Code < 100 || s.Code > 999 {
 			t.Fatalf("code %d out of range", s.Code)
 		}
-		if len(s.Message) > rpclimit.MaxErrorMessage+2*rpclimit.MaxQuote+64 {
+		if len(s.Message) > rpclimit.MaxErrorMessage+rpclimit.MaxQuoted+64 {
 			t.Fatalf("message of %d bytes", len(s.Message))
 		}
 		h2 := nats.Header{}
@@ -239,6 +241,7 @@ func FuzzGoKitError(f *testing.F) {
 	f.Add([]byte(`{"err":"a","err":"b"}`))
 	f.Add([]byte(`{"err":"x","a":[[[1]]]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		hostile.Linear(t, "GoKitError", data, 3, 40+float64(len(data))/8, func() { _, _ = rpcheader.GoKitError(data) })
 		msg, ok := rpcheader.GoKitError(data)
 		if !ok {
 			return
@@ -269,7 +272,7 @@ func TestHostileHeaders(t *testing.T) {
 		name := rpclimit.Quote([]byte(v))
 		if _, err := rpcheader.ParseTimeout(v); err == nil && (len(v) > rpclimit.MaxTimeoutDigits || strings.ContainsAny(v, "-+.eE")) {
 			t.Errorf("ParseTimeout(%s) accepted", name)
-		} else if err != nil && len(err.Error()) > 2*rpclimit.MaxQuote+64 {
+		} else if err != nil && len(err.Error()) > rpclimit.MaxQuoted+64 {
 			t.Errorf("ParseTimeout(%s): error of %d bytes", name, len(err.Error()))
 		}
 		for _, h := range []nats.Header{
@@ -281,10 +284,10 @@ func TestHostileHeaders(t *testing.T) {
 			if !failed || s.Code < 100 || s.Code > 999 {
 				t.Errorf("DecodeStatus(%s): %+v, %v", name, s, failed)
 			}
-			if len(s.Message) > rpclimit.MaxErrorMessage+2*rpclimit.MaxQuote+64 {
+			if len(s.Message) > rpclimit.MaxErrorMessage+rpclimit.MaxQuoted+64 {
 				t.Errorf("DecodeStatus(%s): message of %d bytes", name, len(s.Message))
 			}
-			if err != nil && len(err.Error()) > 2*rpclimit.MaxQuote+64 {
+			if err != nil && len(err.Error()) > rpclimit.MaxQuoted+64 {
 				t.Errorf("DecodeStatus(%s): error of %d bytes", name, len(err.Error()))
 			}
 			if utf8.ValidString(v) && !utf8.ValidString(s.Message) {

@@ -13,6 +13,11 @@ import (
 )
 
 const (
+	// MaxMessage is the largest message the codecs read or write: the
+	// largest max_payload a nats-server accepts. A larger one is refused
+	// before it is parsed.
+	MaxMessage = 64 << 20
+
 	// MaxDepth bounds the nesting of containers in an envelope's params or
 	// result, in both formats: encoding/json's own limit, so a value that
 	// converts also decodes.
@@ -34,8 +39,11 @@ const (
 	// Service reports in $SRV.STATS.
 	MaxErrorMessage = 1024
 
-	// MaxQuote is how many bytes of input an error message quotes.
-	MaxQuote = safetext.MaxQuote
+	// MaxQuote is how many bytes of input an error message quotes, and
+	// MaxQuoted how long the quotation is at most: each byte may be
+	// escaped as \xNN, and the quotation says how much it left out.
+	MaxQuote  = safetext.MaxQuote
+	MaxQuoted = 4*MaxQuote + 32
 )
 
 // Quote is safetext.Quote of b without copying more of b than it quotes.

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/aegis-sdk/kitnats/internal/envelope"
+	"github.com/aegis-sdk/kitnats/internal/hostile"
 )
 
 // What the Service makes of a request without kitnats headers: an
@@ -25,7 +26,10 @@ func FuzzSniffForeign(f *testing.F) {
 	f.Add([]byte("\x82\xaamessage_id\xa1a\xa6method\x01"))
 	f.Add([]byte("\x82\x01\xa1a\xa6method\xa1m"))
 	f.Add([]byte(`not json`))
+	f.Add(hostile.DeepMsgpack(300))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// The reader's walk: linear in the body, whatever its shape.
+		hostile.Linear(t, "sniffForeign", data, 16, 64+float64(len(data))/8, func() { _ = sniffForeign(data) })
 		fr := sniffForeign(data)
 		r, format, err := envelope.DecodeRequest(data)
 		switch {
@@ -58,7 +62,11 @@ func FuzzEnvelopeReply(f *testing.F) {
 	f.Add([]byte(`{"success":false,"result":null,"error":"boom"}`))
 	f.Add([]byte("\x83\xa7success\xc3\xa6result\x81\xa1a\x01\xa5error\xc0"))
 	dec := envelopeDecoder(DecodeJSONResponse[map[string]any])
+	f.Add(append([]byte("\x83\xa7success\xc3\xa5error\xc0\xa6result"), hostile.DeepMsgpackArray(300)...))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		hostile.Linear(t, "envelope reply", data, 16, 64+float64(len(data))/8, func() {
+			_, _ = dec(context.Background(), &nats.Msg{Data: data})
+		})
 		resp, err := dec(context.Background(), &nats.Msg{Data: data})
 		env, _, derr := envelope.DecodeResponse(data)
 		switch {
