@@ -112,27 +112,39 @@ func SniffRequest(data []byte) (r *Request, f Format, ok bool, err error) {
 // message_id and method among its top-level keys.
 func msgpackHasIDAndMethod(data []byte) bool {
 	c := cursor{data: data}
-	if code, err := c.peek(); err != nil || kindOf(code) != kindMap {
-		return false
+	hasID, hasMethod := false, false
+	err := eachMsgpackMember(&c, func(k []byte) error {
+		hasID = hasID || string(k) == keyMessageID
+		hasMethod = hasMethod || string(k) == keyMethod
+		return c.skip()
+	})
+	return err == nil && hasID && hasMethod
+}
+
+// eachMsgpackMember calls fn with the key of each member of the msgpack map
+// at c, in order; fn reads the value from c. It stops at fn's first error.
+func eachMsgpackMember(c *cursor, fn func(k []byte) error) error {
+	code, err := c.peek()
+	if err != nil {
+		return err
+	}
+	if kindOf(code) != kindMap {
+		return bad(Msgpack, "not a map")
 	}
 	n, err := c.container()
 	if err != nil {
-		return false
+		return err
 	}
-	hasID, hasMethod := false, false
 	for range n {
-		code, err := c.peek()
-		if err != nil || kindOf(code) != kindStr {
-			return false
+		k, err := c.key()
+		if err != nil {
+			return err
 		}
-		k, err := c.bytes()
-		if err != nil || c.skip() != nil {
-			return false
+		if err := fn(k); err != nil {
+			return err
 		}
-		hasID = hasID || string(k) == keyMessageID
-		hasMethod = hasMethod || string(k) == keyMethod
 	}
-	return hasID && hasMethod
+	return nil
 }
 
 // eachField calls fn with the key and the value of each member of the
@@ -153,33 +165,9 @@ func eachField(data []byte, f Format, valid bool, fn func(k []byte, v *field) er
 		return EachMember(data, member)
 	}
 	c := cursor{data: data}
-	code, err := c.peek()
-	if err != nil {
-		return err
-	}
-	if kindOf(code) != kindMap {
-		return bad(Msgpack, "not a map")
-	}
-	n, err := c.container()
-	if err != nil {
-		return err
-	}
 	v := field{f: Msgpack, c: &c}
-	for range n {
-		code, err := c.peek()
-		if err != nil {
-			return err
-		}
-		if kindOf(code) != kindStr {
-			return bad(Msgpack, "key is not a str")
-		}
-		k, err := c.bytes()
-		if err != nil {
-			return err
-		}
-		if err := fn(k, &v); err != nil {
-			return err
-		}
+	if err := eachMsgpackMember(&c, func(k []byte) error { return fn(k, &v) }); err != nil {
+		return err
 	}
 	if c.left() != 0 {
 		return bad(Msgpack, strconv.Itoa(c.left())+" bytes after the envelope")

@@ -294,6 +294,20 @@ func (c *cursor) bytes() ([]byte, error) {
 	return c.take(n)
 }
 
+// key reads a map key, which must be a str, as a slice of the data.
+func (c *cursor) key() ([]byte, error) {
+	code, err := c.peek()
+	if err != nil {
+		return nil, err
+	}
+	if kindOf(code) != kindStr {
+		return nil, errKeyNotStr
+	}
+	return c.bytes()
+}
+
+var errKeyNotStr = bad(Msgpack, "map key is not a str")
+
 // uint reads a positive fixint or uint8–64.
 func (c *cursor) uint() (uint64, error) {
 	code := c.data[c.i]

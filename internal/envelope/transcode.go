@@ -44,14 +44,7 @@ func (c *cursor) toJSON(b []byte) ([]byte, error) {
 			top := &stack[n-1]
 			if *top -= 2; top.isMap() && top.left()%2 == 1 { // a key, then its value
 				*top -= 2
-				code, err := c.peek()
-				if err != nil {
-					return b, err
-				}
-				if kindOf(code) != kindStr {
-					return b, bad(Msgpack, "map key is not a str")
-				}
-				k, err := c.bytes()
+				k, err := c.key()
 				if err != nil {
 					return b, err
 				}
@@ -98,7 +91,7 @@ func (c *cursor) toJSON(b []byte) ([]byte, error) {
 				b = base64.StdEncoding.AppendEncode(b, s)
 				b = append(b, '"')
 			}
-		case kindArray:
+		case kindArray, kindMap:
 			if len(stack) >= rpclimit.MaxDepth {
 				return b, errTooDeep
 			}
@@ -106,23 +99,14 @@ func (c *cursor) toJSON(b []byte) ([]byte, error) {
 			if n, err = c.container(); err != nil {
 				return b, err
 			}
-			b = append(b, '[')
-			stack = append(stack, frame(n)<<1)
+			f, open := frame(n)<<1, byte('[')
+			if kindOf(code) == kindMap {
+				f, open = frame(n)<<2|1, '{'
+			}
+			b = append(b, open)
+			stack = append(stack, f)
 			if n > 0 {
-				continue // to its first item
-			}
-		case kindMap:
-			if len(stack) >= rpclimit.MaxDepth {
-				return b, errTooDeep
-			}
-			var n int
-			if n, err = c.container(); err != nil {
-				return b, err
-			}
-			b = append(b, '{')
-			stack = append(stack, frame(n)<<2|1)
-			if n > 0 {
-				continue // to its first key
+				continue // to its first item or key
 			}
 		case kindExt:
 			return b, bad(Msgpack, "extension type 0x"+strconv.FormatUint(uint64(code), 16)+" is not allowed")

@@ -33,7 +33,8 @@ type DecodeResponseFunc func(ctx context.Context, reply *nats.Msg) (response any
 
 // Client calls one method on one subject. Its Endpoint sends the request
 // with headers (RequestMsgWithContext), carrying the caller's remaining time
-// (HeaderTimeout) and trace context, and returns typed errors:
+// (Kitnats-Timeout, whole milliseconds) and trace context, and returns typed
+// errors:
 //
 //   - *CallError wrapping ErrNoResponders, ErrConnClosed or ErrClientClosed
 //     when the request provably reached no handler (Retryable() == true;
@@ -44,11 +45,12 @@ type DecodeResponseFunc func(ctx context.Context, reply *nats.Msg) (response any
 //     endpoint.Failer errors; Retryable only for CodeUnavailable);
 //   - *PayloadError before sending a message over the connection's max
 //     payload;
-//   - *CallError wrapping a *natserr.PermissionError (ErrPermission) when the
-//     server refused the request's subject or the reply's inbox for lack
-//     of a permission: not retryable. A client watches for a refusal until
-//     a call of it has had a reply; a permission revoked after that (by a
-//     configuration reload) shows as timeouts.
+//   - *CallError wrapping a *permissions.PermissionError (matching
+//     permissions.ErrPermission) when the server refused the request's
+//     subject or the reply's inbox for lack of a permission: not
+//     retryable. A client watches for a refusal until a call of it has had
+//     a reply; a permission revoked after that (by a configuration reload)
+//     shows as timeouts.
 type Client struct {
 	nc      *nats.Conn
 	subject string
@@ -294,7 +296,7 @@ var (
 )
 
 // guardedRequest is the request, ended as soon as the server reports
-// refusing its subject or the connection's inbox (a *PermissionError)
+// refusing its subject or the connection's inbox (a *natserr.PermissionError)
 // rather than at its deadline.
 func (c *Client) guardedRequest(ctx context.Context, msg *nats.Msg) (reply *nats.Msg, err error) {
 	err = natserr.Do(ctx, c.nc, []string{msg.Subject, natserr.InboxPattern(c.nc)}, func(ctx context.Context) (err error) {

@@ -150,7 +150,7 @@ func (s *Service) deliver(m *method, msg *nats.Msg) {
 }
 
 // arrive stamps j with its arrival time and deadline: the caller's
-// (HeaderTimeout counted from arrival) or the service's default. It drops j
+// (Kitnats-Timeout counted from arrival) or the service's default. It drops j
 // and returns false if that deadline has already passed.
 func (s *Service) arrive(j *job) bool {
 	j.recv = time.Now()

@@ -13,7 +13,8 @@ import (
 
 // Status codes carried in the Nats-Service-Error-Code header. They follow
 // HTTP so that people and other NATS micro clients read them without a
-// table; any code an error chooses (see StatusCoder) travels unchanged.
+// table; any code an error chooses (with a StatusCode() int method, as
+// go-kit's transport/http.StatusCoder) travels unchanged.
 const (
 	CodeBadRequest    = 400 // the request could not be decoded
 	CodeUnprocessable = 422 // default for business errors (endpoint.Failer)
@@ -186,9 +187,9 @@ func newError(code int, prefix string, cause error) *Error {
 }
 
 // asError converts any error into the *Error a server replies: the *Error in
-// err's chain if there is one, otherwise an error with the code a StatusCoder
-// in the chain chooses, CodeTimeout for context.DeadlineExceeded, or
-// CodeInternal.
+// err's chain if there is one, otherwise an error with the code an error in
+// the chain chooses (statusCode), CodeTimeout for context.DeadlineExceeded,
+// or CodeInternal.
 func asError(err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {

@@ -9,7 +9,7 @@ import (
 // pool decides, for every request of a Service, whether it runs now, waits,
 // or is turned away, and it is the one place that holds requests in memory.
 //
-// Concurrency is a number of tokens, ServiceMaxConcurrent in all. Each
+// Concurrency is a number of tokens, WithMaxConcurrent in all. Each
 // method has a lane, and each lane a reserve of tokens that the other lanes
 // cannot take: a request starts when its lane holds fewer tokens than its
 // reserve, or when a token is free beyond the reserves the other lanes are
@@ -18,7 +18,7 @@ import (
 // reserve's worth of requests at once.
 //
 // A request that cannot start waits in its lane's queue (FIFO, at most
-// ServiceMaxPending per method), unless the queue is full or, at the lane's
+// WithMaxPending per method), unless the queue is full or, at the lane's
 // measured service time, the queue ahead of it and its own service would
 // outlast its deadline: then it is refused with CodeUnavailable at once, so
 // the caller retries elsewhere while it still has time. A released token goes to the
@@ -47,7 +47,7 @@ type pool struct {
 // lane is one method's share of the pool.
 type lane struct {
 	running int
-	queue   []*job // ring of ServiceMaxPending
+	queue   []*job // ring of WithMaxPending
 	head, n int
 	// mean is the average time a request of this method holds a token
 	// (exponentially weighted, 1/8 per request); 0 until one finishes.

@@ -68,9 +68,10 @@ func NewServer(e endpoint.Endpoint, dec DecodeRequestFunc, enc EncodeResponseFun
 }
 
 // DefaultErrorEncoder writes err as status headers: a *Error (anywhere in the
-// chain) keeps its code, message and business flag; an error implementing
-// StatusCoder chooses its code; anything else is CodeInternal. The message is
-// err.Error(), cut to 1 KiB and stripped of control characters.
+// chain) keeps its code, message and business flag; an error with a
+// StatusCode() int method chooses its code; anything else is CodeInternal.
+// The message is err.Error(), cut to 1 KiB and stripped of control
+// characters.
 func DefaultErrorEncoder(_ context.Context, err error, reply *nats.Msg) {
 	if reply.Header == nil {
 		reply.Header = make(nats.Header, 3)

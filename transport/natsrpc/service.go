@@ -41,16 +41,18 @@ const (
 //
 // It answers NATS micro discovery, so `nats micro ls|info|stats` see it as
 // a micro service whose endpoints are those subjects; the instance ID is in
-// its metadata under MetadataInstance, and each endpoint's stats data is an
-// endpointStats.
+// its metadata under wire.MetadataInstance, and each endpoint's stats data
+// counts errors, panics, malformed headers and the requests it rejected,
+// expired or dropped.
 //
-// Requests run on at most ServiceMaxConcurrent workers, each method keeping
-// a reserve of them, so a slow handler or a flooded method does not hold up
+// Requests run on at most WithMaxConcurrent workers, each method keeping a
+// reserve of them, so a slow handler or a flooded method does not hold up
 // the others; requests that would wait past their deadline are refused at
-// once or dropped unrun (see the package doc, Server). Each request's
-// context carries the caller's deadline (HeaderTimeout, or the service's
-// default) and trace context (extracted by the propagator from the message
-// headers).
+// once with a retryable 503 or dropped unrun. Each request's context
+// carries the caller's deadline (Kitnats-Timeout, an envelope's timeout, or
+// WithDefaultTimeout) and trace context (extracted by the propagator from
+// the message headers). A request whose reply subject is not an inbox (see
+// WithReplyPrefixes) is neither run nor answered.
 type Service struct {
 	nc       *nats.Conn
 	name     string
@@ -131,7 +133,7 @@ type job struct {
 	lane  *lane
 	recv  time.Time // arrival: when a reader took it from the subscription
 	start time.Time // when it took a worker's token
-	// deadline is the caller's (arrival + HeaderTimeout; caller set) or the
+	// deadline is the caller's (arrival + Kitnats-Timeout; caller set) or the
 	// service's default; zero for none.
 	deadline time.Time
 	caller   bool
@@ -163,8 +165,9 @@ type serviceConfig struct {
 // it returns is routed here), and returns the running service. ctx bounds
 // that wait only; stop the service with Shutdown. methods maps method names
 // to their servers; it is not kept. A subscription the server refuses for
-// lack of a permission fails it with an error matching ErrPermission that
-// names the subject (a *PermissionError).
+// lack of a permission fails it with an error matching
+// permissions.ErrPermission that names the subject (a
+// *permissions.PermissionError).
 func NewService(ctx context.Context, nc *nats.Conn, service, instance string, methods map[string]*Server, opts ...ServiceOption) (*Service, error) {
 	if nc == nil {
 		return nil, ErrNilConn
