@@ -1,12 +1,14 @@
 package natstest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -259,8 +261,9 @@ func (sc *Supercluster) Nodes() []*Server {
 // Ready returns once every running node is ready: each has its gateways to
 // every other region with a running node, in and out; the JetStream meta
 // leader counts every running node a current, online peer; the leaf node,
-// if it and its hub run, is connected, and each side's JetStream answers the
-// other through its domain. It waits, checking every 25 ms, until ctx ends.
+// if it and its hub run, is connected; JetStream answers in every region,
+// and each side of the leaf connection answers the other through its
+// domain. It waits, checking every 25 ms, until ctx ends.
 // After a stopped node is started again, Ready says when the supercluster
 // has healed.
 func (sc *Supercluster) Ready(ctx context.Context) error {
@@ -323,6 +326,17 @@ func (sc *Supercluster) check(ctx context.Context) error {
 	}
 	if err := metaReady(nodes); err != nil {
 		return err
+	}
+	// JetStream answers in every region with a running node.
+	for _, r := range sc.Regions {
+		for _, n := range r.Nodes {
+			if n.Running() {
+				if err := answers(ctx, n.URL(), sc.HubDomain); err != nil {
+					return fmt.Errorf("JetStream from %s: %w", n.Name(), err)
+				}
+				break
+			}
+		}
 	}
 	if sc.Leaf == nil {
 		return nil
@@ -422,4 +436,31 @@ func (sc *Supercluster) Shutdown() {
 		}
 	}
 	os.RemoveAll(sc.dir)
+	waitSourceSetups(40 * time.Second)
+}
+
+// waitSourceSetups waits, at most d, for nats-server's goroutines that wait
+// for the answer to a stream source's (or mirror's) consumer request: they
+// end only with the answer or their timeout (5 s for a durable consumer,
+// 30 s otherwise), not when the server shuts down, and goleak would count
+// them against the test.
+func waitSourceSetups(d time.Duration) {
+	deadline := time.Now().Add(d)
+	buf := make([]byte, 1<<20)
+	for time.Now().Before(deadline) {
+		for {
+			n := runtime.Stack(buf, true)
+			if n < len(buf) {
+				buf = buf[:n]
+				break
+			}
+			buf = make([]byte, 2*len(buf))
+		}
+		if !bytes.Contains(buf, []byte("server.(*stream).trySetupSourceConsumer.func")) &&
+			!bytes.Contains(buf, []byte("server.(*stream).setupMirrorConsumer.func")) {
+			return
+		}
+		buf = buf[:cap(buf)]
+		time.Sleep(50 * time.Millisecond)
+	}
 }
