@@ -54,7 +54,7 @@ func TestAegisFleetThroughDiscovery(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			bucket, err := natskv.CreateBucket(ctx, js, natskv.BucketConfig{NoMarkers: true}) // service_registry, as AegisSDK makes it
+			bucket, err := natskv.CreateBucket(ctx, js, natskv.BucketConfig{NoTTL: true}) // service_registry, as AegisSDK makes it
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/aegis-sdk/kitnats/internal/registry"
 	"github.com/aegis-sdk/kitnats/lb"
 	"github.com/aegis-sdk/kitnats/permissions"
 	"github.com/aegis-sdk/kitnats/sd/natskv"
@@ -135,7 +136,7 @@ func TestChain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ttl, ok := natskv.MsgTTL(last.Header); !ok || ttl != g1i.reg.TTL() || ttl == 0 {
+	if ttl, ok := registry.MsgTTL(last.Header); !ok || ttl != g1i.reg.TTL() || ttl == 0 {
 		t.Fatalf("record TTL %v %v, registrar's %v", ttl, ok, g1i.reg.TTL())
 	}
 	eventually(t, "a heartbeat", func() bool {

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/aegis-sdk/kitnats/internal/registry"
 	"github.com/aegis-sdk/kitnats/sd/natskv"
 )
 
@@ -203,9 +204,9 @@ func (a *app) checkBuild(s *session, info *jetstream.StreamInfo, sc scanned) che
 	}
 	switch {
 	case cfg.MaxMsgSize <= 0:
-		add("max value size", levelInfo, "unlimited (registrars refuse, and clients skip, records over %d bytes)", natskv.MaxRecordSize)
-	case int(cfg.MaxMsgSize) < natskv.MaxRecordSize:
-		add("max value size", levelNote, "%d bytes: records between that and %d bytes are refused by the server", cfg.MaxMsgSize, natskv.MaxRecordSize)
+		add("max value size", levelInfo, "unlimited (registrars refuse, and clients skip, records over %d bytes)", registry.MaxRecordSize)
+	case int(cfg.MaxMsgSize) < registry.MaxRecordSize:
+		add("max value size", levelNote, "%d bytes: records between that and %d bytes are refused by the server", cfg.MaxMsgSize, registry.MaxRecordSize)
 	default:
 		add("max value size", levelOK, "%d bytes", cfg.MaxMsgSize)
 	}
@@ -303,7 +304,7 @@ func (a *app) checkBuild(s *session, info *jetstream.StreamInfo, sc scanned) che
 }
 
 func isLayout(l natskv.Layout, key string) bool {
-	_, _, ok := l.Parse(key)
+	_, _, ok := registry.Layout(l).Parse(key)
 	return ok
 }
 

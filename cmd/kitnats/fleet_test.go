@@ -25,7 +25,7 @@ type fleet struct {
 func newFleet(t *testing.T) *fleet {
 	// Memory storage: no disk stall on a shared machine can hold up the
 	// heartbeats long enough to make a live record stale.
-	f := newFixture(t, natskv.BucketConfig{Storage: jetstream.MemoryStorage})
+	f := newFixture(t, natskv.BucketConfig{Storage: jetstream.MemoryStorage, LimitMarkerTTL: time.Minute}) // expiry markers, as check reports
 	// Written once, with no TTL: it goes stale.
 	dead, err := natskv.EncodeInstance(natskv.Instance{ServiceName: "greeter", InstanceID: "greeter-4", Version: "1.2.3",
 		Status: natskv.StatusActive, LastHeartbeat: time.Now(), Metadata: map[string]string{"zone": "eu-3"}})
@@ -376,7 +376,7 @@ func writeTemp(t *testing.T, content string) string {
 // keys service-instances__S__I), read with the wrong layout and the right
 // one.
 func TestAegisLayout(t *testing.T) {
-	f := newFixture(t, natskv.BucketConfig{NoMarkers: true})
+	f := newFixture(t, natskv.BucketConfig{NoTTL: true})
 	f.register(instance("greeter", "g-1", natskv.StatusActive, "eu-1"), natskv.WithLayout(natskv.LayoutAegis))
 
 	out, errOut, code := f.run(append([]string{"ls"}, livenessFlags...)...)
@@ -403,7 +403,7 @@ func TestAegisLayout(t *testing.T) {
 // TestCheckMaxAge: a bucket-wide max age, as AegisSDK's deployment charts
 // set, is a problem when it does not outlast a heartbeat.
 func TestCheckMaxAge(t *testing.T) {
-	f := newFixture(t, natskv.BucketConfig{NoMarkers: true, MaxAge: 5 * time.Second})
+	f := newFixture(t, natskv.BucketConfig{NoTTL: true, MaxAge: 5 * time.Second})
 	out, _, code := f.run("check")
 	if code != exitFailed {
 		t.Errorf("exit %d:\n%s", code, out)

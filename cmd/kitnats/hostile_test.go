@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/aegis-sdk/kitnats/internal/natstest"
+	"github.com/aegis-sdk/kitnats/internal/registry"
 	"github.com/aegis-sdk/kitnats/internal/safetext"
 	"github.com/aegis-sdk/kitnats/sd/natskv"
 )
@@ -309,7 +310,7 @@ func TestListingBounded(t *testing.T) {
 	for i := range 30 {
 		f.put(fmt.Sprintf("service-instances.junk.j-%02d", i), "{")
 	}
-	huge := `{"serviceName":"big","instanceId":"b-1","version":"` + strings.Repeat("9", natskv.MaxRecordSize) + `"}`
+	huge := `{"serviceName":"big","instanceId":"b-1","version":"` + strings.Repeat("9", registry.MaxRecordSize) + `"}`
 	f.put("service-instances.big.b-1", huge)
 
 	out, errOut, code := f.run("ls", "--max-keys", "25")
@@ -339,5 +340,5 @@ func TestListingBounded(t *testing.T) {
 	lineWith(t, out, "keys", "note: read the first 25 of the bucket's 31 keys")
 
 	out, _, _ = f.run("ls", "big")
-	lineWith(t, out, "b-1", fmt.Sprintf("record too large: %d bytes, over the %d clients read", len(huge), natskv.MaxRecordSize))
+	lineWith(t, out, "b-1", fmt.Sprintf("record too large: %d bytes, over the %d clients read", len(huge), registry.MaxRecordSize))
 }

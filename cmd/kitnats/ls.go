@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/aegis-sdk/kitnats/sd/natskv"
+	"github.com/aegis-sdk/kitnats/internal/registry"
 	"github.com/aegis-sdk/kitnats/wire"
 )
 
@@ -143,6 +143,9 @@ func (a *app) lsBuild(s *session, v bucketView, service string) lsOutput {
 		PerKeyTTL: caps.MsgTTL, Services: []lsService{}, Hint: layoutHint(v, s.layout, service)}
 	by := map[string]*lsService{}
 	for _, r := range v.Records {
+		s.judge.Add(r.Key, r.Data, r.Seq, r.Written) // judged per service, as a client's state judges it (its stale guard too)
+	}
+	for _, r := range v.Records {
 		if service != "" && r.Service != service {
 			continue
 		}
@@ -169,21 +172,21 @@ func (a *app) lsBuild(s *session, v bucketView, service string) lsOutput {
 		m.Status, m.Version, m.Zone, m.StickyActiveGroup = string(in.Status), in.Version, in.Metadata[wire.MetadataZone], in.StickyActiveGroup
 		m.LastHeartbeat, m.Metadata = &hb, in.Metadata
 		svc.Instances++
-		h := s.judge.Health(in, r.Written, now)
+		h, _ := s.judge.Health(r.Key, now)
 		m.Client, m.Offered = h.String(), h.Offered()
 		switch h {
-		case natskv.HealthActive:
+		case registry.HealthActive:
 			svc.Active++
-		case natskv.HealthStandby, natskv.HealthExcluded:
+		case registry.HealthStandby, registry.HealthExcluded:
 			svc.Standby++
 			m.Reason = "STANDBY: picked only when no ACTIVE instance can serve"
-			if h == natskv.HealthExcluded {
+			if h == registry.HealthExcluded {
 				m.Reason = "STANDBY, and clients exclude standby instances"
 			}
-		case natskv.HealthUnhealthy:
+		case registry.HealthUnhealthy:
 			svc.Unhealthy++
 			m.Reason = "declared UNHEALTHY by its owner"
-		case natskv.HealthStale:
+		case registry.HealthStale:
 			svc.Stale++
 			m.Reason = fmt.Sprintf("no write for %s, stale after %s", human(age), human(s.judge.StaleAfter()))
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/aegis-sdk/kitnats/internal/registry"
 	"github.com/aegis-sdk/kitnats/sd/natskv"
 )
 
@@ -109,7 +110,7 @@ Exit status: 0 success; 1 failure (a failed call, a problem found by check);
 	a.conn.register(pf)
 	pf.StringVar(&a.bucket, "bucket", natskv.DefaultBucket, "registry bucket")
 	pf.StringVar(&a.layoutName, "layout", natskv.LayoutDotted.String(), "key layout: dotted (service-instances.S.I) or aegis (service-instances__S__I, the Python AegisSDK's)")
-	pf.DurationVar(&a.heartbeat, "heartbeat", natskv.DefaultHeartbeat, "the registrars' heartbeat interval")
+	pf.DurationVar(&a.heartbeat, "heartbeat", registry.DefaultHeartbeat, "the registrars' heartbeat interval")
 	pf.DurationVar(&a.ttl, "ttl", 0, "the registrars' record TTL (default 3 heartbeats)")
 	pf.DurationVar(&a.staleAfter, "stale-after", 0, "age of a record's last write past which clients stop offering it (default: from --ttl, as clients derive it; negative: never)")
 	root.AddCommand(a.lsCommand(), a.watchCommand(), a.callCommand(), a.checkCommand(), a.permsCommand())
@@ -140,11 +141,11 @@ func argsBetween(min, max int) cobra.PositionalArgs {
 }
 
 func (a *app) layout() (natskv.Layout, error) {
-	l, err := natskv.ParseLayout(a.layoutName)
+	l, err := registry.ParseLayout(a.layoutName)
 	if err != nil {
 		return 0, usagef("--layout: %q is not a layout: want dotted or aegis", a.layoutName)
 	}
-	return l, nil
+	return natskv.Layout(l), nil
 }
 
 // layoutFor is the layout, and checks that service (if any) can be a key
@@ -182,7 +183,7 @@ type session struct {
 	b      *natskv.Bucket
 	where  string // the server URLs, passwords hidden
 	layout natskv.Layout
-	judge  *natskv.Judge
+	judge  *registry.Judge
 	domain string // the JetStream domain, if any
 }
 
@@ -220,7 +221,9 @@ func (a *app) open(ctx context.Context, cmd *cobra.Command, extra ...nats.Option
 		s.close()
 		return nil, err
 	}
-	if s.judge, err = natskv.NewJudge(s.b, a.instancerOptions(s.layout)...); err != nil {
+	if s.judge, err = registry.NewJudge(registry.JudgeConfig{Layout: registry.Layout(s.layout),
+		Liveness: registry.Liveness{Heartbeat: a.heartbeat, TTL: a.ttl, StaleAfter: a.staleAfter},
+		Markers:  s.b.Capabilities().Markers}); err != nil {
 		s.close()
 		return nil, usagef("%v", err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/aegis-sdk/kitnats/internal/registry"
 	"github.com/aegis-sdk/kitnats/sd/natskv"
 )
 
@@ -27,7 +28,7 @@ const (
 type keyRecord struct {
 	Key     string
 	Op      op
-	Data    []byte // nil for a value over natskv.MaxRecordSize: clients skip it unread
+	Data    []byte // nil for a value over registry.MaxRecordSize: clients skip it unread
 	Size    int    // the value's size
 	Seq     uint64
 	Written time.Time     // the server's timestamp of the write
@@ -117,10 +118,10 @@ func scan(ctx context.Context, s *session, timeout time.Duration, maxKeys int) (
 			}
 			r := keyRecord{Key: strings.TrimPrefix(m.Subject(), prefix), Op: opOf(m), Data: m.Data(), Size: len(m.Data()),
 				Seq: meta.Sequence.Stream, Written: meta.Timestamp}
-			if r.Size > natskv.MaxRecordSize {
+			if r.Size > registry.MaxRecordSize {
 				r.Data = nil
 			}
-			r.TTL, _ = natskv.MsgTTL(m.Headers())
+			r.TTL, _ = registry.MsgTTL(m.Headers())
 			held += len(r.Data) + len(r.Key)
 			out.Records = append(out.Records, r)
 			pending = meta.NumPending
@@ -140,11 +141,11 @@ func scan(ctx context.Context, s *session, timeout time.Duration, maxKeys int) (
 
 // decode reads a live record as a client of the layout does: one larger
 // than a record may be is refused unread, as clients refuse it.
-func decode(l natskv.Layout, r keyRecord) (natskv.Instance, error) {
-	if r.Data == nil && r.Size > natskv.MaxRecordSize {
-		return natskv.Instance{}, fmt.Errorf("record too large: %d bytes, over the %d clients read", r.Size, natskv.MaxRecordSize)
+func decode(l natskv.Layout, r keyRecord) (registry.Instance, error) {
+	if r.Data == nil && r.Size > registry.MaxRecordSize {
+		return registry.Instance{}, fmt.Errorf("record too large: %d bytes, over the %d clients read", r.Size, registry.MaxRecordSize)
 	}
-	return natskv.DecodeRecord(l, r.Key, r.Data)
+	return registry.DecodeKey(registry.Layout(l), r.Key, r.Data)
 }
 
 // classified is a scanned record read in a layout.
@@ -152,7 +153,7 @@ type classified struct {
 	keyRecord
 	Service  string // from the key; empty when the key is not of the layout
 	Instance string
-	Record   natskv.Instance
+	Record   registry.Instance
 	Err      error // why clients skip it
 }
 
@@ -179,10 +180,10 @@ func classify(recs []keyRecord, l natskv.Layout) bucketView {
 			v.Removed = append(v.Removed, r)
 			continue
 		}
-		service, instance, ok := l.Parse(r.Key)
+		service, instance, ok := registry.Layout(l).Parse(r.Key)
 		if !ok {
 			v.Foreign = append(v.Foreign, r)
-			if _, _, ok := otherLayout(l).Parse(r.Key); ok {
+			if _, _, ok := registry.Layout(otherLayout(l)).Parse(r.Key); ok {
 				v.Other++
 			}
 			continue
@@ -200,7 +201,7 @@ func layoutHint(v bucketView, l natskv.Layout, service string) string {
 	other := otherLayout(l)
 	n := 0
 	for _, r := range v.Foreign {
-		if s, _, ok := other.Parse(r.Key); ok && (service == "" || s == service) {
+		if s, _, ok := registry.Layout(other).Parse(r.Key); ok && (service == "" || s == service) {
 			n++
 		}
 	}

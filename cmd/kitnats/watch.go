@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
+	"github.com/aegis-sdk/kitnats/internal/registry"
 	"github.com/aegis-sdk/kitnats/internal/safetext"
 	"github.com/aegis-sdk/kitnats/sd/natskv"
 	"github.com/aegis-sdk/kitnats/wire"
@@ -293,7 +294,7 @@ func (w *watcher) discover() {
 	fresh := map[string]bool{}   // services to follow, within the free places
 	free, more := w.o.maxServices-len(w.svcs), false
 	for k := range kl.Keys() {
-		svc, _, ok := w.s.layout.Parse(k)
+		svc, _, ok := registry.Layout(w.s.layout).Parse(k)
 		switch {
 		case !ok:
 		case w.svcs[svc] != nil:
@@ -364,7 +365,7 @@ func (w *watcher) drop(service string) {
 	defer w.mu.Unlock()
 	delete(w.svcs, service)
 	delete(w.absent, service)
-	mine := func(key string) bool { svc, _, _ := w.s.layout.Parse(key); return svc == service }
+	mine := func(key string) bool { svc, _, _ := registry.Layout(w.s.layout).Parse(key); return svc == service }
 	maps.DeleteFunc(w.last, func(k string, _ natskv.Instance) bool { return mine(k) })
 	maps.DeleteFunc(w.gone, func(k string, _ bool) bool { return mine(k) })
 	maps.DeleteFunc(w.bad, func(k string, _ uint64) bool { return mine(k) })
@@ -429,7 +430,7 @@ func (w *watcher) stop() {
 func (w *watcher) change(service string, c natskv.Change) {
 	e := watchEvent{Service: service, Instance: c.Instance.InstanceID, Key: c.Key, Revision: c.Revision}
 	if e.Instance == "" {
-		_, e.Instance, _ = w.s.layout.Parse(c.Key)
+		_, e.Instance, _ = registry.Layout(w.s.layout).Parse(c.Key)
 	}
 	if c.Instance.Status != "" {
 		e.Status, e.Version = string(c.Instance.Status), c.Instance.Version

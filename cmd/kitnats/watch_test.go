@@ -41,7 +41,7 @@ func (f *fixture) watching(t *testing.T, args ...string) (out, errOut *syncBuffe
 }
 
 func TestWatch(t *testing.T) {
-	f := newFixture(t, natskv.BucketConfig{})
+	f := newFixture(t, natskv.BucketConfig{LimitMarkerTTL: time.Minute}) // expiry markers: a crash is told as one
 	f.register(instance("greeter", "greeter-1", natskv.StatusActive, "eu-1"))
 	out, errOut := f.watching(t)
 
@@ -97,7 +97,7 @@ func TestWatch(t *testing.T) {
 // TestWatchStale: on a bucket without expiry markers (as AegisSDK makes
 // them) a crash is noticed by age; --json writes one object per line.
 func TestWatchStale(t *testing.T) {
-	f := newFixture(t, natskv.BucketConfig{NoMarkers: true})
+	f := newFixture(t, natskv.BucketConfig{NoTTL: true})
 	rec, err := natskv.EncodeInstance(natskv.Instance{ServiceName: "greeter", InstanceID: "g-1", Version: "1.0.0",
 		Status: natskv.StatusActive, LastHeartbeat: time.Now()})
 	if err != nil {

@@ -28,7 +28,7 @@ func TestWithAddressOptions(t *testing.T) {
 			t.Errorf("WithAddress(http, %q): %v", a, err)
 			continue
 		}
-		if got := r.Instance().Metadata[wire.AddressKey("http")]; got != a {
+		if got := natskv.RecordOf(r).Metadata[wire.AddressKey("http")]; got != a {
 			t.Errorf("WithAddress(http, %q) wrote %q", a, got)
 		}
 	}
@@ -60,7 +60,7 @@ func TestWithAddressOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	md := r.Instance().Metadata
+	md := natskv.RecordOf(r).Metadata
 	if md[wire.AddressKey("http")] != "10.0.0.7:8080" || md[wire.AddressKey("grpc")] != "10.0.0.7:9090" || md[wire.MetadataZone] != "z1" {
 		t.Fatalf("metadata %v", md)
 	}

@@ -124,7 +124,7 @@ func ExampleBindBucket() {
 		nil, natskv.WithLayout(natskv.LayoutAegis))
 	fmt.Println(reg.Key())
 	// Output:
-	// bucket service_registry: R1, history 1, no per-key TTL or expiry markers: a crashed instance is detected by heartbeat age only
+	// bucket service_registry: R1, history 1, no per-key TTL or expiry markers: a crashed instance is detected by heartbeat age only; roll-ups allowed: any writer of one key can purge the bucket
 	// service-instances__echo-service__go-1
 }
 

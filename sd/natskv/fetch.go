@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/aegis-sdk/kitnats/internal/natserr"
+	"github.com/aegis-sdk/kitnats/internal/registry"
+	"github.com/aegis-sdk/kitnats/internal/safetext"
 )
 
 // fetchTimeout bounds a direct get; past it the service is scanned with a
@@ -27,7 +29,7 @@ type fetchOp struct {
 	f     *follow
 	sess  *session
 	token string
-	load  *load // filled by the reply goroutine only
+	msgs  []registry.Msg // the replies, by the reply goroutine only
 	timer *time.Timer
 	probe *natserr.Probe // the server refusing the get
 }
@@ -40,7 +42,7 @@ type directRequest struct {
 // startFetch loads f's full set; meanwhile the consumer's records of f wait.
 // The caller holds w.mu.
 func (w *watcher) startFetch(f *follow) {
-	op := &fetchOp{f: f, sess: w.cur, load: f.book.newLoad()}
+	op := &fetchOp{f: f, sess: w.cur}
 	f.fetch = op
 	if w.inbox == "" {
 		w.scanLater(op)
@@ -85,7 +87,10 @@ func (w *watcher) clearFetches() {
 	}
 }
 
-// onReply handles one reply of a direct get: a record, or the end.
+// onReply handles one reply of a direct get: a record, kept as it came,
+// or the end. The replies of every fetch arrive on one goroutine, so the
+// records are decoded on a goroutine of the fetch's own: a service's
+// records never hold up another's load.
 func (w *watcher) onReply(m *nats.Msg) {
 	token := m.Subject[len(w.inbox)+1:]
 	w.mu.Lock()
@@ -99,17 +104,34 @@ func (w *watcher) onReply(m *nats.Msg) {
 	case err != nil:
 		w.directFailed(op, err)
 	case !end:
-		op.load.add(r)
+		op.msgs = append(op.msgs, r)
 	default:
-		now := time.Now()
+		msgs := op.msgs
+		op.msgs = nil
 		w.mu.Lock()
-		var batch []viewUpdate
-		if w.fetches[token] == op {
-			w.dropFetch(op)
-			batch = w.loaded(batch, op, op.load, upTo, upTo > 0, now)
+		defer w.mu.Unlock()
+		if w.fetches[token] != op {
+			return
 		}
-		w.mu.Unlock()
-		deliver(&w.mu, batch)
+		if op.timer != nil {
+			op.timer.Stop() // the get answered: no fallback, however long the decoding takes
+		}
+		w.goLocked(func() {
+			l := op.f.book.NewLoad()
+			for i := range msgs {
+				w.decodeFor(op.f.book, &msgs[i])
+				l.Add(msgs[i])
+			}
+			now := time.Now()
+			w.mu.Lock()
+			var batch []viewUpdate
+			if w.fetches[token] == op {
+				w.dropFetch(op)
+				batch = w.loaded(batch, op, l, upTo, upTo > 0, now)
+			}
+			w.mu.Unlock()
+			deliver(&w.mu, batch)
+		})
 	}
 }
 
@@ -133,11 +155,9 @@ func (w *watcher) directFailed(op *fetchOp, err error) {
 
 // scanLater scans for op on a goroutine of its own. The caller holds w.mu.
 func (w *watcher) scanLater(op *fetchOp) {
-	w.wg.Add(1)
-	go func() {
-		defer w.wg.Done()
-		l := op.f.book.newLoad()
-		upTo, err := w.scan(op.f.service, l)
+	w.goLocked(func() {
+		l := op.f.book.NewLoad()
+		upTo, err := w.scan(op.f, l)
 		now := time.Now()
 		w.mu.Lock()
 		var batch []viewUpdate
@@ -150,12 +170,13 @@ func (w *watcher) scanLater(op *fetchOp) {
 		}
 		w.mu.Unlock()
 		deliver(&w.mu, batch)
-	}()
+	})
 }
 
 // scan reads the service's full set through a consumer of its own, as of at
 // least the stream's last sequence before it started, which it returns.
-func (w *watcher) scan(service string, l *load) (uint64, error) {
+func (w *watcher) scan(f *follow, l *registry.Load) (uint64, error) {
+	service := f.service
 	ctx, cancel := w.request(w.scanWait)
 	defer cancel()
 	st, err := w.b.js.Stream(ctx, w.b.stream())
@@ -201,8 +222,10 @@ func (w *watcher) scan(service string, l *load) (uint64, error) {
 			return
 		}
 		last = meta.Sequence.Consumer
-		l.add(record{key: strings.TrimPrefix(msg.Subject(), w.prefix), op: opOf(msg.Headers()), data: msg.Data(),
-			rev: meta.Sequence.Stream, seen: meta.Timestamp})
+		r := registry.Msg{Key: strings.TrimPrefix(msg.Subject(), w.prefix), Op: registry.OpOf(msg.Headers()), Data: msg.Data(),
+			Rev: meta.Sequence.Stream, Seen: meta.Timestamp}
+		w.decodeFor(f.book, &r)
+		l.Add(r)
 		if meta.NumPending == 0 {
 			select {
 			case done <- nil:
@@ -221,7 +244,7 @@ func (w *watcher) scan(service string, l *load) (uint64, error) {
 	defer cc.Stop()
 	select {
 	case err := <-done:
-		return max(upTo, l.maxRev), err
+		return max(upTo, l.MaxRev()), err
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}
@@ -231,33 +254,40 @@ func (w *watcher) scan(service string, l *load) (uint64, error) {
 // subject less prefix is the key), or the end of the batch (end), with the
 // sequence the batch was read at (0 when the reply does not say: a service
 // with no keys). A reply that is neither is an error.
-func parseDirect(prefix string, m *nats.Msg) (r record, end bool, upTo uint64, err error) {
+// Every header is the server's, but quoted at most safetext.MaxQuote bytes
+// in an error all the same, and a time stamp longer than one can be is not
+// parsed.
+func parseDirect(prefix string, m *nats.Msg) (r registry.Msg, end bool, upTo uint64, err error) {
 	switch status := m.Header.Get("Status"); status {
 	case "":
 	case "204": // end of batch
 		if s := m.Header.Get("Nats-UpTo-Sequence"); s != "" {
 			if upTo, err = strconv.ParseUint(s, 10, 64); err != nil {
-				return record{}, false, 0, fmt.Errorf("direct get: bad up-to sequence %q", s)
+				return registry.Msg{}, false, 0, fmt.Errorf("direct get: bad up-to sequence %s", safetext.Quote(s))
 			}
 		}
-		return record{}, true, upTo, nil
+		return registry.Msg{}, true, upTo, nil
 	case "404": // no keys
-		return record{}, true, 0, nil
+		return registry.Msg{}, true, 0, nil
 	default:
-		return record{}, false, 0, fmt.Errorf("direct get: %s %s", status, m.Header.Get("Description"))
+		return registry.Msg{}, false, 0, fmt.Errorf("direct get: %s %s", safetext.Quote(status), safetext.Quote(m.Header.Get("Description")))
 	}
 	subj := m.Header.Get("Nats-Subject")
 	key, ok := strings.CutPrefix(subj, prefix)
 	if !ok || key == "" {
-		return record{}, false, 0, fmt.Errorf("direct get: subject %q outside %s", subj, prefix)
+		return registry.Msg{}, false, 0, fmt.Errorf("direct get: subject %s outside %s", safetext.Quote(subj), prefix)
 	}
 	seq, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
 	if err != nil || seq == 0 {
-		return record{}, false, 0, fmt.Errorf("direct get: bad sequence %q", m.Header.Get("Nats-Sequence"))
+		return registry.Msg{}, false, 0, fmt.Errorf("direct get: bad sequence %s", safetext.Quote(m.Header.Get("Nats-Sequence")))
 	}
-	ts, err := time.Parse(time.RFC3339Nano, m.Header.Get("Nats-Time-Stamp"))
+	stamp := m.Header.Get("Nats-Time-Stamp")
+	if len(stamp) > 64 {
+		return registry.Msg{}, false, 0, fmt.Errorf("direct get: bad time stamp %s", safetext.Quote(stamp))
+	}
+	ts, err := time.Parse(time.RFC3339Nano, stamp)
 	if err != nil {
-		return record{}, false, 0, fmt.Errorf("direct get: bad time stamp %q", m.Header.Get("Nats-Time-Stamp"))
+		return registry.Msg{}, false, 0, fmt.Errorf("direct get: bad time stamp %s", safetext.Quote(stamp))
 	}
-	return record{key: key, op: opOf(m.Header), data: m.Data, rev: seq, seen: ts}, false, 0, nil
+	return registry.Msg{Key: key, Op: registry.OpOf(m.Header), Data: m.Data, Rev: seq, Seen: ts}, false, 0, nil
 }

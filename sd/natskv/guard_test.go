@@ -43,7 +43,7 @@ func (g *guardLog) get() []string {
 // the staleness threshold lets staleness judge again (the fleet really
 // stopped here), so the set empties in the end and the guard disengages.
 func TestStaleGuardHoldsAFleetThatStopsAtOnce(t *testing.T) {
-	_, b := newBucket(t, natskv.BucketConfig{NoMarkers: true})
+	_, b := newBucket(t, natskv.BucketConfig{NoTTL: true})
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	defer mp.Shutdown(context.Background())
@@ -80,15 +80,15 @@ func TestStaleGuardHoldsAFleetThatStopsAtOnce(t *testing.T) {
 		}
 		return nil
 	})
-	if have := counter(t, reader, natskv.MetricStaleGuard); have != 0 {
-		t.Fatalf("%s = %d after disengaging", natskv.MetricStaleGuard, have)
+	if have := counter(t, reader, metricStaleGuard); have != 0 {
+		t.Fatalf("%s = %d after disengaging", metricStaleGuard, have)
 	}
 }
 
 // An Instancer stopped while its guard is engaged counts itself out of
 // MetricStaleGuard.
 func TestStaleGuardMetricAfterStop(t *testing.T) {
-	_, b := newBucket(t, natskv.BucketConfig{NoMarkers: true})
+	_, b := newBucket(t, natskv.BucketConfig{NoTTL: true})
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	defer mp.Shutdown(context.Background())
@@ -116,7 +116,7 @@ func TestStaleGuardMetricAfterStop(t *testing.T) {
 		return nil
 	})
 	i.Stop() // engaged or, on a slow machine, already released: 0 either way
-	if have := counter(t, reader, natskv.MetricStaleGuard); have != 0 {
-		t.Fatalf("%s = %d after Stop (log %v)", natskv.MetricStaleGuard, have, glog.get())
+	if have := counter(t, reader, metricStaleGuard); have != 0 {
+		t.Fatalf("%s = %d after Stop (log %v)", metricStaleGuard, have, glog.get())
 	}
 }

@@ -7,9 +7,9 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/aegis-sdk/kitnats/internal/natserr"
+	"github.com/aegis-sdk/kitnats/internal/registry"
 	"github.com/aegis-sdk/kitnats/lb"
 	"github.com/go-kit/kit/sd"
 	"github.com/go-kit/log"
@@ -25,60 +25,15 @@ var (
 	ErrStopped = errors.New("natskv: instancer stopped")
 )
 
-// ChangeKind says what happened to an instance's entry.
-type ChangeKind int
-
-const (
-	ChangeAdded   ChangeKind = iota // a record appeared
-	ChangeUpdated                   // a record was rewritten (heartbeat, status)
-	ChangeDeleted                   // removed cleanly (Deregister)
-	ChangePurged                    // purged (by an operator, or a rollup)
-	ChangeExpired                   // expired on the server: a crash, on a bucket with markers
-	ChangeStale                     // heartbeat too old: a crash, noticed by the Instancer's timer
-	ChangeSkipped                   // a malformed record for this service, ignored
-)
-
-// String is the kind as it appears in the watch-events metric's "kind"
-// attribute.
-func (k ChangeKind) String() string {
-	switch k {
-	case ChangeAdded:
-		return "added"
-	case ChangeUpdated:
-		return "updated"
-	case ChangeDeleted:
-		return "deleted"
-	case ChangePurged:
-		return "purged"
-	case ChangeExpired:
-		return "expired"
-	case ChangeStale:
-		return "stale"
-	case ChangeSkipped:
-		return "skipped"
-	}
-	return fmt.Sprintf("ChangeKind(%d)", int(k))
-}
-
-// Change is one change to one key, as told to WithChangeFunc: it is how a
-// watcher tells a clean deregistration from a crash.
-type Change struct {
-	Kind     ChangeKind
-	Key      string
-	Instance Instance // the record; for removals, the last one known
-	Revision uint64
-	Err      error // why a ChangeSkipped record was refused
-}
-
 // Instancer yields the healthy instances of one service from a registry
 // bucket, kept current by a watch (or, WithPolling, by re-listing). It
 // implements go-kit's sd.Instancer and lb.Describer; Instances and Lookup
 // give the whole records (status, metadata) for discovery without go-kit.
 //
-// An Instancer that watches is a view over the one watch its process keeps
-// on the bucket (see the package documentation): creating one for a
-// service another Instancer already watches costs no request, and the
-// records are decoded and held once for both.
+// An Instancer that watches is a view over the one watch its Bucket keeps
+// (see the package documentation): creating one for a service another
+// Instancer of the Bucket already watches costs no request, and the records
+// are decoded and held once for both.
 //
 // Every subscriber has a mailbox that holds only the newest event: a slow
 // subscriber gets the latest set when it is ready, never a backlog, and never
@@ -91,7 +46,7 @@ type Instancer struct {
 	m       *metrics
 
 	w        *watcher    // nil WithPolling
-	guardOn  atomic.Bool // MetricStaleGuard counts this Instancer's guard
+	guardOn  atomic.Bool // the stale-guard metric counts this Instancer's guard
 	stopOnce sync.Once
 	cb       sync.WaitGroup // deliveries of changes in progress
 
@@ -99,8 +54,8 @@ type Instancer struct {
 	// (WithPolling).
 	mu      *sync.Mutex
 	own     sync.Mutex
-	st      *state
-	stp     atomic.Pointer[state] // st, for readers without the lock
+	st      *registry.State
+	stp     atomic.Pointer[registry.State] // st, for readers without the lock
 	subs    []*subscriber
 	stopped bool
 	isReady bool
@@ -122,16 +77,17 @@ var (
 // NewInstancer starts discovering service in bucket b. It returns once the
 // service's current set is in — at once when another Instancer of the
 // process already watches the service, one request later otherwise — or
-// after WithReadyWait (default DefaultReadyWait), as go-kit's etcd and
+// after WithReadyWait (default 2 s), as go-kit's etcd and
 // Consul instancers return after their first read: a subscriber registered
 // after it returns gets the set before Register returns. When the registry
 // cannot be read within the wait it returns all the same, without error,
 // and subscribers get the set once it is in; NewInstancerContext fails
 // instead. When the NATS server refuses the watch for lack of a permission
 // before the set is in, it fails at once with an error matching
-// natserr.ErrPermission that names the permission (a *PermissionError). It takes
-// the Options shared with NewRegistrar (WithLayout, WithHeartbeat, WithTTL,
-// WithRetryWait) and its own InstancerOptions. Stop it when done.
+// permissions.ErrPermission that names the permission (a
+// *permissions.PermissionError). It takes the Options shared with
+// NewRegistrar (WithLayout, WithHeartbeat, WithTTL) and its own
+// InstancerOptions. Stop it when done.
 func NewInstancer(b *Bucket, service string, logger log.Logger, opts ...InstancerOption) (*Instancer, error) {
 	i, err := newInstancer(b, service, logger, opts)
 	if err != nil {
@@ -170,7 +126,7 @@ func NewInstancerContext(ctx context.Context, b *Bucket, service string, logger 
 
 func newInstancer(b *Bucket, service string, logger log.Logger, opts []InstancerOption) (*Instancer, error) {
 	o := instancerOptions{commonOptions: defaultCommon(), format: func(i Instance) string { return i.InstanceID },
-		readyWait: -1, guardShare: DefaultStaleGuardShare}
+		readyWait: -1, guardShare: registry.DefaultGuardShare}
 	logger, err := configure(b, logger, opts, InstancerOption.applyInstancer, &o, &o.commonOptions)
 	if err != nil {
 		return nil, err
@@ -179,21 +135,19 @@ func newInstancer(b *Bucket, service string, logger log.Logger, opts []Instancer
 		return nil, invalid("WithWatchHeartbeat", "no watch to beat WithPolling")
 	}
 	if o.watchHeartbeat == 0 {
-		o.watchHeartbeat = DefaultWatchHeartbeat
+		o.watchHeartbeat = defaultWatchHeartbeat
 	}
 	if o.readyWait < 0 {
-		o.readyWait = DefaultReadyWait
+		o.readyWait = defaultReadyWait
 	}
-	if err := o.layout.validateService(service); err != nil {
+	if err := o.layout.reg().ValidateService(service); err != nil {
 		return nil, err
 	}
 	if o.strict == nil {
 		strict := o.layout == LayoutAegis
 		o.strict = &strict
 	}
-	if o.staleAfter == 0 {
-		o.staleAfter = staleDefault(b, &o.commonOptions)
-	}
+	o.staleAfter = o.liveness(o.staleAfter).Stale(b.caps.Markers)
 	i := &Instancer{
 		b:       b,
 		service: service,
@@ -202,10 +156,10 @@ func newInstancer(b *Bucket, service string, logger log.Logger, opts []Instancer
 		ready:   make(chan struct{}),
 		refusal: refusal{ch: make(chan struct{})},
 	}
-	i.m = newMetrics(o.meter, service, func() int64 { return int64(len(i.snapshot().list)) })
+	i.m = newMetrics(o.meter, service, func() int64 { return int64(len(i.snapshot().List)) })
 	if o.polling {
 		i.mu = &i.own
-		i.setState(newState(i.stateConfig()))
+		i.setState(registry.NewState(i.stateConfig()))
 		i.ctx, i.cancel = context.WithCancel(context.Background())
 		i.refresh = make(chan chan error)
 		i.wg.Add(2)
@@ -219,23 +173,25 @@ func newInstancer(b *Bucket, service string, logger log.Logger, opts []Instancer
 	return i, nil
 }
 
-func (i *Instancer) stateConfig() stateConfig {
-	return stateConfig{service: i.service, layout: i.opts.layout, format: i.opts.format,
-		excludeStandby: i.opts.excludeStandby, staleAfter: i.opts.staleAfter, strict: *i.opts.strict,
-		guardShare: i.opts.guardShare}
+func (i *Instancer) stateConfig() registry.StateConfig {
+	format := i.opts.format
+	return registry.StateConfig{Service: i.service, Layout: i.opts.layout.reg(),
+		Format:         func(r registry.Instance) string { return format(instanceOf(&r)) },
+		ExcludeStandby: i.opts.excludeStandby, StaleAfter: i.opts.staleAfter, Strict: *i.opts.strict,
+		GuardShare: i.opts.guardShare}
 }
 
-func (i *Instancer) setState(st *state) {
+func (i *Instancer) setState(st *registry.State) {
 	i.st = st
 	i.stp.Store(st)
 }
 
 // snapshot is the published view. Safe to call at any time.
-func (i *Instancer) snapshot() *snapshot {
+func (i *Instancer) snapshot() *registry.Snapshot {
 	if st := i.stp.Load(); st != nil {
-		return st.snapshot()
+		return st.Snapshot()
 	}
-	return &snapshot{}
+	return &registry.Snapshot{}
 }
 
 // waitReady waits for the first set: nil when it came, the server's
@@ -257,20 +213,6 @@ func (i *Instancer) waitReady(ctx context.Context) error {
 	}
 }
 
-// staleDefault is the TTL; on a bucket with markers, rounded up to whole
-// seconds (the server's TTL unit) plus one, so the server's expiry comes
-// first.
-func staleDefault(b *Bucket, o *commonOptions) time.Duration {
-	d := o.ttlOrDefault()
-	if b.caps.Markers {
-		d = wholeSeconds(d) + time.Second
-	}
-	return d
-}
-
-// Service is the service this Instancer discovers.
-func (i *Instancer) Service() string { return i.service }
-
 // Register implements sd.Instancer. Once the set is in (when NewInstancer
 // returns, normally) Register delivers it before it returns, as go-kit's
 // instancers do: it waits for ch's receiver to take it, at most
@@ -286,9 +228,9 @@ func (i *Instancer) Register(ch chan<- sd.Event) {
 		return
 	}
 	s := newSubscriber(ch)
-	s.seq = i.st.seq
+	s.seq = i.st.Seq()
 	i.subs = append(i.subs, s)
-	ev, ok := i.st.initial()
+	ev, ok := i.st.Initial()
 	if ok {
 		s.begin()
 	}
@@ -354,9 +296,9 @@ func (i *Instancer) Stop() {
 // event's set. The slice is the caller's.
 func (i *Instancer) Instances() []Instance {
 	s := i.snapshot()
-	out := make([]Instance, len(s.list))
-	for n, in := range s.list {
-		out[n] = in.Clone()
+	out := make([]Instance, len(s.List))
+	for n, in := range s.List {
+		out[n] = instanceOf(in).clone()
 	}
 	return out
 }
@@ -364,11 +306,11 @@ func (i *Instancer) Instances() []Instance {
 // Lookup returns the healthy instance published as instance (a string from
 // sd.Event.Instances, as the formatter made it).
 func (i *Instancer) Lookup(instance string) (Instance, bool) {
-	in, ok := i.snapshot().get(instance)
+	in, ok := i.snapshot().Get(instance)
 	if !ok {
 		return Instance{}, false
 	}
-	return in.Clone(), true
+	return instanceOf(in).clone(), true
 }
 
 // Describe implements lb.Describer: an lb.EndpointSet over this Instancer
@@ -379,11 +321,11 @@ func (i *Instancer) Lookup(instance string) (Instance, bool) {
 // must not modify it either. ok is false for an instance not in the
 // published set.
 func (i *Instancer) Describe(instance string) (lb.Attributes, bool) {
-	in, ok := i.snapshot().get(instance)
+	in, ok := i.snapshot().Get(instance)
 	if !ok {
 		return lb.Attributes{}, false
 	}
-	return lb.Attributes{Standby: in.Status == StatusStandby, Metadata: in.Metadata}, true
+	return lb.Attributes{Standby: in.Status == registry.StatusStandby, Metadata: in.Metadata}, true
 }
 
 // Refresh forces a re-list (polling mode) or a rebuilt watch, and returns
@@ -422,9 +364,9 @@ func (i *Instancer) Refresh(ctx context.Context) error {
 // not had it. The caller holds i.mu.
 func (i *Instancer) offerLocked() {
 	for _, s := range i.subs {
-		if s.seq < i.st.seq {
-			s.seq = i.st.seq
-			s.offer(i.st.event()) // each its own slice
+		if seq := i.st.Seq(); s.seq < seq {
+			s.seq = seq
+			s.offer(i.st.Event()) // each its own slice
 		}
 	}
 }
@@ -432,35 +374,36 @@ func (i *Instancer) offerLocked() {
 // recordChanges counts changes and tells the change func, outside the lock.
 // recordGuard logs and counts the mass-removal guard engaging or
 // disengaging.
-func (i *Instancer) recordGuard(g *guardChange) {
+func (i *Instancer) recordGuard(g *registry.GuardChange) {
 	if g == nil {
 		return
 	}
-	if g.engaged {
+	if g.Engaged {
 		if !i.guardOn.Swap(true) {
 			i.m.guard.Add(context.Background(), 1, i.m.set)
 		}
-		i.logger.Log("stale_guard", "engaged", "reason", g.reason, "held", g.held)
+		i.logger.Log("stale_guard", "engaged", "reason", g.Reason, "held", g.Held)
 		return
 	}
 	if i.guardOn.Swap(false) {
 		i.m.guard.Add(context.Background(), -1, i.m.set)
 	}
-	i.logger.Log("stale_guard", "disengaged", "reason", g.reason)
+	i.logger.Log("stale_guard", "disengaged", "reason", g.Reason)
 }
 
-func (i *Instancer) recordChanges(cs []Change) {
-	for _, c := range cs {
-		i.m.event(c.Kind)
+func (i *Instancer) recordChanges(cs []registry.Change) {
+	for n := range cs {
+		c := &cs[n]
+		i.m.event(ChangeKind(c.Kind))
 		switch c.Kind {
-		case ChangeSkipped:
+		case registry.ChangeSkipped:
 			i.m.skipped.Add(context.Background(), 1, i.m.set)
 			i.logger.Log("key", c.Key, "skipped", c.Err)
-		case ChangeStale:
+		case registry.ChangeStale:
 			i.m.stale.Add(context.Background(), 1, i.m.set)
 		}
 		if i.opts.onChange != nil {
-			i.opts.onChange(c)
+			i.opts.onChange(changeOf(c))
 		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/aegis-sdk/kitnats/internal/natstest"
+	"github.com/aegis-sdk/kitnats/internal/registry"
 	"github.com/aegis-sdk/kitnats/sd/natskv"
 	"github.com/aegis-sdk/kitnats/wire"
 )
@@ -118,7 +119,7 @@ func TestStatusChangesAndStandby(t *testing.T) {
 	}
 	waitSet(t, chAll, "a", "b")
 	waitSet(t, chActive, "a", "b")
-	if err := ra.SetStatus(ctx, "BUSY"); !errors.Is(err, natskv.ErrInvalidStatus) {
+	if err := ra.SetStatus(ctx, "BUSY"); !errors.Is(err, registry.ErrInvalidStatus) {
 		t.Fatalf("want ErrInvalidStatus, have %v", err)
 	}
 }
@@ -193,7 +194,7 @@ func TestCrashExpiresOnServerWithMarkers(t *testing.T) {
 }
 
 func TestCrashNoticedByHeartbeatAgeWithoutMarkers(t *testing.T) {
-	_, b := newBucket(t, natskv.BucketConfig{NoMarkers: true})
+	_, b := newBucket(t, natskv.BucketConfig{NoTTL: true})
 	if c := b.Capabilities(); c.Markers || c.MsgTTL {
 		t.Fatalf("want a bucket without markers, have %v", c)
 	}
@@ -213,7 +214,7 @@ func TestCrashNoticedByHeartbeatAgeWithoutMarkers(t *testing.T) {
 		t.Fatalf("want stale, have %v", c.Kind)
 	}
 	waitSet(t, ch, "ok")
-	if have := counter(t, reader, natskv.MetricStaleDropped); have < 1 {
+	if have := counter(t, reader, metricStaleDropped); have < 1 {
 		t.Fatalf("stale dropped: want ≥ 1, have %d", have)
 	}
 	// Nothing told the watch: the record is still in the bucket.
@@ -223,18 +224,31 @@ func TestCrashNoticedByHeartbeatAgeWithoutMarkers(t *testing.T) {
 }
 
 func TestVanishedEntryIsRecreated(t *testing.T) {
-	_, b := newBucket(t, natskv.BucketConfig{})
-	r := register(t, b, inst("svc", "a"), natskv.WithHeartbeat(200*time.Millisecond))
-	cs := make(changes, 1024)
-	i := newInstancer(t, b, "svc", cs.opt())
-	ch := subscribe(t, i)
-	waitSet(t, ch, "a")
-	if err := b.KeyValue().Purge(ctxT(t), r.Key()); err != nil { // an operator removes it
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name   string
+		cfg    natskv.BucketConfig
+		remove func(kv jetstream.KeyValue, key string) error
+		kind   natskv.ChangeKind
+	}{
+		// Buckets CreateBucket makes refuse purges: an operator deletes.
+		{"deleted", natskv.BucketConfig{}, func(kv jetstream.KeyValue, key string) error { return kv.Delete(ctxT(t), key) }, natskv.ChangeDeleted},
+		{"purged", natskv.BucketConfig{LimitMarkerTTL: time.Minute}, func(kv jetstream.KeyValue, key string) error { return kv.Purge(ctxT(t), key) }, natskv.ChangePurged},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, b := newBucket(t, tc.cfg)
+			r := register(t, b, inst("svc", "a"), natskv.WithHeartbeat(200*time.Millisecond))
+			cs := make(changes, 1024)
+			i := newInstancer(t, b, "svc", cs.opt())
+			ch := subscribe(t, i)
+			waitSet(t, ch, "a")
+			if err := tc.remove(b.KeyValue(), r.Key()); err != nil { // an operator removes it
+				t.Fatal(err)
+			}
+			cs.wait(t, r.Key(), tc.kind)
+			waitSet(t, ch)
+			waitSet(t, ch, "a") // the next heartbeat brings it back
+		})
 	}
-	cs.wait(t, r.Key(), natskv.ChangePurged)
-	waitSet(t, ch)
-	waitSet(t, ch, "a") // the next heartbeat brings it back
 }
 
 func TestServerRestart(t *testing.T) {
@@ -258,7 +272,7 @@ func TestServerRestart(t *testing.T) {
 	waitSet(t, ch, "a") // a fresh full set after recovery
 	register(t, b, inst("svc", "b"))
 	waitSet(t, ch, "a", "b") // the watch resumed
-	if have := counter(t, reader, natskv.MetricRestarts); have < 1 {
+	if have := counter(t, reader, metricRestarts); have < 1 {
 		t.Fatalf("watch restarts: want ≥ 1, have %d", have)
 	}
 	// Refresh rebuilds the watch and returns once the full set is back.
@@ -334,7 +348,7 @@ func TestBadEntriesSkippedAndCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "skipped count", func() error {
-		if have, want := counter(t, reader, natskv.MetricSkipped), int64(len(bad)+1); have != want {
+		if have, want := counter(t, reader, metricSkipped), int64(len(bad)+1); have != want {
 			return fmt.Errorf("want %d skipped, have %d", want, have)
 		}
 		return nil
@@ -352,7 +366,7 @@ func TestBadEntriesSkippedAndCounted(t *testing.T) {
 func TestAegisExampleRecordDiscovered(t *testing.T) {
 	// A bucket as the Python SDK makes it: no per-key TTL, keys in its layout,
 	// service definitions beside the instances.
-	_, b := newBucket(t, natskv.BucketConfig{NoMarkers: true})
+	_, b := newBucket(t, natskv.BucketConfig{NoTTL: true})
 	kv, ctx := b.KeyValue(), ctxT(t)
 	for k, v := range map[string]string{
 		"service-instances__echo-service__echo-service-3f9a1c2b": aegisExample,
@@ -587,7 +601,7 @@ func TestInvalidNamesRefused(t *testing.T) {
 	}
 	bad := inst("svc", "i")
 	bad.Version = "v1"
-	if _, err := natskv.NewRegistrar(b, bad, nil); !errors.Is(err, natskv.ErrInvalidVersion) {
+	if _, err := natskv.NewRegistrar(b, bad, nil); !errors.Is(err, registry.ErrInvalidVersion) {
 		t.Errorf("want ErrInvalidVersion, have %v", err)
 	}
 	if _, err := natskv.NewInstancer(b, "a__b", nil, natskv.WithLayout(natskv.LayoutAegis)); !errors.Is(err, wire.ErrInvalidName) {
@@ -606,8 +620,28 @@ func TestBucketProvisioning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := b.Capabilities(); c.History != 3 || !c.Markers || c.LimitMarkerTTL != natskv.DefaultLimitMarkerTTL {
+	// The default: per-key TTL, no markers, no roll-ups or purges.
+	if c := b.Capabilities(); c.History != 3 || c.Markers || !c.MsgTTL || c.Rollups || c.Purges ||
+		!strings.Contains(c.String(), "roll-ups and purges refused") {
 		t.Fatalf("capabilities: %+v", c)
+	}
+	// With markers the server allows roll-ups, and the bucket says so.
+	mb, err := natskv.CreateBucket(ctx, js, natskv.BucketConfig{Name: "markers", LimitMarkerTTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := mb.Capabilities(); !c.Markers || !c.MsgTTL || c.LimitMarkerTTL != time.Minute || !c.Rollups ||
+		!strings.Contains(c.String(), "any writer of one key can purge") {
+		t.Fatalf("capabilities with markers: %+v", c)
+	}
+	if nb, err := natskv.CreateBucket(ctx, js, natskv.BucketConfig{Name: "nottl", NoTTL: true}); err != nil {
+		t.Fatal(err)
+	} else if c := nb.Capabilities(); c.Markers || c.MsgTTL || c.Rollups || c.Purges {
+		t.Fatalf("capabilities without TTL: %+v", c)
+	}
+	if _, err := natskv.CreateBucket(ctx, js, natskv.BucketConfig{Name: "markers"}); !errors.Is(err, natskv.ErrBucketConfig) ||
+		!strings.Contains(err.Error(), "roll-ups want false have true") {
+		t.Fatalf("markers bucket asked without: want ErrBucketConfig naming roll-ups, have %v", err)
 	}
 	if _, err := natskv.CreateBucket(ctx, js, natskv.BucketConfig{Name: "reg", History: 3}); err != nil {
 		t.Fatalf("same config again: %v", err)
@@ -628,7 +662,7 @@ func TestBucketProvisioning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := ab.Capabilities(); c.Markers || c.MsgTTL || !strings.Contains(c.String(), "heartbeat age only") {
+	if c := ab.Capabilities(); c.Markers || c.MsgTTL || !c.Rollups || !strings.Contains(c.String(), "heartbeat age only") {
 		t.Fatalf("aegis bucket: %v", c)
 	}
 	if _, err := natskv.BindBucket(ctx, js, "nope"); !errors.Is(err, jetstream.ErrBucketNotFound) {
@@ -674,7 +708,7 @@ func TestPollingMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitSet(t, ch, "b")
-	if hist := histogramCount(t, reader, natskv.MetricListDuration); hist < 3 {
+	if hist := histogramCount(t, reader, metricListDuration); hist < 3 {
 		t.Fatalf("list latency recorded %d times, want ≥ 3", hist)
 	}
 }
@@ -693,11 +727,11 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitSet(t, ch, "b")
-	if have := gauge(t, reader, natskv.MetricInstances); have != 1 {
+	if have := gauge(t, reader, metricInstances); have != 1 {
 		t.Fatalf("instances gauge: want 1, have %d", have)
 	}
 	eventually(t, "events by kind", func() error {
-		if kinds := counterBy(t, reader, natskv.MetricEvents, "kind"); kinds["added"] != 2 || kinds["deleted"] != 1 {
+		if kinds := counterBy(t, reader, metricEvents, "kind"); kinds["added"] != 2 || kinds["deleted"] != 1 {
 			return fmt.Errorf("want 2 added and 1 deleted, have %v", kinds)
 		}
 		return nil

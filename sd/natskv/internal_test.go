@@ -1,8 +1,8 @@
 package natskv
 
 import (
-	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,49 +10,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/aegis-sdk/kitnats/internal/mailbox"
+	"github.com/aegis-sdk/kitnats/internal/registry"
 )
-
-func TestOpOf(t *testing.T) {
-	for _, tc := range []struct {
-		h    nats.Header
-		want ChangeKind
-	}{
-		{nil, ChangeUpdated},
-		{nats.Header{"Nats-TTL": {"3s"}}, ChangeUpdated},
-		{nats.Header{"KV-Operation": {"DEL"}}, ChangeDeleted},
-		{nats.Header{"KV-Operation": {"PURGE"}}, ChangePurged},
-		{nats.Header{"Nats-Marker-Reason": {"MaxAge"}}, ChangeExpired},
-		{nats.Header{"Nats-Marker-Reason": {"Purge"}}, ChangePurged},
-		{nats.Header{"Nats-Marker-Reason": {"Remove"}}, ChangeDeleted},
-	} {
-		if have := opOf(tc.h); have != tc.want {
-			t.Errorf("%v: want %v, have %v", tc.h, tc.want, have)
-		}
-	}
-}
-
-func TestLayoutMatch(t *testing.T) {
-	for _, tc := range []struct {
-		l         Layout
-		key       string
-		wantInst  string
-		wantMatch bool
-	}{
-		{LayoutDotted, "service-instances.svc.a", "a", true},
-		{LayoutDotted, "service-instances.svc2.a", "", false},
-		{LayoutDotted, "svc", "", false},
-		{LayoutDotted, "service-instances.svc.x.deep", "", false},
-		{LayoutAegis, "service-instances__svc__a-1", "a-1", true},
-		{LayoutAegis, "service-instances__svc__x__y", "", false}, // service "svc__x"
-		{LayoutAegis, "service-instances_svc_a", "", false},      // the old single-underscore keys
-		{LayoutAegis, "service-instances__svcx__a", "", false},
-	} {
-		inst, ok := tc.l.match("svc", tc.key)
-		if inst != tc.wantInst || ok != tc.wantMatch {
-			t.Errorf("%v %s: want %q %v, have %q %v", tc.l, tc.key, tc.wantInst, tc.wantMatch, inst, ok)
-		}
-	}
-}
 
 // The subscriber mailbox is internal/mailbox's Forwarder; these pin the
 // behaviour the Instancer relies on.
@@ -120,31 +79,8 @@ func TestStaleDefaultFollowsBucket(t *testing.T) {
 		if _, err := configure(b, nil, opts, InstancerOption.applyInstancer, &o, &o.commonOptions); err != nil {
 			t.Fatal(err)
 		}
-		if have := staleDefault(b, &o.commonOptions); have != tc.want {
+		if have := o.liveness(0).Stale(b.caps.Markers); have != tc.want {
 			t.Errorf("markers %v heartbeat %v TTL %v: want %v, have %v", tc.markers, tc.hb, tc.ttl, tc.want, have)
-		}
-	}
-}
-
-func TestLayoutServiceOf(t *testing.T) {
-	for _, tc := range []struct {
-		l    Layout
-		key  string
-		want string
-		ok   bool
-	}{
-		{LayoutDotted, "service-instances.svc.a", "svc", true},
-		{LayoutDotted, "service-instances.svc.a.deep", "svc", true}, // match refuses it later
-		{LayoutDotted, "service-instances.svc", "", false},
-		{LayoutDotted, "service-instances..a", "", false},
-		{LayoutDotted, "svc", "", false},
-		{LayoutAegis, "service-instances__svc__a", "svc", true},
-		{LayoutAegis, "service-instances__svc", "", false},
-		{LayoutAegis, "service-instances.svc.a", "", false},
-	} {
-		svc, ok := tc.l.serviceOf(tc.key)
-		if svc != tc.want || ok != tc.ok {
-			t.Errorf("%v %s: want %q %v, have %q %v", tc.l, tc.key, tc.want, tc.ok, svc, ok)
 		}
 	}
 }
@@ -165,15 +101,15 @@ func TestParseDirect(t *testing.T) {
 	ok := map[string]string{"Nats-Subject": "$KV.b.service-instances.svc.a", "Nats-Sequence": "7",
 		"Nats-Time-Stamp": "2025-08-08T05:02:34.123456789Z"}
 	r, end, _, err := parseDirect(prefix, directReply("", ok, "{}"))
-	if err != nil || end || r.key != "service-instances.svc.a" || r.rev != 7 || r.op != ChangeUpdated || string(r.data) != "{}" ||
-		!r.seen.Equal(time.Date(2025, 8, 8, 5, 2, 34, 123456789, time.UTC)) {
+	if err != nil || end || r.Key != "service-instances.svc.a" || r.Rev != 7 || r.Op != registry.ChangeUpdated || string(r.Data) != "{}" ||
+		!r.Seen.Equal(time.Date(2025, 8, 8, 5, 2, 34, 123456789, time.UTC)) {
 		t.Fatalf("record: %+v %v %v", r, end, err)
 	}
 	del := map[string]string{"KV-Operation": "DEL"}
 	for k, v := range ok {
 		del[k] = v
 	}
-	if r, _, _, err := parseDirect(prefix, directReply("", del, "")); err != nil || r.op != ChangeDeleted {
+	if r, _, _, err := parseDirect(prefix, directReply("", del, "")); err != nil || r.Op != registry.ChangeDeleted {
 		t.Fatalf("delete: %+v %v", r, err)
 	}
 	if _, end, upTo, err := parseDirect(prefix, directReply("204", map[string]string{"Nats-UpTo-Sequence": "42"}, "")); !end || upTo != 42 || err != nil {
@@ -189,9 +125,21 @@ func TestParseDirect(t *testing.T) {
 		"no sequence":   directReply("", map[string]string{"Nats-Subject": ok["Nats-Subject"], "Nats-Time-Stamp": ok["Nats-Time-Stamp"]}, ""),
 		"bad time":      directReply("", map[string]string{"Nats-Subject": ok["Nats-Subject"], "Nats-Sequence": "1", "Nats-Time-Stamp": "yesterday"}, ""),
 		"bad up-to":     directReply("204", map[string]string{"Nats-UpTo-Sequence": "-1"}, ""),
+		// Headers as long as a message may be: the error quotes a bounded
+		// part, escaped.
+		"long status":    directReply(strings.Repeat("\x1b[2J", 1<<15), nil, ""),
+		"long subject":   directReply("", map[string]string{"Nats-Subject": "$KV.c." + strings.Repeat("x", 1<<20), "Nats-Sequence": "1", "Nats-Time-Stamp": ok["Nats-Time-Stamp"]}, ""),
+		"long sequence":  directReply("", map[string]string{"Nats-Subject": ok["Nats-Subject"], "Nats-Sequence": strings.Repeat("9", 1<<20), "Nats-Time-Stamp": ok["Nats-Time-Stamp"]}, ""),
+		"long time":      directReply("", map[string]string{"Nats-Subject": ok["Nats-Subject"], "Nats-Sequence": "1", "Nats-Time-Stamp": strings.Repeat(" ", 1<<20)}, ""),
+		"long up-to":     directReply("204", map[string]string{"Nats-UpTo-Sequence": strings.Repeat("1", 1<<20)}, ""),
+		"long describer": directReply("503", map[string]string{"Description": strings.Repeat("\u202e", 1<<18)}, ""),
 	} {
-		if _, _, _, err := parseDirect(prefix, m); err == nil {
+		_, _, _, err := parseDirect(prefix, m)
+		switch {
+		case err == nil:
 			t.Errorf("%s: want an error", name)
+		case len(err.Error()) > 512 || strings.ContainsAny(err.Error(), "\x1b\u202e"):
+			t.Errorf("%s: an error of %d bytes, escapes kept: %.80q", name, len(err.Error()), err.Error())
 		}
 	}
 }
@@ -212,15 +160,21 @@ func FuzzParseDirect(f *testing.F) {
 			}
 		}
 		r, end, _, err := parseDirect("$KV.b.", m)
+		if allocs := testing.AllocsPerRun(2, func() { parseDirect("$KV.b.", m) }); allocs > 16 {
+			t.Fatalf("%.0f allocations", allocs)
+		}
+		if err != nil && len(err.Error()) > 1024 {
+			t.Fatalf("an error of %d bytes", len(err.Error()))
+		}
 		if err != nil || end {
 			return
 		}
-		if r.key == "" || r.rev == 0 || "$KV.b."+r.key != subj {
+		if r.Key == "" || r.Rev == 0 || "$KV.b."+r.Key != subj {
 			t.Fatalf("record %+v from subject %q sequence %q", r, subj, seq)
 		}
 		// A record feeds a load like any other.
-		l := newBook("svc", LayoutDotted, false).newLoad()
-		l.add(r)
+		l := registry.NewBook("svc", registry.LayoutDotted, false).NewLoad()
+		l.Add(r)
 	})
 }
 
@@ -276,53 +230,4 @@ func TestSubscriberHandOver(t *testing.T) {
 		t.Fatalf("sent after stop: %v", e)
 	case <-time.After(20 * time.Millisecond):
 	}
-}
-
-// The one-pass decoder agrees with the thorough one wherever it decodes,
-// and leaves everything else to it.
-func FuzzDecodeFast(f *testing.F) {
-	f.Add([]byte(`{"serviceName":"s","instanceId":"i","version":"1.0.0","status":"ACTIVE","lastHeartbeat":"2025-08-08T05:02:34.1+00:00","stickyActiveGroup":null,"metadata":{"a":"b"}}`))
-	f.Add([]byte(`{"serviceName":"s","instanceId":"i","version":"1.0.0","status":"ACTIVE","lastHeartbeat":"2025-08-08T05:02:34Z","metadata":{"a":1}}`))
-	f.Add([]byte(`{"service_name":"s","serviceName":"t","instanceId":"i","version":"1","status":"STANDBY","lastHeartbeat":"2025-08-08 05:02:34","sticky_active_group":"g"}`))
-	f.Add([]byte(`{"serviceName":"s\u00e9","instanceId":"i","version":"1.0.0","status":"ACTIVE","lastHeartbeat":"2025-08-08T05:02:34Z","metadata":null}`))
-	f.Add([]byte("{\"serviceName\":\"s\xff\",\"instanceId\":\"i\",\"version\":\"1\",\"status\":\"ACTIVE\",\"lastHeartbeat\":\"2025-08-08T05:02:34Z\"}"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		fast, ok := decodeFast(data)
-		if !ok {
-			return
-		}
-		var slow Instance
-		if err := slow.unmarshalSlow(data); err != nil {
-			t.Fatalf("fast decoded %+v, slow refused: %v", fast, err)
-		}
-		if fast.ServiceName != slow.ServiceName || fast.InstanceID != slow.InstanceID || fast.Version != slow.Version ||
-			fast.Status != slow.Status || fast.StickyActiveGroup != slow.StickyActiveGroup ||
-			!fast.LastHeartbeat.Equal(slow.LastHeartbeat) || !maps.Equal(fast.Metadata, slow.Metadata) ||
-			(fast.Metadata == nil) != (slow.Metadata == nil) {
-			t.Fatalf("fast %+v != slow %+v", fast, slow)
-		}
-	})
-}
-
-func BenchmarkDecodeInstance(b *testing.B) {
-	in := Instance{ServiceName: "svc0001", InstanceID: "i1", Version: "1.0.0", Status: StatusActive,
-		LastHeartbeat: time.Now(), Metadata: map[string]string{"addr": "10.0.0.1:8080"}}
-	data, _ := EncodeInstance(in)
-	b.Run("fast", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, err := DecodeInstance(data); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("thorough", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			var i Instance
-			if err := i.unmarshalSlow(data); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
 }

@@ -19,6 +19,17 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// The metrics an Instancer records (WithMeterProvider names them).
+const (
+	metricInstances    = "kitnats.registry.instances"
+	metricEvents       = "kitnats.registry.watch.events"
+	metricSkipped      = "kitnats.registry.skipped"
+	metricStaleDropped = "kitnats.registry.stale_dropped"
+	metricRestarts     = "kitnats.registry.watch.restarts"
+	metricListDuration = "kitnats.registry.list.duration"
+	metricStaleGuard   = "kitnats.registry.stale_guard.engaged"
+)
+
 const waitFor = 20 * time.Second // generous: the machine is shared
 
 func ctxT(t testing.TB) context.Context {

@@ -10,17 +10,17 @@ import (
 
 const meterName = "github.com/aegis-sdk/kitnats/sd/natskv"
 
-// Metric names an Instancer records.
+// Metric names an Instancer records (WithMeterProvider lists them).
 const (
-	MetricInstances    = "kitnats.registry.instances"      // gauge: healthy instances per service
-	MetricEvents       = "kitnats.registry.watch.events"   // counter: changes seen, by kind
-	MetricSkipped      = "kitnats.registry.skipped"        // counter: malformed entries skipped
-	MetricStaleDropped = "kitnats.registry.stale_dropped"  // counter: instances dropped for an old heartbeat
-	MetricRestarts     = "kitnats.registry.watch.restarts" // counter: watches rebuilt after a failure
-	MetricListDuration = "kitnats.registry.list.duration"  // histogram (s): one re-list in polling mode
-	// MetricStaleGuard is an up-down counter per service: 1 while the
+	metricInstances    = "kitnats.registry.instances"      // gauge: healthy instances per service
+	metricEvents       = "kitnats.registry.watch.events"   // counter: changes seen, by kind
+	metricSkipped      = "kitnats.registry.skipped"        // counter: malformed entries skipped
+	metricStaleDropped = "kitnats.registry.stale_dropped"  // counter: instances dropped for an old heartbeat
+	metricRestarts     = "kitnats.registry.watch.restarts" // counter: watches rebuilt after a failure
+	metricListDuration = "kitnats.registry.list.duration"  // histogram (s): one re-list in polling mode
+	// metricStaleGuard is an up-down counter per service: 1 while the
 	// mass-removal guard holds staleness (WithStaleGuard), 0 otherwise.
-	MetricStaleGuard = "kitnats.registry.stale_guard.engaged"
+	metricStaleGuard = "kitnats.registry.stale_guard.engaged"
 )
 
 type metrics struct {
@@ -45,13 +45,13 @@ func newMetrics(mp metric.MeterProvider, service string, healthy func() int64) *
 	m := mp.Meter(meterName)
 	svc := attribute.String("service", service)
 	ms := &metrics{svc: svc, set: metric.WithAttributeSet(attribute.NewSet(svc))}
-	ms.events, _ = m.Int64Counter(MetricEvents, metric.WithDescription("Registry changes seen, by kind."))
-	ms.skipped, _ = m.Int64Counter(MetricSkipped, metric.WithDescription("Malformed registry entries skipped."))
-	ms.stale, _ = m.Int64Counter(MetricStaleDropped, metric.WithDescription("Instances dropped because their heartbeat was too old."))
-	ms.restarts, _ = m.Int64Counter(MetricRestarts, metric.WithDescription("Registry watches rebuilt after a failure."))
-	ms.guard, _ = m.Int64UpDownCounter(MetricStaleGuard, metric.WithDescription("1 while the mass-removal guard keeps stale instances of a service."))
-	ms.listDur, _ = m.Float64Histogram(MetricListDuration, metric.WithUnit("s"), metric.WithDescription("Time to re-list a service in polling mode."))
-	gauge, err := m.Int64ObservableGauge(MetricInstances, metric.WithDescription("Healthy instances of a service."))
+	ms.events, _ = m.Int64Counter(metricEvents, metric.WithDescription("Registry changes seen, by kind."))
+	ms.skipped, _ = m.Int64Counter(metricSkipped, metric.WithDescription("Malformed registry entries skipped."))
+	ms.stale, _ = m.Int64Counter(metricStaleDropped, metric.WithDescription("Instances dropped because their heartbeat was too old."))
+	ms.restarts, _ = m.Int64Counter(metricRestarts, metric.WithDescription("Registry watches rebuilt after a failure."))
+	ms.guard, _ = m.Int64UpDownCounter(metricStaleGuard, metric.WithDescription("1 while the mass-removal guard keeps stale instances of a service."))
+	ms.listDur, _ = m.Float64Histogram(metricListDuration, metric.WithUnit("s"), metric.WithDescription("Time to re-list a service in polling mode."))
+	gauge, err := m.Int64ObservableGauge(metricInstances, metric.WithDescription("Healthy instances of a service."))
 	if err == nil {
 		ms.reg, _ = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 			o.ObserveInt64(gauge, healthy(), ms.set)

@@ -9,29 +9,25 @@ import (
 
 	"github.com/go-kit/log"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/aegis-sdk/kitnats/internal/registry"
 )
 
-// Defaults of the options.
+// The defaults the options document.
 const (
-	// DefaultHeartbeat is how often a Registrar rewrites its record, as
-	// AegisSDK does.
-	DefaultHeartbeat = 10 * time.Second
-	// DefaultPollInterval is the AegisSDK's cache TTL, a good interval for
-	// WithPolling.
-	DefaultPollInterval = 10 * time.Second
-	// DefaultWatchHeartbeat is the idle heartbeat of the watch's consumer: a
+	// defaultWatchHeartbeat is the idle heartbeat of the watch's consumer: a
 	// lost consumer is noticed after two missed beats.
-	DefaultWatchHeartbeat = 500 * time.Millisecond
-	// DefaultReadyWait is how long NewInstancer waits for the service's
-	// current set at most. It normally has it within a millisecond; the wait
-	// only matters when the registry cannot be read.
-	DefaultReadyWait = 2 * time.Second
+	defaultWatchHeartbeat = 500 * time.Millisecond
+	// defaultReadyWait is how long NewInstancer waits for the service's
+	// current set at most. It normally has it within a millisecond; the
+	// wait only matters when the registry cannot be read.
+	defaultReadyWait = 2 * time.Second
 )
 
 // ErrInvalidOption is matched (errors.Is) by the error NewRegistrar or
 // NewInstancer returns for an option value it cannot use: values are
 // refused, never clamped.
-var ErrInvalidOption = errors.New("natskv: invalid option")
+var ErrInvalidOption = registry.ErrInvalidOption
 
 var errNilBucket = errors.New("natskv: nil bucket")
 
@@ -50,9 +46,9 @@ type InstancerOption interface {
 }
 
 // Option configures both a Registrar and an Instancer: the settings both
-// sides of a bucket must agree on (WithLayout, WithHeartbeat, WithTTL) and
-// WithRetryWait. Set them once and pass them to both constructors; Options
-// bundles several into one.
+// sides of a bucket must agree on (WithLayout, WithHeartbeat, WithTTL).
+// Set them once and pass them to both constructors; Options bundles
+// several into one.
 type Option interface {
 	RegistrarOption
 	InstancerOption
@@ -82,10 +78,10 @@ type instancerOptions struct {
 	pollInterval   time.Duration
 	meter          metric.MeterProvider // nil: otel.GetMeterProvider()
 	onChange       func(Change)
-	watchHeartbeat time.Duration // 0: not set, DefaultWatchHeartbeat
-	readyWait      time.Duration // < 0: not set, DefaultReadyWait
+	watchHeartbeat time.Duration // 0: not set, defaultWatchHeartbeat
+	readyWait      time.Duration // < 0: not set, defaultReadyWait
 	strict         *bool         // nil: not set, strict on LayoutAegis only
-	guardShare     float64       // < 0: not set, DefaultStaleGuardShare; 0: no guard
+	guardShare     float64       // < 0: not set, registry.DefaultGuardShare; 0: no guard
 }
 
 // commonOption is an Option: it sets commonOptions, whichever constructor
@@ -104,7 +100,7 @@ func (f registrarOption) applyRegistrar(o *registrarOptions) error { return f(o)
 func (f instancerOption) applyInstancer(o *instancerOptions) error { return f(o) }
 
 func invalid(option string, format string, args ...any) error {
-	return fmt.Errorf("%w: %s: %s", ErrInvalidOption, option, fmt.Sprintf(format, args...))
+	return registry.Invalid(option, format, args...)
 }
 
 // configure is the preamble NewRegistrar and NewInstancer share: a bucket,
@@ -122,8 +118,8 @@ func configure[T any, O any](b *Bucket, logger log.Logger, opts []T, apply func(
 			return nil, err
 		}
 	}
-	if c.ttl > 0 && c.ttl <= c.heartbeat {
-		return nil, invalid("WithTTL", "%v does not outlast the heartbeat (%v): the record would expire between writes", c.ttl, c.heartbeat)
+	if err := c.liveness(0).Check(); err != nil {
+		return nil, err
 	}
 	if c.retryWait == 0 {
 		c.retryWait = min(c.heartbeat/4, time.Second)
@@ -135,21 +131,12 @@ func configure[T any, O any](b *Bucket, logger log.Logger, opts []T, apply func(
 }
 
 func defaultCommon() commonOptions {
-	return commonOptions{layout: LayoutDotted, heartbeat: DefaultHeartbeat}
+	return commonOptions{layout: LayoutDotted, heartbeat: registry.DefaultHeartbeat}
 }
 
-// ttlOrDefault is the TTL set, or 3 heartbeats.
-func (c *commonOptions) ttlOrDefault() time.Duration {
-	if c.ttl > 0 {
-		return c.ttl
-	}
-	return 3 * c.heartbeat
-}
-
-// wholeSeconds rounds d up to whole seconds, at least one: the server's TTL
-// unit.
-func wholeSeconds(d time.Duration) time.Duration {
-	return max((d+time.Second-1)/time.Second*time.Second, time.Second)
+// liveness is the settings' timing, with a staleness threshold.
+func (c *commonOptions) liveness(staleAfter time.Duration) registry.Liveness {
+	return registry.Liveness{Heartbeat: c.heartbeat, TTL: c.ttl, StaleAfter: staleAfter}
 }
 
 // Options bundles several Options into one, to pass the same settings to a
@@ -180,7 +167,7 @@ func Options(opts ...Option) Option {
 // of a bucket must agree on it. An unknown Layout is an error.
 func WithLayout(l Layout) Option {
 	return commonOption(func(o *commonOptions) error {
-		if !l.valid() {
+		if !l.reg().Valid() {
 			return invalid("WithLayout", "unknown layout %v", l)
 		}
 		o.layout = l
@@ -189,13 +176,13 @@ func WithLayout(l Layout) Option {
 }
 
 // WithHeartbeat sets how often a Registrar rewrites its record (default
-// DefaultHeartbeat, 10 s). An Instancer derives its default TTL, and from
-// it its staleness threshold, from the heartbeat: pass the same value to
-// both. It must be positive.
+// 10 s, as AegisSDK). An Instancer derives its default TTL, and from it its
+// staleness threshold, from the heartbeat: pass the same value to both. It
+// must be positive.
 func WithHeartbeat(d time.Duration) Option {
 	return commonOption(func(o *commonOptions) error {
-		if d <= 0 {
-			return invalid("WithHeartbeat", "%v is not positive", d)
+		if err := registry.CheckHeartbeat(d); err != nil {
+			return err
 		}
 		o.heartbeat = d
 		return nil
@@ -210,20 +197,19 @@ func WithHeartbeat(d time.Duration) Option {
 // It must be at least 1 s and longer than the heartbeat.
 func WithTTL(d time.Duration) Option {
 	return commonOption(func(o *commonOptions) error {
-		if d < time.Second {
-			return invalid("WithTTL", "%v is under 1s, the server's TTL resolution", d)
+		if err := registry.CheckTTL(d); err != nil {
+			return err
 		}
 		o.ttl = d
 		return nil
 	})
 }
 
-// WithRetryWait sets how soon a Registrar retries a failed write and the
+// withRetryWait sets how soon a Registrar retries a failed write and the
 // longest an Instancer waits before rebuilding a failed watch (it starts
 // sooner and backs off to it; a shared watch uses the shortest wait of its
-// Instancers). Default: a quarter heartbeat, at most 1 s. It must be
-// positive.
-func WithRetryWait(d time.Duration) Option {
+// Instancers). Default: a quarter heartbeat, at most 1 s.
+func withRetryWait(d time.Duration) Option {
 	return commonOption(func(o *commonOptions) error {
 		if d <= 0 {
 			return invalid("WithRetryWait", "%v is not positive", d)
@@ -238,10 +224,11 @@ func WithRetryWait(d time.Duration) Option {
 // the record's latest write (its stream timestamp, or when a live change
 // reached the Instancer), not the lastHeartbeat the record carries: a peer
 // with a wrong clock is neither kept nor dropped for it. It is what notices
-// a crash on a bucket without expiry markers. The default (also what 0 asks for) is the TTL (3
-// heartbeats unless WithTTL says otherwise); on a bucket with markers it is
-// the TTL rounded up to a whole second plus one, so that the server's expiry
-// normally comes first. A negative value disables the check.
+// a crash on a bucket without expiry markers. The default (also what 0
+// asks for) is the TTL (3 heartbeats unless WithTTL says otherwise); on a
+// bucket with markers it is the TTL rounded up to a whole second plus one,
+// so that the server's expiry normally comes first. A negative value
+// disables the check.
 func WithStaleAfter(d time.Duration) InstancerOption {
 	return instancerOption(func(o *instancerOptions) error {
 		o.staleAfter = d
@@ -258,19 +245,14 @@ func WithStaleAfter(d time.Duration) InstancerOption {
 // and counted (ChangeSkipped), so that a kitnats client and a Python client
 // of the same bucket see the same fleet. Lenient decoding ignores unknown
 // keys, reads a null metadata as empty and takes any non-empty version.
-// Default: strict on LayoutAegis, lenient on LayoutDotted. Instancers share
-// a watch only if they agree on it.
+// Both refuse records over 64 KiB. Default: strict on LayoutAegis, lenient
+// on LayoutDotted. Instancers share a watch only if they agree on it.
 func WithStrictRecords(strict bool) InstancerOption {
 	return instancerOption(func(o *instancerOptions) error {
 		o.strict = &strict
 		return nil
 	})
 }
-
-// DefaultStaleGuardShare is the share of a service's live instances that
-// may go stale at once before the mass-removal guard holds them
-// (WithStaleGuard): Envoy's default panic threshold.
-const DefaultStaleGuardShare = 0.5
 
 // WithStaleGuard sets the mass-removal guard: when the registry itself looks
 // unhealthy, staleness stops removing instances. It looks unhealthy when
@@ -282,9 +264,9 @@ const DefaultStaleGuardShare = 0.5
 // most the staleness threshold (WithStaleAfter) from when it engaged, then
 // staleness applies again, so a fleet that really died is dropped in the
 // end. Explicit deletes and expiry markers remove at once, guard or not.
-// Engaging and disengaging is logged and counted (MetricStaleGuard).
-// Default DefaultStaleGuardShare (0.5); 0 disables the guard. It must be
-// in [0, 1].
+// Engaging and disengaging is logged and counted (the up-down counter
+// kitnats.registry.stale_guard.engaged). Default 0.5 (Envoy's panic
+// threshold); 0 disables the guard. It must be in [0, 1].
 func WithStaleGuard(share float64) InstancerOption {
 	return instancerOption(func(o *instancerOptions) error {
 		if !(share >= 0 && share <= 1) {
@@ -321,8 +303,8 @@ func WithExcludeStandby() InstancerOption {
 
 // WithPolling makes an Instancer re-list the bucket every interval instead of
 // watching it: the AegisSDK's cached discovery, for deployments that do not
-// want a long-lived consumer. The interval must be positive;
-// DefaultPollInterval is the AegisSDK's.
+// want a long-lived consumer. The interval must be positive; the AegisSDK's
+// cache TTL is 10 s.
 func WithPolling(interval time.Duration) InstancerOption {
 	return instancerOption(func(o *instancerOptions) error {
 		if interval <= 0 {
@@ -335,7 +317,14 @@ func WithPolling(interval time.Duration) InstancerOption {
 }
 
 // WithMeterProvider sets where an Instancer's metrics go (default
-// otel.GetMeterProvider()). It must not be nil.
+// otel.GetMeterProvider()): per service, the healthy instances
+// (kitnats.registry.instances), the changes seen by kind
+// (kitnats.registry.watch.events), malformed records skipped
+// (kitnats.registry.skipped), instances dropped as stale
+// (kitnats.registry.stale_dropped), watches rebuilt
+// (kitnats.registry.watch.restarts), re-list durations in polling mode
+// (kitnats.registry.list.duration) and whether the stale guard holds
+// (kitnats.registry.stale_guard.engaged). It must not be nil.
 func WithMeterProvider(mp metric.MeterProvider) InstancerOption {
 	return instancerOption(func(o *instancerOptions) error {
 		if mp == nil {
@@ -365,12 +354,10 @@ func WithChangeFunc(f func(Change)) InstancerOption {
 	})
 }
 
-// WithWatchHeartbeat sets the idle heartbeat of the watch's consumer (default
-// DefaultWatchHeartbeat, 500 ms). Two missed beats count as a lost watch,
-// which is rebuilt at once. Instancers share a watch only if they agree on
-// it: one with another heartbeat gets a watch (a consumer) of its own. It
-// must be positive, and is refused with WithPolling, which has no watch.
-func WithWatchHeartbeat(d time.Duration) InstancerOption {
+// withWatchHeartbeat sets the idle heartbeat of the watch's consumer
+// (default 500 ms). Two missed beats count as a lost watch, which is
+// rebuilt at once. Instancers share a watch only if they agree on it.
+func withWatchHeartbeat(d time.Duration) InstancerOption {
 	return instancerOption(func(o *instancerOptions) error {
 		if d <= 0 {
 			return invalid("WithWatchHeartbeat", "%v is not positive", d)
@@ -381,9 +368,9 @@ func WithWatchHeartbeat(d time.Duration) InstancerOption {
 }
 
 // WithReadyWait sets how long NewInstancer waits for the service's current
-// set at most (default DefaultReadyWait). 0 returns at once, as
-// NewInstancer did before it waited: subscribers get the set when it is in.
-// It must not be negative. NewInstancerContext ignores it.
+// set at most (default 2 s; it normally has it within a millisecond). 0
+// returns at once: subscribers get the set when it is in. It must not be
+// negative. NewInstancerContext ignores it.
 func WithReadyWait(d time.Duration) InstancerOption {
 	return instancerOption(func(o *instancerOptions) error {
 		if d < 0 {
@@ -427,11 +414,11 @@ func validateZone(z string) error {
 	case len(z) > 255:
 		return fmt.Errorf("zone of %d bytes, over 255", len(z))
 	case !utf8.ValidString(z):
-		return fmt.Errorf("zone %q is not valid UTF-8", z)
+		return errors.New("zone is not valid UTF-8")
 	}
 	for _, r := range z {
 		if unicode.IsControl(r) {
-			return fmt.Errorf("zone %q contains a control character", z)
+			return errors.New("zone contains a control character")
 		}
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aegis-sdk/kitnats/internal/registry"
 	"github.com/aegis-sdk/kitnats/wire"
 )
 
@@ -31,10 +32,10 @@ func TestBadOptionsRefused(t *testing.T) {
 		{name: "TTL within a heartbeat", reg: []RegistrarOption{WithTTL(2 * time.Second), WithHeartbeat(5 * time.Second)},
 			ins: []InstancerOption{WithHeartbeat(2 * time.Second), WithTTL(2 * time.Second)}, in: "outlast the heartbeat"},
 		{name: "TTL under the default heartbeat", reg: []RegistrarOption{WithTTL(5 * time.Second)}, in: "WithTTL"},
-		{name: "zero retry wait", reg: []RegistrarOption{WithRetryWait(0)}, ins: []InstancerOption{WithRetryWait(-1)}, in: "WithRetryWait"},
+		{name: "zero retry wait", reg: []RegistrarOption{withRetryWait(0)}, ins: []InstancerOption{withRetryWait(-1)}, in: "WithRetryWait"},
 		{name: "unknown layout", reg: []RegistrarOption{WithLayout(Layout(7))}, ins: []InstancerOption{WithLayout(-1)}, in: "unknown layout"},
 		{name: "bad option in a bundle", reg: []RegistrarOption{Options(WithLayout(LayoutAegis), WithHeartbeat(0))},
-			ins: []InstancerOption{Options(nil, WithRetryWait(0))}, in: "natskv: invalid option"},
+			ins: []InstancerOption{Options(nil, withRetryWait(0))}, in: "natskv: invalid option"},
 		{name: "empty zone", reg: []RegistrarOption{WithZone("")}, in: "WithZone"},
 		{name: "zone with a newline", reg: []RegistrarOption{WithZone("eu-1\n")}, in: "WithZone"},
 		{name: "zone with a NUL", reg: []RegistrarOption{WithZone("eu\x001")}, in: "WithZone"},
@@ -49,8 +50,8 @@ func TestBadOptionsRefused(t *testing.T) {
 		{name: "nil formatter", ins: []InstancerOption{WithFormatter(nil)}, in: "WithFormatter"},
 		{name: "nil change func", ins: []InstancerOption{WithChangeFunc(nil)}, in: "WithChangeFunc"},
 		{name: "nil meter provider", ins: []InstancerOption{WithMeterProvider(nil)}, in: "WithMeterProvider"},
-		{name: "zero watch heartbeat", ins: []InstancerOption{WithWatchHeartbeat(0)}, in: "WithWatchHeartbeat"},
-		{name: "watch heartbeat without a watch", ins: []InstancerOption{WithPolling(time.Second), WithWatchHeartbeat(time.Second)}, in: "WithPolling"},
+		{name: "zero watch heartbeat", ins: []InstancerOption{withWatchHeartbeat(0)}, in: "WithWatchHeartbeat"},
+		{name: "watch heartbeat without a watch", ins: []InstancerOption{WithPolling(time.Second), withWatchHeartbeat(time.Second)}, in: "WithPolling"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.reg != nil {
@@ -84,7 +85,7 @@ func TestOptionTypes(t *testing.T) {
 	for name, o := range map[string]any{
 		"WithStaleAfter": WithStaleAfter(time.Second), "WithFormatter": WithFormatter(func(Instance) string { return "" }),
 		"WithExcludeStandby": WithExcludeStandby(), "WithPolling": WithPolling(time.Second),
-		"WithChangeFunc": WithChangeFunc(func(Change) {}), "WithWatchHeartbeat": WithWatchHeartbeat(time.Second),
+		"WithChangeFunc": WithChangeFunc(func(Change) {}), "WithWatchHeartbeat": withWatchHeartbeat(time.Second),
 		"WithReadyWait": WithReadyWait(time.Second),
 	} {
 		if _, ok := o.(RegistrarOption); ok {
@@ -96,7 +97,7 @@ func TestOptionTypes(t *testing.T) {
 	}
 	for name, o := range map[string]any{
 		"WithLayout": WithLayout(LayoutAegis), "WithHeartbeat": WithHeartbeat(time.Second), "WithTTL": WithTTL(time.Second),
-		"WithRetryWait": WithRetryWait(time.Second), "Options": Options(),
+		"WithRetryWait": withRetryWait(time.Second), "Options": Options(),
 	} {
 		_, r := o.(RegistrarOption)
 		_, i := o.(InstancerOption)
@@ -138,22 +139,22 @@ func TestOptionDefaults(t *testing.T) {
 		t.Errorf("defaults: %+v", o.commonOptions)
 	}
 	o = instancerOptions{commonOptions: defaultCommon()}
-	if _, err := configure(fakeBucket(false), nil, []InstancerOption{Options(WithLayout(LayoutAegis), WithRetryWait(time.Minute))}, InstancerOption.applyInstancer, &o, &o.commonOptions); err != nil {
+	if _, err := configure(fakeBucket(false), nil, []InstancerOption{Options(WithLayout(LayoutAegis), withRetryWait(time.Minute))}, InstancerOption.applyInstancer, &o, &o.commonOptions); err != nil {
 		t.Fatal(err)
 	}
-	if o.retryWait != time.Minute || o.layout != LayoutAegis || o.heartbeat != DefaultHeartbeat {
+	if o.retryWait != time.Minute || o.layout != LayoutAegis || o.heartbeat != registry.DefaultHeartbeat {
 		t.Errorf("bundled: %+v", o.commonOptions)
 	}
 }
 
 func TestWithZoneWritesMetadata(t *testing.T) {
-	inst := validInst.Clone()
+	inst := validInst.clone()
 	inst.Metadata = map[string]string{"zone": "old", "addr": "x"}
 	r, err := NewRegistrar(fakeBucket(true), inst, nil, WithZone("eu-west-1a"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := r.Instance().Metadata
+	got := r.instance().Metadata
 	if got[wire.MetadataZone] != "eu-west-1a" || got["addr"] != "x" {
 		t.Errorf("metadata %v, want zone eu-west-1a and addr x", got)
 	}
@@ -165,11 +166,46 @@ func TestWithZoneWritesMetadata(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if z := r.Instance().Metadata[wire.MetadataZone]; z != "old" {
+	if z := r.instance().Metadata[wire.MetadataZone]; z != "old" {
 		t.Errorf("zone %q without WithZone, want old", z)
 	}
 	// Unicode zones are fine.
 	if _, err := NewRegistrar(fakeBucket(true), validInst, nil, WithZone("zürich-1 b")); err != nil {
 		t.Errorf("WithZone(zürich-1 b): %v", err)
+	}
+}
+
+// The aegis layout's name rules apply to registrars and Instancers alike,
+// before the bucket is used.
+func TestAegisServiceNames(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		aegis, ok bool // valid on the aegis layout; on the dotted one
+	}{
+		{"go-echo", true, true},
+		{"ab", true, true},
+		{strings.Repeat("a", 65), false, false},
+		{"g", false, true},
+		{"Go-Echo", false, true},
+		{"go_echo_", false, true},
+		{"go__echo", false, true},
+		{"1go", false, false},
+	} {
+		for _, l := range []Layout{LayoutAegis, LayoutDotted} {
+			want := tc.ok
+			if l == LayoutAegis {
+				want = tc.aegis
+			}
+			inst := Instance{ServiceName: tc.name, InstanceID: "i-1", Version: "1.0.0"}
+			if _, err := NewRegistrar(fakeBucket(true), inst, nil, WithLayout(l)); (err == nil) != want || (err != nil && !errors.Is(err, wire.ErrInvalidName)) {
+				t.Errorf("%v NewRegistrar(%q): %v, want valid=%v", l, tc.name, err, want)
+			}
+			if want {
+				continue // a valid Instancer would start reading the fake bucket
+			}
+			if _, err := NewInstancer(fakeBucket(true), tc.name, nil, WithLayout(l)); !errors.Is(err, wire.ErrInvalidName) {
+				t.Errorf("%v NewInstancer(%q): %v, want wire.ErrInvalidName", l, tc.name, err)
+			}
+		}
 	}
 }

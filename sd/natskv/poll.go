@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/aegis-sdk/kitnats/internal/natserr"
+	"github.com/aegis-sdk/kitnats/internal/registry"
 )
 
 // pollLoop is discovery WithPolling: the AegisSDK's cached listing, re-read
@@ -33,7 +34,7 @@ func (i *Instancer) pollLoop() {
 }
 
 // emit delivers one update of a polling Instancer.
-func (i *Instancer) emit(u update, logErr error) {
+func (i *Instancer) emit(u registry.Update, logErr error) {
 	i.mu.Lock()
 	batch := i.queue(nil, u, logErr)
 	i.mu.Unlock()
@@ -47,7 +48,7 @@ func (i *Instancer) relist() error {
 	ctx, cancel := context.WithTimeout(i.ctx, min(max(i.opts.pollInterval, time.Second), 5*time.Second))
 	defer cancel()
 	i.mu.Lock()
-	l := i.st.newLoad()
+	l := i.st.NewLoad()
 	i.mu.Unlock()
 	nc := i.b.js.Conn()
 	api := apiPrefix(i.b.js)
@@ -55,7 +56,7 @@ func (i *Instancer) relist() error {
 	refusals := []string{api + "CONSUMER.CREATE." + i.b.stream() + ".>", api + "CONSUMER.DELETE." + i.b.stream() + ".*",
 		"$JS.FC." + i.b.stream() + ".>", natserr.InboxPattern(nc)}
 	err := natserr.Do(ctx, nc, refusals, func(ctx context.Context) error {
-		w, err := i.b.kv.WatchFiltered(ctx, []string{i.opts.layout.watchFilter(i.service)}, jetstream.IgnoreDeletes())
+		w, err := i.b.kv.WatchFiltered(ctx, []string{i.opts.layout.reg().WatchFilter(i.service)}, jetstream.IgnoreDeletes())
 		if err != nil {
 			return err
 		}
@@ -71,8 +72,9 @@ func (i *Instancer) relist() error {
 				if e == nil {
 					return nil
 				}
-				// The load reads only the book's service and layout: no lock.
-				l.add(record{key: e.Key(), op: ChangeUpdated, data: e.Value(), rev: e.Revision(), seen: e.Created()})
+				// The load reads only the book's service and layout, and
+				// decodes the record: no lock.
+				l.Add(registry.Msg{Key: e.Key(), Op: registry.ChangeUpdated, Data: e.Value(), Rev: e.Revision(), Seen: e.Created()})
 			}
 		}
 	})
@@ -83,7 +85,7 @@ func (i *Instancer) relist() error {
 		}
 		err = fmt.Errorf("natskv: list %s: %w", i.service, err)
 		i.mu.Lock()
-		u := i.st.lost(err)
+		u := i.st.Lost(err)
 		i.mu.Unlock()
 		i.emit(u, err) // logged, and told to subscribers
 		if pe := (*natserr.PermissionError)(nil); errors.As(err, &pe) {
@@ -92,7 +94,7 @@ func (i *Instancer) relist() error {
 		return err
 	}
 	i.mu.Lock()
-	u := i.st.replace(l, start)
+	u := i.st.Replace(l, start)
 	i.mu.Unlock()
 	i.emit(u, nil)
 	return nil
@@ -104,7 +106,7 @@ func (i *Instancer) staleLoop() {
 	if i.opts.staleAfter <= 0 {
 		return
 	}
-	t := time.NewTicker(min(max(i.opts.staleAfter/4, 10*time.Millisecond), time.Second))
+	t := time.NewTicker(registry.TickEvery(i.opts.staleAfter))
 	defer t.Stop()
 	for {
 		select {
@@ -112,7 +114,7 @@ func (i *Instancer) staleLoop() {
 			return
 		case now := <-t.C:
 			i.mu.Lock()
-			u := i.st.tick(now)
+			u := i.st.Tick(now)
 			i.mu.Unlock()
 			i.emit(u, nil)
 		}

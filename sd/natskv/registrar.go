@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/aegis-sdk/kitnats/internal/natserr"
+	"github.com/aegis-sdk/kitnats/internal/registry"
+	"github.com/aegis-sdk/kitnats/internal/safetext"
 	"github.com/aegis-sdk/kitnats/wire"
 )
 
@@ -46,16 +48,17 @@ type Registrar struct {
 var _ sd.Registrar = (*Registrar)(nil)
 
 // NewRegistrar returns a Registrar for inst in bucket b; nothing is written
-// until Register. inst must be valid (see Instance.Validate); its
+// until Register. inst must be valid (EncodeInstance says why not); its
 // LastHeartbeat is set on every write, and an empty Status means ACTIVE.
-// Options: WithLayout, WithHeartbeat, WithTTL, WithRetryWait, WithZone.
+// Options: WithLayout, WithHeartbeat, WithTTL, WithZone,
+// WithInstanceSubjects, WithAddress.
 func NewRegistrar(b *Bucket, inst Instance, logger log.Logger, opts ...RegistrarOption) (*Registrar, error) {
 	o := registrarOptions{commonOptions: defaultCommon()}
 	logger, err := configure(b, logger, opts, RegistrarOption.applyRegistrar, &o, &o.commonOptions)
 	if err != nil {
 		return nil, err
 	}
-	inst = inst.Clone()
+	inst = inst.clone()
 	if inst.Status == "" {
 		inst.Status = StatusActive
 	}
@@ -71,7 +74,7 @@ func NewRegistrar(b *Bucket, inst Instance, logger log.Logger, opts ...Registrar
 	for transport, addr := range o.addrs {
 		inst.Metadata[wire.AddressKey(transport)] = addr
 	}
-	probe := inst
+	probe := inst.record()
 	probe.LastHeartbeat = time.Now()
 	if err := probe.Validate(); err != nil {
 		return nil, err
@@ -88,7 +91,7 @@ func NewRegistrar(b *Bucket, inst Instance, logger log.Logger, opts ...Registrar
 		inst:   inst,
 	}
 	if b.caps.MsgTTL {
-		r.ttl = wholeSeconds(o.ttlOrDefault())
+		r.ttl = registry.WholeSeconds(o.liveness(0).EffectiveTTL())
 	}
 	return r, nil
 }
@@ -99,11 +102,11 @@ func (r *Registrar) Key() string { return r.key }
 // TTL is the per-write TTL in use, 0 when the bucket takes none.
 func (r *Registrar) TTL() time.Duration { return r.ttl }
 
-// Instance returns the record as last written (or to be written).
-func (r *Registrar) Instance() Instance {
+// instance returns the record as last written (or to be written).
+func (r *Registrar) instance() Instance {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.inst.Clone()
+	return r.inst.clone()
 }
 
 // Register implements sd.Registrar. Errors are logged; the heartbeat keeps
@@ -174,8 +177,8 @@ func (r *Registrar) DeregisterContext(ctx context.Context) error {
 // SetStatus changes the declared status; while registered it is written at
 // once, so watchers see it without waiting for a heartbeat.
 func (r *Registrar) SetStatus(ctx context.Context, s Status) error {
-	if !s.Valid() {
-		return &RecordError{Field: "status", Err: fmt.Errorf("%w: %q", ErrInvalidStatus, s)}
+	if !registry.Status(s).Valid() {
+		return &registry.RecordError{Field: "status", Err: fmt.Errorf("%w: %s", registry.ErrInvalidStatus, safetext.Quote(string(s)))}
 	}
 	return r.life(func(registered bool) error {
 		r.mu.Lock()
@@ -239,7 +242,7 @@ func (r *Registrar) writeRecord(ctx context.Context) error {
 	defer r.write.Unlock()
 	r.mu.Lock()
 	r.inst.LastHeartbeat = time.Now().UTC()
-	inst := r.inst.Clone()
+	inst := r.inst.clone()
 	r.mu.Unlock()
 	data, err := EncodeInstance(inst)
 	if err != nil {

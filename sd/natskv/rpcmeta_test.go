@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/aegis-sdk/kitnats/sd/natskv"
-	"github.com/aegis-sdk/kitnats/transport/natsrpc"
+	"github.com/aegis-sdk/kitnats/wire"
 )
 
 // The registry writes the entry the transport reads (wire.MetadataRPC).
@@ -15,14 +15,14 @@ func TestInstanceSubjectsMetadata(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !natsrpc.ServesInstanceSubjects(with.Instance().Metadata) {
-		t.Errorf("with WithInstanceSubjects: metadata %v does not say so", with.Instance().Metadata)
+	if natskv.RecordOf(with).Metadata[wire.MetadataRPC] != wire.RPCInstance {
+		t.Errorf("with WithInstanceSubjects: metadata %v does not say so", natskv.RecordOf(with).Metadata)
 	}
 	without, err := natskv.NewRegistrar(b, inst, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if natsrpc.ServesInstanceSubjects(without.Instance().Metadata) {
-		t.Errorf("without the option: metadata %v claims instance subjects", without.Instance().Metadata)
+	if _, ok := natskv.RecordOf(without).Metadata[wire.MetadataRPC]; ok {
+		t.Errorf("without the option: metadata %v claims instance subjects", natskv.RecordOf(without).Metadata)
 	}
 }

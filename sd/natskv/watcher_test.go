@@ -120,10 +120,10 @@ func TestOneWatchPerBucket(t *testing.T) {
 		select { // delivered before Register returned
 		case ev := <-ch:
 			if !slices.Equal(ev.Instances, ids(3)) {
-				t.Fatalf("%s: %v", i.Service(), ev)
+				t.Fatalf("%v: %v", i, ev)
 			}
 		default:
-			t.Fatalf("%s: no set when Register returned", i.Service())
+			t.Fatalf("%p: no set when Register returned", i)
 		}
 		i.Deregister(ch)
 	}
@@ -251,7 +251,7 @@ func TestManyViewsRandomOrder(t *testing.T) {
 						t.Errorf("view %d: %v", k, ev)
 					}
 				default:
-					t.Errorf("view %d (%s): no set when Register returned", k, i.Service())
+					t.Errorf("view %d: no set when Register returned", k)
 				}
 				i.Deregister(ch)
 				if rand.IntN(4) == 0 { // some stop while others start
@@ -526,7 +526,7 @@ func TestWholeRegistryFilter(t *testing.T) {
 // The staleness clock judges an instance a service gains while watched,
 // after ticks that found the service empty.
 func TestStaleAfterEmptyTicks(t *testing.T) {
-	s, wb := newBucket(t, natskv.BucketConfig{NoMarkers: true})
+	s, wb := newBucket(t, natskv.BucketConfig{NoTTL: true})
 	b := bindOwn(t, s, wb)
 	cs := make(changes, 64)
 	i := newInstancer(t, b, "svc", cs.opt(), natskv.WithStaleAfter(500*time.Millisecond))
