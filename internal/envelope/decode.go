@@ -152,21 +152,17 @@ func eachMsgpackMember(c *cursor, fn func(k []byte) error) error {
 // reads the value through v, once. For JSON, valid says data is known to be
 // valid JSON already. Requests and responses are both read through it, so
 // the two formats' rules are written once.
-func eachField(data []byte, f Format, valid bool, fn func(k []byte, v *field) error) error {
+func eachField(data []byte, f Format, valid bool, fn func(k []byte, v field) error) error {
 	if f == JSON {
-		v := field{f: JSON}
-		member := func(k, raw []byte) error {
-			v.raw = raw
-			return fn(k, &v)
-		}
+		// v goes by value: a pointer passed to fn would move it to the heap.
+		member := func(k, raw []byte) error { return fn(k, field{f: JSON, raw: raw}) }
 		if valid {
 			return eachValidMember(data, member)
 		}
 		return EachMember(data, member)
 	}
-	c := cursor{data: data}
-	v := field{f: Msgpack, c: &c}
-	if err := eachMsgpackMember(&c, func(k []byte) error { return fn(k, &v) }); err != nil {
+	c := &cursor{data: data}
+	if err := eachMsgpackMember(c, func(k []byte) error { return fn(k, field{f: Msgpack, c: c}) }); err != nil {
 		return err
 	}
 	if c.left() != 0 {
@@ -199,8 +195,8 @@ func (h *Head) member(k []byte, v *field) (ok bool, err error) {
 
 func (r *Request) decode(data []byte, f Format, valid bool) error {
 	hasMethod := false
-	err := eachField(data, f, valid, func(k []byte, v *field) (err error) {
-		if ok, err := r.Head.member(k, v); ok {
+	err := eachField(data, f, valid, func(k []byte, v field) (err error) {
+		if ok, err := r.Head.member(k, &v); ok {
 			return err
 		}
 		switch string(k) {
@@ -227,8 +223,8 @@ func (r *Request) decode(data []byte, f Format, valid bool) error {
 
 func (r *Response) decode(data []byte, f Format) error {
 	hasSuccess, hasError := false, false
-	err := eachField(data, f, false, func(k []byte, v *field) (err error) {
-		if ok, err := r.Head.member(k, v); ok {
+	err := eachField(data, f, false, func(k []byte, v field) (err error) {
+		if ok, err := r.Head.member(k, &v); ok {
 			return err
 		}
 		switch string(k) {

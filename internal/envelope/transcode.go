@@ -35,7 +35,7 @@ func (f frame) isMap() bool  { return f&1 == 1 }
 func (c *cursor) toJSON(b []byte) ([]byte, error) {
 	if cap(b) == 0 {
 		// JSON from msgpack is seldom much longer; grow doubles it.
-		b = make([]byte, 0, min(c.left()+c.left()/4, 64<<10)+16)
+		b = make([]byte, 0, min(c.left(), 64<<10)+16)
 	}
 	var stackBuf [64]frame
 	stack := stackBuf[:0]
