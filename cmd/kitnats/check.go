@@ -46,6 +46,8 @@ type checkOutput struct {
 	History        int64           `json:"history"`
 	PerKeyTTL      bool            `json:"perKeyTTL"`
 	ExpiryMarkers  bool            `json:"expiryMarkers"`
+	Rollups        bool            `json:"rollups"` // a writer of one key can purge every other (Nats-Rollup)
+	Purges         bool            `json:"purges"`  // the stream takes purge requests
 	MarkerTTL      float64         `json:"markerTTLSeconds,omitempty"`
 	MaxAge         float64         `json:"maxAgeSeconds,omitempty"`
 	MaxValueSize   int32           `json:"maxValueSize"`
@@ -179,6 +181,18 @@ func (a *app) checkBuild(s *session, info *jetstream.StreamInfo, sc scanned) che
 		add("expiry markers", levelNote, "off: records expire unannounced; clients notice by heartbeat age, %s", staleText)
 	default:
 		add("expiry markers", levelInfo, "off")
+	}
+	// Who can remove whose records.
+	caps := s.b.Capabilities()
+	out.Rollups, out.Purges = caps.Rollups, caps.Purges
+	switch {
+	case caps.Rollups:
+		add("roll-ups", levelNote, "allowed: any writer of one key can purge every other record with a Nats-Rollup header, which permissions cannot refuse (until the next heartbeats, new clients see an empty fleet); buckets CreateBucket makes without expiry markers refuse roll-ups")
+	case caps.Purges:
+		add("roll-ups", levelOK, "refused: no writer of one key can remove another's")
+		add("purges", levelNote, "allowed: a user allowed $JS.API.STREAM.PURGE.%s can empty the registry (the permission templates grant it to no role)", cfg.Name)
+	default:
+		add("roll-ups", levelOK, "roll-ups and purges refused: no writer of one key can remove another's")
 	}
 	switch {
 	case out.History <= 1:

@@ -342,3 +342,33 @@ func TestListingBounded(t *testing.T) {
 	out, _, _ = f.run("ls", "big")
 	lineWith(t, out, "b-1", fmt.Sprintf("record too large: %d bytes, over the %d clients read", len(huge), registry.MaxRecordSize))
 }
+
+// TestCheckRollups: check says whether a writer of one key can purge the
+// others — refused on a bucket CreateBucket makes, allowed on one with
+// expiry markers (nats-server turns roll-ups on with them).
+func TestCheckRollups(t *testing.T) {
+	f := newFixture(t, natskv.BucketConfig{})
+	if _, err := natskv.CreateBucket(ctxT(t), f.js, natskv.BucketConfig{Name: "marked", LimitMarkerTTL: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	out, _, code := f.run("check")
+	if code != exitOK {
+		t.Errorf("exit %d:\n%s", code, out)
+	}
+	lineWith(t, out, "roll-ups", "roll-ups and purges refused")
+	out, _, code = f.run("check", "--bucket", "marked")
+	if code != exitOK {
+		t.Errorf("exit %d:\n%s", code, out)
+	}
+	lineWith(t, out, "roll-ups", "note: allowed: any writer of one key can purge every other record")
+	var got checkOutput
+	out, _, _ = f.run("check", "--bucket", "marked", "--json")
+	if err := json.Unmarshal([]byte(out), &got); err != nil || !got.Rollups || !got.ExpiryMarkers {
+		t.Errorf("%v: %+v", err, got)
+	}
+	got = checkOutput{}
+	out, _, _ = f.run("check", "--json")
+	if err := json.Unmarshal([]byte(out), &got); err != nil || got.Rollups || got.Purges {
+		t.Errorf("%v: %+v", err, got)
+	}
+}

@@ -37,20 +37,13 @@ type keyRecord struct {
 
 // opOf classifies a message as the registry's watchers do.
 func opOf(m jetstream.Msg) op {
-	h := m.Headers()
-	switch h.Get("KV-Operation") {
-	case "DEL":
+	switch registry.OpOf(m.Headers()) {
+	case registry.ChangeDeleted:
 		return opDelete
-	case "PURGE":
+	case registry.ChangePurged:
 		return opPurge
-	}
-	switch h.Get(jetstream.MarkerReasonHeader) {
-	case "MaxAge":
+	case registry.ChangeExpired:
 		return opExpired
-	case "Purge":
-		return opPurge
-	case "Remove":
-		return opDelete
 	}
 	return opPut
 }
