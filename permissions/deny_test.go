@@ -398,10 +398,13 @@ func joinComma(s []string) string {
 	return out
 }
 
-// TestRollupLimit pins the limit the package documentation states: a
-// writer of one key may purge the whole bucket with a Nats-Rollup: all
-// header, which subject permissions do not see; the live registrars write
-// their records back at their next heartbeat.
+// TestRollupLimit pins the limit the package documentation states: on a
+// bucket with expiry markers (as this world's, where nats-server allows
+// roll-ups), a writer of one key may purge the whole bucket with a
+// Nats-Rollup: all header, which subject permissions do not see; the live
+// registrars write their records back at their next heartbeat. (A bucket
+// CreateBucket makes by default refuses it: sd/natskv's
+// TestSingleWriterCannotWipeTheRegistry.)
 func TestRollupLimit(t *testing.T) {
 	tpl := permissions.Template{Bucket: bucketName}
 	w := newWorld(t, map[string]*permissions.Permissions{

@@ -28,7 +28,8 @@
 // nats.ErrPermissionViolation: BindBucket, a Registrar's writes, an
 // Instancer's construction, a natsrpc call or NewService return it.
 //
-// What subject permissions cannot stop (a roll-up by a key's writer,
-// consumers that deliver elsewhere, durable consumers) is listed, with the
-// reason for every entry, in the permissions section of docs/DESIGN.md.
+// What subject permissions cannot stop (a roll-up by a key's writer on a
+// bucket with expiry markers, consumers that deliver elsewhere, durable
+// consumers) is listed, with the reason for every entry, in the
+// permissions section of docs/DESIGN.md.
 package permissions
