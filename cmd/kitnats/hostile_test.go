@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -284,14 +285,27 @@ func FuzzSafeJSON(f *testing.F) {
 		if len(out) > 12*len(in) {
 			t.Fatalf("%d bytes in, %d out", len(in), len(out))
 		}
+		// One pass into one growing buffer: a handful of allocations
+		// whatever the input.
+		if n := testing.AllocsPerRun(1, func() { safeJSON(in) }); n > 12 {
+			t.Fatalf("%v allocations for %d bytes", n, len(in))
+		}
 		if r, ok := control(string(out)); ok {
 			t.Fatalf("%U in %q", r, out)
 		}
-		var a, b any
-		if err := json.Unmarshal(in, &a); err != nil {
+		// Numbers as they are written: the value compared is the text.
+		decode := func(b []byte) (v any, err error) {
+			d := json.NewDecoder(bytes.NewReader(b))
+			d.UseNumber()
+			err = d.Decode(&v)
+			return v, err
+		}
+		a, err := decode(in)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if err := json.Unmarshal(out, &b); err != nil {
+		b, err := decode(out)
+		if err != nil {
 			t.Fatalf("%q: %v", out, err)
 		}
 		ja, _ := json.Marshal(a)
@@ -370,5 +384,34 @@ func TestCheckRollups(t *testing.T) {
 	out, _, _ = f.run("check", "--json")
 	if err := json.Unmarshal([]byte(out), &got); err != nil || got.Rollups || got.Purges {
 		t.Errorf("%v: %+v", err, got)
+	}
+}
+
+// BenchmarkSafeJSON: the cost per byte of making JSON output safe, for a
+// typical ls --json document and the worst input (every character one to
+// escape, or invalid), side by side.
+func BenchmarkSafeJSON(b *testing.B) {
+	typical, err := json.Marshal(map[string]any{"service": "greeter", "instance": "greeter-1", "version": "1.2.3",
+		"metadata": map[string]string{"zone": "eu-1", "kitnats.rpc": "instance"}, "client": "active", "offered": true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		in   []byte
+	}{
+		{"typical", typical},
+		{"non-ascii", []byte(`{"greeting":"` + strings.Repeat("héllo wörld ", 20) + `"}`)},
+		{"worst-c1", []byte(`"` + strings.Repeat("\u009b", 2000) + `"`)},
+		{"worst-bidi", []byte(`"` + strings.Repeat("\u202e", 2000) + `"`)},
+		{"worst-invalid", []byte(`"` + strings.Repeat("\xff", 4000) + `"`)},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(c.in)))
+			b.ReportAllocs()
+			for b.Loop() {
+				safeJSON(c.in)
+			}
+		})
 	}
 }

@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/aegis-sdk/kitnats/internal/safetext"
@@ -67,6 +67,7 @@ func safeJSON(b []byte) []byte {
 	s := string(b)
 	out := bytes.NewBuffer(make([]byte, 0, len(b)+16))
 	inString, escaped := false, false
+	clean := 0 // s[clean:i] is to be copied as it is
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
@@ -78,30 +79,38 @@ func safeJSON(b []byte) []byte {
 			case c == '"':
 				inString = !inString
 			}
-			switch {
-			case c >= 0x20 && c != 0x7f, c == '\n' && !inString:
-				out.WriteByte(c)
-			case inString:
-				// Not valid JSON; written so that it stays inert.
-				fmt.Fprintf(out, `\u%04x`, c)
-			default:
-				out.WriteByte(' ')
+			if c >= 0x20 && c != 0x7f || c == '\n' && !inString {
+				i++
+				continue
+			}
+			out.WriteString(s[clean:i])
+			if inString {
+				// DEL, or (not valid JSON) a C0 control: written inert.
+				writeU(out, rune(c))
+			} else {
+				out.WriteByte(' ') // whitespace between tokens
 			}
 			i++
+			clean = i
 			continue
 		}
+		escaped = false
 		r, size := utf8.DecodeRuneInString(s[i:])
 		switch {
 		case r == utf8.RuneError && size <= 1:
+			out.WriteString(s[clean:i])
 			out.WriteString(`\ufffd`)
-		case safetext.Terminal(s[i:i+size]) != s[i:i+size]:
+		case escapes(r, s[i:i+size]):
+			out.WriteString(s[clean:i])
 			writeU(out, r)
 		default:
-			out.WriteString(s[i : i+size])
+			i += size
+			continue
 		}
-		escaped = false
 		i += size
+		clean = i
 	}
+	out.WriteString(s[clean:])
 	return out.Bytes()
 }
 
@@ -124,7 +133,30 @@ func writeU(out *bytes.Buffer, r rune) {
 		writeU(out, 0xdc00+(r&0x3ff))
 		return
 	}
-	out.WriteString(`\u`)
-	h := strconv.FormatInt(int64(r), 16)
-	out.WriteString(strings.Repeat("0", 4-len(h)) + h)
+	const hex = "0123456789abcdef"
+	out.Write([]byte{'\\', 'u', hex[r>>12&0xf], hex[r>>8&0xf], hex[r>>4&0xf], hex[r&0xf]})
+}
+
+// bmpEscapes is, for each character of the Basic Multilingual Plane,
+// whether safetext.Terminal escapes it: asked once, so that the rule
+// stays safetext's and a document of escapes costs no more per character
+// than a plain one.
+var bmpEscapes struct {
+	once sync.Once
+	bits [1 << 16 / 64]uint64
+}
+
+// escapes says safetext.Terminal escapes r, which is c.
+func escapes(r rune, c string) bool {
+	if r > 0xffff {
+		return safetext.Terminal(c) != c
+	}
+	bmpEscapes.once.Do(func() {
+		for r := rune(utf8.RuneSelf); r <= 0xffff; r++ {
+			if c := string(r); safetext.Terminal(c) != c {
+				bmpEscapes.bits[r>>6] |= 1 << (r & 63)
+			}
+		}
+	})
+	return bmpEscapes.bits[r>>6]&(1<<(r&63)) != 0
 }
