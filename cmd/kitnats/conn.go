@@ -215,7 +215,7 @@ func bindBucket(ctx context.Context, js jetstream.JetStream, name, where string,
 		slices.Sort(names)
 		msg := fmt.Sprintf("no bucket %q at %s: no instance has registered there yet, or the registry is in another bucket", name, where)
 		if len(names) > 0 {
-			msg += fmt.Sprintf(" (buckets there: %s; pick one with --bucket)", strings.Join(names, ", "))
+			msg += fmt.Sprintf(" (buckets there: %s; pick one with --bucket)", listSome(names, maxFacts))
 		} else if l.Error() == nil {
 			msg += " (there are no KV buckets there)"
 		}
