@@ -215,8 +215,8 @@ func (i *Instancer) waitReady(ctx context.Context) error {
 
 // Register implements sd.Instancer. Once the set is in (when NewInstancer
 // returns, normally) Register delivers it before it returns, as go-kit's
-// instancers do: it waits for ch's receiver to take it, at most
-// RegisterWait, and on an unbuffered channel sends it a second time, which
+// instancers do: it waits for ch's receiver to take it, at most a second
+// (go-kit's wait for ever), and on an unbuffered channel sends it a second time, which
 // returns only when the receiver has handled the first — so sd.NewEndpointer
 // and lb.NewEndpointSet over this Instancer serve their first call at once.
 // A receiver that does not come within the wait gets the set when it does,

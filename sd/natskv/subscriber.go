@@ -8,12 +8,12 @@ import (
 	"github.com/go-kit/kit/sd"
 )
 
-// RegisterWait is the longest Register waits for a channel's receiver to
+// registerWait is the longest Register waits for a channel's receiver to
 // take the current set. go-kit's own instancers wait for ever (a channel
 // nobody reads blocks Register, and their watch, for good); past this
 // bound the set is delivered in the background instead, as every later
 // event is.
-const RegisterWait = time.Second
+const registerWait = time.Second
 
 // subscriber is one registered channel behind a latest-value mailbox: a
 // receiver that is ready is handed each event directly; one that is not
@@ -130,7 +130,7 @@ func (s *subscriber) begin() {
 }
 
 // handOver delivers ev synchronously, as go-kit's instancers do in Register:
-// it returns once the receiver took it (at most RegisterWait). On an
+// it returns once the receiver took it (at most registerWait). On an
 // unbuffered channel it then sends the set once more: that send completes
 // only when the receiver comes back for the next value, that is when it has
 // handled the first — so a go-kit sd.Endpointer has its endpoints when
@@ -139,7 +139,7 @@ func (s *subscriber) begin() {
 // delivered by then is left to a forwarder.
 func (s *subscriber) handOver(ev sd.Event) {
 	defer s.wg.Done()
-	t := time.NewTimer(RegisterWait)
+	t := time.NewTimer(registerWait)
 	defer t.Stop()
 	if s.send(ev, t.C) && cap(s.ch) == 0 {
 		again, ok := s.takeNewer()
