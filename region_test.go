@@ -369,11 +369,11 @@ func TestRegionLeafSite(t *testing.T) {
 	sc := natstest.StartSupercluster(t, natstest.SuperclusterConfig{Leaf: true})
 	east, west := sc.Region("east"), sc.Region("west")
 	hub := []string{"east", "west"}
-	edgeRemote := []natskv.RemoteRegion{{Region: "edge", Domain: sc.LeafDomain}}
+	edgeRemote := map[string]string{"edge": sc.LeafDomain}
 	rEast := provisionRegion(t, east.URL(), natskv.RegionConfig{Region: "east", Regions: hub, Remote: edgeRemote})
 	rWest := provisionRegion(t, west.URL(), natskv.RegionConfig{Region: "west", Regions: hub, Remote: edgeRemote})
 	rEdge := provisionRegion(t, sc.Leaf.URL(), natskv.RegionConfig{Region: "edge", NoPlacement: true,
-		Remote: []natskv.RemoteRegion{{Region: "east", Domain: sc.HubDomain}, {Region: "west", Domain: sc.HubDomain}}})
+		Remote: map[string]string{"east": sc.HubDomain, "west": sc.HubDomain}})
 	startRegionEcho(t, east.URL(), rEast, "east-1")
 	startRegionEcho(t, west.URL(), rWest, "west-1")
 	edgeEcho := startRegionEcho(t, sc.Leaf.URL(), rEdge, "edge-1")

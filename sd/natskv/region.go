@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -55,9 +56,10 @@ type RegionConfig struct {
 	// Regions are the registry's regions in this JetStream (the clusters
 	// of a supercluster); Region is added when missing.
 	Regions []string
-	// Remote are the registry's regions in other JetStream domains: leaf
-	// sites seen from the hub, the hub's regions seen from a leaf site.
-	Remote []RemoteRegion
+	// Remote are the registry's regions in other JetStream domains, each
+	// with its domain: leaf sites seen from the hub, the hub's regions
+	// seen from a leaf site.
+	Remote map[string]string
 	// Bucket configures both buckets. Its Name is the registry's name,
 	// the stem of theirs (default DefaultBucket): region r writes to
 	// {Name}_{r} and reads {Name}_{r}_view.
@@ -68,10 +70,10 @@ type RegionConfig struct {
 	NoPlacement bool
 }
 
-// RemoteRegion is a region of the registry in another JetStream domain.
-type RemoteRegion struct {
-	Region string
-	Domain string
+// remoteRegion is a region of the registry in another JetStream domain.
+type remoteRegion struct {
+	region string
+	domain string
 }
 
 // Region is one region of a regional registry, bound for use: its
@@ -193,8 +195,8 @@ func ProvisionRegion(ctx context.Context, js jetstream.JetStream, cfg RegionConf
 		view.Sources = append(view.Sources, source(r))
 	}
 	for _, r := range remote {
-		s := source(r.Region)
-		s.External = &jetstream.ExternalStream{APIPrefix: "$JS." + r.Domain + ".API"}
+		s := source(r.region)
+		s.External = &jetstream.ExternalStream{APIPrefix: "$JS." + r.domain + ".API"}
 		view.Sources = append(view.Sources, s)
 	}
 	if err := createStream(ctx, js, view, true); err != nil {
@@ -226,7 +228,7 @@ func BindRegion(ctx context.Context, js jetstream.JetStream, bucket, region stri
 
 // regionNames checks the region names of cfg: this one, the others of its
 // JetStream (with this one, in order, without repeats) and the remote ones.
-func regionNames(cfg RegionConfig) (local []string, remote []RemoteRegion, err error) {
+func regionNames(cfg RegionConfig) (local []string, remote []remoteRegion, err error) {
 	if err := validateRegion(cfg.Region); err != nil {
 		return nil, nil, err
 	}
@@ -241,18 +243,18 @@ func regionNames(cfg RegionConfig) (local []string, remote []RemoteRegion, err e
 			local = append(local, r)
 		}
 	}
-	for _, r := range cfg.Remote {
-		if err := validateRegion(r.Region); err != nil {
+	for _, r := range slices.Sorted(maps.Keys(cfg.Remote)) {
+		if err := validateRegion(r); err != nil {
 			return nil, nil, err
 		}
-		if seen[r.Region] {
-			return nil, nil, fmt.Errorf("%w: region %s is named twice", ErrInvalidOption, r.Region)
+		if seen[r] {
+			return nil, nil, fmt.Errorf("%w: region %s is named twice", ErrInvalidOption, r)
 		}
-		if err := validateDomain(r.Domain); err != nil {
+		if err := validateDomain(cfg.Remote[r]); err != nil {
 			return nil, nil, err
 		}
-		seen[r.Region] = true
-		remote = append(remote, r)
+		seen[r] = true
+		remote = append(remote, remoteRegion{region: r, domain: cfg.Remote[r]})
 	}
 	for r := range seen {
 		if err := wire.ValidateBucket(regionView(cfg.Bucket.Name, r)); err != nil {
@@ -262,10 +264,10 @@ func regionNames(cfg RegionConfig) (local []string, remote []RemoteRegion, err e
 	return local, remote, nil
 }
 
-func remoteNames(rs []RemoteRegion) []string {
+func remoteNames(rs []remoteRegion) []string {
 	out := make([]string, len(rs))
 	for i, r := range rs {
-		out[i] = r.Region
+		out[i] = r.region
 	}
 	return out
 }

@@ -20,16 +20,16 @@ func TestRegionNamesRefused(t *testing.T) {
 		{Region: "-a"},
 		{Region: "toolongtoolongtoolongtoolongtoolong"},
 		{Region: "a", Regions: []string{"b*"}},
-		{Region: "a", Remote: []natskv.RemoteRegion{{Region: "b c", Domain: "d"}}},
+		{Region: "a", Remote: map[string]string{"b c": "d"}},
 	} {
 		if _, err := natskv.ProvisionRegion(ctx, nil, cfg); !errors.Is(err, wire.ErrInvalidName) {
 			t.Errorf("%+v: %v, want ErrInvalidName", cfg, err)
 		}
 	}
 	for _, cfg := range []natskv.RegionConfig{
-		{Region: "a", Remote: []natskv.RemoteRegion{{Region: "b"}}},
-		{Region: "a", Remote: []natskv.RemoteRegion{{Region: "b", Domain: "x.y"}}},
-		{Region: "a", Regions: []string{"b"}, Remote: []natskv.RemoteRegion{{Region: "b", Domain: "d"}}},
+		{Region: "a", Remote: map[string]string{"b": ""}},
+		{Region: "a", Remote: map[string]string{"b": "x.y"}},
+		{Region: "a", Regions: []string{"b"}, Remote: map[string]string{"b": "d"}},
 	} {
 		if _, err := natskv.ProvisionRegion(ctx, nil, cfg); !errors.Is(err, natskv.ErrInvalidOption) {
 			t.Errorf("%+v: %v, want ErrInvalidOption", cfg, err)
