@@ -312,3 +312,42 @@ func TestDecodeKey(t *testing.T) {
 		t.Errorf("a long key: %d bytes of error, escapes kept: %v", len(err.Error()), strings.Contains(err.Error(), "\x1b"))
 	}
 }
+
+// FuzzLayoutKeys: whatever a key holds, Parse, Match and ServiceOf agree —
+// a key Parse takes apart is one its service's Instancer holds, and spells
+// the same key again when the instance part is valid — with allocations
+// that do not grow with the key.
+func FuzzLayoutKeys(f *testing.F) {
+	for _, k := range []string{"service-instances.svc.a", "service-instances__svc__a", "service-instances__a_b__c_d",
+		"service-instances__svc___x", "service-instances.svc.a.b", "service-instances__" + strings.Repeat("_", 100)} {
+		f.Add(k, false)
+		f.Add(k, true)
+	}
+	f.Fuzz(func(t *testing.T, key string, aegis bool) {
+		l := LayoutDotted
+		if aegis {
+			l = LayoutAegis
+		}
+		service, instance, ok := l.Parse(key)
+		if allocs := testing.AllocsPerRun(2, func() { l.Parse(key); l.ServiceOf(key); l.Match("svc", key) }); allocs > 200 {
+			t.Fatalf("%.0f allocations for a %d-byte key", allocs, len(key))
+		}
+		if !ok {
+			return
+		}
+		if l.ValidateService(service) != nil {
+			t.Fatalf("Parse(%q) gave an invalid service %q", key, service)
+		}
+		if id, ours := l.Match(service, key); !ours || id != instance {
+			t.Fatalf("Parse(%q) = %q, %q; Match = %q, %v", key, service, instance, id, ours)
+		}
+		if svc, ok := l.ServiceOf(key); !ok || svc != service {
+			t.Fatalf("Parse(%q) = %q; ServiceOf = %q, %v", key, service, svc, ok)
+		}
+		if l.ValidateInstance(instance) == nil {
+			if k, err := l.Key(service, instance); err != nil || k != key {
+				t.Fatalf("Key(Parse(%q)) = %q, %v", key, k, err)
+			}
+		}
+	})
+}
