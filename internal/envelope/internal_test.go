@@ -1,12 +1,14 @@
 package envelope
 
 import (
+	"bytes"
 	"encoding/json"
 
 	"reflect"
 	"testing"
 
 	"github.com/aegis-sdk/kitnats/internal/hostile"
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // EachMember splits an object exactly as encoding/json does (the last of
@@ -91,4 +93,76 @@ func FuzzJSONToMsgpack(f *testing.F) {
 			t.Fatalf("%q → %q", data, back)
 		}
 	})
+}
+
+// The cursor steps over a value exactly where vmihailenco/msgpack's decoder
+// does, and converts what that decoder reads to the same JSON: the
+// library is the reference for the format, the cursor the reader that
+// survives hostile input.
+func FuzzCursorAgainstLibrary(f *testing.F) {
+	for _, s := range []string{"\x81\xa1a\x01", "\x93\xc0\xc2\xc3", "\xcf\xff\xff\xff\xff\xff\xff\xff\xff", "\xd3\x80\x00\x00\x00\x00\x00\x00\x00",
+		"\xda\x00\x02ab", "\xc4\x02\x00\xff", "\xd4\x01\x02", "\xc1", "\xdc\x00\x01\xa0", "\xcb\x3f\xf8\x00\x00\x00\x00\x00\x00", "\xd0\x80"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > 4096 {
+			return // the library recurses
+		}
+		d := msgpack.NewDecoder(bytes.NewReader(data))
+		libErr := d.Skip()
+		libEnd := len(data) - d.Buffered().(*bytes.Reader).Len()
+		c := cursor{data: data}
+		err := c.skip()
+		if (err == nil) != (libErr == nil) || err == nil && c.i != libEnd {
+			t.Fatalf("% x: skip to %d (%v), library to %d (%v)", data, c.i, err, libEnd, libErr)
+		}
+		if err != nil {
+			return
+		}
+		c = cursor{data: data}
+		js, err := c.toJSON(nil)
+		if err != nil {
+			return // an extension, a non-str key, NaN: no JSON form
+		}
+		var lib any
+		if msgpack.Unmarshal(data[:libEnd], &lib) != nil {
+			t.Fatalf("% x: converted, but the library does not read it", data)
+		}
+		var have any
+		if err := json.Unmarshal(js, &have); err != nil {
+			t.Fatalf("% x → %s: %v", data, js, err)
+		}
+		if want := libJSON(lib); !reflect.DeepEqual(have, want) {
+			t.Fatalf("% x → %s, library %v", data, js, want)
+		}
+	})
+}
+
+// libJSON is what the library's value is as JSON, read back generically:
+// bin as base64, float32 widened exactly as the cursor widens it.
+func libJSON(v any) any {
+	b, _ := json.Marshal(widen(v))
+	var back any
+	_ = json.Unmarshal(b, &back)
+	return back
+}
+
+func widen(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		m := make(map[string]any, len(v))
+		for k, x := range v {
+			m[k] = widen(x)
+		}
+		return m
+	case []any:
+		s := make([]any, len(v))
+		for i, x := range v {
+			s[i] = widen(x)
+		}
+		return s
+	case float32:
+		return float64(v)
+	}
+	return v
 }
