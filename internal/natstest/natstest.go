@@ -205,6 +205,7 @@ func (s *Server) Restart() error {
 func (s *Server) Shutdown() {
 	s.Stop()
 	s.removeDir()
+	waitSourceSetups(40 * time.Second) // supercluster.go
 }
 
 func (s *Server) removeDir() {

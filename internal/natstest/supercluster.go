@@ -427,12 +427,14 @@ func (sc *Supercluster) URL() string {
 // Shutdown stops every node and the leaf, and removes their stores.
 // Idempotent.
 func (sc *Supercluster) Shutdown() {
+	// Stop every node before waiting out the source setups: a setup of one
+	// node waits for another's answer.
 	if sc.Leaf != nil {
-		sc.Leaf.Shutdown()
+		sc.Leaf.Stop()
 	}
 	for _, r := range sc.Regions {
 		for _, n := range r.Nodes {
-			n.Shutdown()
+			n.Stop()
 		}
 	}
 	os.RemoveAll(sc.dir)
@@ -443,7 +445,7 @@ func (sc *Supercluster) Shutdown() {
 // for the answer to a stream source's (or mirror's) consumer request: they
 // end only with the answer or their timeout (5 s for a durable consumer,
 // 30 s otherwise), not when the server shuts down, and goleak would count
-// them against the test.
+// them against the test. Servers' Shutdown calls it, once stopped.
 func waitSourceSetups(d time.Duration) {
 	deadline := time.Now().Add(d)
 	buf := make([]byte, 1<<20)
