@@ -69,7 +69,7 @@ func TestEnvelopeClientCallsAegisService(t *testing.T) {
 			t.Run(fmt.Sprintf("client %v, server %v", cf, sf), func(t *testing.T) {
 				e := newEnv(t)
 				srv := aegisGreeter(t, e.snc, "py-1", sf)
-				c, err := natsrpc.NewJSONServiceClient[greetResp](e.cnc, "greeter", "hello",
+				c, err := natsrpc.NewServiceClient(e.cnc, "greeter", "hello", natsrpc.EncodeJSONRequest, natsrpc.DecodeJSONResponse[greetResp],
 					natsrpc.WithEnvelope(cf), natsrpc.WithEnvelopeSource("go-caller-1"))
 				if err != nil {
 					t.Fatal(err)
@@ -117,7 +117,7 @@ func TestEnvelopeClientCallsAegisService(t *testing.T) {
 func TestEnvelopeClientErrors(t *testing.T) {
 	e := newEnv(t)
 	srv := aegisGreeter(t, e.snc, "py-1", aegistest.Msgpack)
-	c, err := natsrpc.NewJSONServiceClient[greetResp](e.cnc, "greeter", "hello", natsrpc.WithEnvelope(natsrpc.EnvelopeJSON))
+	c, err := natsrpc.NewServiceClient(e.cnc, "greeter", "hello", natsrpc.EncodeJSONRequest, natsrpc.DecodeJSONResponse[greetResp], natsrpc.WithEnvelope(natsrpc.EnvelopeJSON))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestEnvelopeClientErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 		_ = e.snc.Flush()
-		bc, _ := natsrpc.NewJSONServiceClient[greetResp](e.cnc, "broken", "hello", natsrpc.WithEnvelope(natsrpc.EnvelopeMsgpack))
+		bc, _ := natsrpc.NewServiceClient(e.cnc, "broken", "hello", natsrpc.EncodeJSONRequest, natsrpc.DecodeJSONResponse[greetResp], natsrpc.WithEnvelope(natsrpc.EnvelopeMsgpack))
 		resp, err := bc.Endpoint()(ctx, greetReq{Name: "x"})
 		var ce *natsrpc.CallError
 		if !errors.As(err, &ce) || !errors.Is(err, natsrpc.ErrMalformedEnvelope) || retryable(err) {
@@ -315,7 +315,7 @@ func TestRefusedEnvelopeIsNotActive(t *testing.T) {
 	if err != nil || r.Success || !strings.HasPrefix(r.Error, "NOT_ACTIVE: ") {
 		t.Errorf("refused request: %+v, %v", r, err)
 	}
-	kc, _ := natsrpc.NewJSONServiceClient[greetResp](e.cnc, "greeter", "hello", natsrpc.WithEnvelope(natsrpc.EnvelopeJSON))
+	kc, _ := natsrpc.NewServiceClient(e.cnc, "greeter", "hello", natsrpc.EncodeJSONRequest, natsrpc.DecodeJSONResponse[greetResp], natsrpc.WithEnvelope(natsrpc.EnvelopeJSON))
 	if _, err := kc.Endpoint()(ctx, greetReq{Name: "x"}); !errors.Is(err, natsrpc.ErrNotActive) {
 		t.Errorf("kitnats envelope client: %v, want ErrNotActive", err)
 	}
@@ -342,7 +342,7 @@ func TestEnvelopeClientCallsKitnatsService(t *testing.T) {
 	}
 	defer shutdown(t, svc)
 	for _, f := range formats {
-		c, err := natsrpc.NewJSONServiceClient[greetResp](e.cnc, "greeter", "hello", natsrpc.WithEnvelope(f))
+		c, err := natsrpc.NewServiceClient(e.cnc, "greeter", "hello", natsrpc.EncodeJSONRequest, natsrpc.DecodeJSONResponse[greetResp], natsrpc.WithEnvelope(f))
 		if err != nil {
 			t.Fatal(err)
 		}

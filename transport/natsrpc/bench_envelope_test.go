@@ -113,7 +113,7 @@ func envelopeCallers(b *testing.B) []benchCaller {
 		{"envelope-json", []natsrpc.ClientOption{natsrpc.WithEnvelope(natsrpc.EnvelopeJSON)}},
 		{"envelope-msgpack", []natsrpc.ClientOption{natsrpc.WithEnvelope(natsrpc.EnvelopeMsgpack)}},
 	} {
-		client, err := natsrpc.NewJSONServiceClient[benchMsg](cnc, "bench", "echo", c.opts...)
+		client, err := natsrpc.NewServiceClient(cnc, "bench", "echo", natsrpc.EncodeJSONRequest, natsrpc.DecodeJSONResponse[benchMsg], c.opts...)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -143,7 +143,7 @@ func requestReplyCallers(b *testing.B) []benchCaller {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { svc.Shutdown(context.Background()) })
-	client, err := natsrpc.NewJSONServiceClient[benchMsg](cnc, "bench", "echo")
+	client, err := natsrpc.NewServiceClient(cnc, "bench", "echo", natsrpc.EncodeJSONRequest, natsrpc.DecodeJSONResponse[benchMsg])
 	if err != nil {
 		b.Fatal(err)
 	}

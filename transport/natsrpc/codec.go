@@ -119,12 +119,6 @@ func JSONFactory[Resp any](nc *nats.Conn, service, method string, opts ...Client
 	return Factory(nc, service, method, EncodeJSONRequest, DecodeJSONResponse[Resp], opts...)
 }
 
-// NewJSONServiceClient is NewServiceClient with JSON codecs, decoding
-// replies into a Resp.
-func NewJSONServiceClient[Resp any](nc *nats.Conn, service, method string, opts ...ClientOption) (*Client, error) {
-	return NewServiceClient(nc, service, method, EncodeJSONRequest, DecodeJSONResponse[Resp], opts...)
-}
-
 type typeError struct{ want, have string }
 
 func (e *typeError) Error() string {

@@ -41,7 +41,7 @@ func ExampleWithEnvelope() {
 	}
 	defer python.Close()
 
-	client, err := natsrpc.NewJSONServiceClient[EchoResponse](nc, "echo-service", "echo",
+	client, err := natsrpc.NewServiceClient(nc, "echo-service", "echo", natsrpc.EncodeJSONRequest, natsrpc.DecodeJSONResponse[EchoResponse],
 		natsrpc.WithEnvelope(natsrpc.EnvelopeMsgpack))
 	if err != nil {
 		fmt.Println(err)

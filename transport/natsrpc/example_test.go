@@ -74,7 +74,7 @@ func ExampleNewService() {
 	}
 	defer svc.Shutdown(ctx) // drains: in-flight requests finish first
 
-	client, err := natsrpc.NewJSONServiceClient[GreetResponse](nc, "greeter", "hello")
+	client, err := natsrpc.NewServiceClient(nc, "greeter", "hello", natsrpc.EncodeJSONRequest, natsrpc.DecodeJSONResponse[GreetResponse])
 	if err != nil {
 		fmt.Println(err)
 		return

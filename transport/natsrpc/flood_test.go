@@ -74,8 +74,8 @@ func TestFloodOfOneMethodSparesItsSibling(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer shutdown(t, svc)
-	blockClient, _ := natsrpc.NewJSONServiceClient[floodResp](e.cnc, "flood", "block")
-	pingClient, _ := natsrpc.NewJSONServiceClient[floodResp](e.cnc, "flood", "ping")
+	blockClient, _ := natsrpc.NewServiceClient(e.cnc, "flood", "block", natsrpc.EncodeJSONRequest, natsrpc.DecodeJSONResponse[floodResp])
+	pingClient, _ := natsrpc.NewServiceClient(e.cnc, "flood", "ping", natsrpc.EncodeJSONRequest, natsrpc.DecodeJSONResponse[floodResp])
 
 	baseGoroutines := runtime.NumGoroutine()
 	baseHeap := liveHeap()

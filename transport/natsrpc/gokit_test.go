@@ -195,7 +195,7 @@ func TestGoKitErrorEncoder(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer shutdown(t, svc)
-	c, _ := natsrpc.NewJSONServiceClient[sumResp](e.cnc, "adder", "sum")
+	c, _ := natsrpc.NewServiceClient(e.cnc, "adder", "sum", natsrpc.EncodeJSONRequest, natsrpc.DecodeJSONResponse[sumResp])
 	_, err = c.Endpoint()(ctxWait(t), sumReq{A: 1})
 	var re *natsrpc.Error
 	if !errors.As(err, &re) || re.Code != 409 || re.Message != "conflict" {

@@ -257,7 +257,7 @@ func TestHostileReplies(t *testing.T) {
 	for name := range replies {
 		method := strings.ReplaceAll(name, " ", "-")
 		for _, opts := range [][]natsrpc.ClientOption{nil, {natsrpc.WithEnvelope(natsrpc.EnvelopeMsgpack)}} {
-			c, err := natsrpc.NewJSONServiceClient[echoResp](e.cnc, "evil", method, opts...)
+			c, err := natsrpc.NewServiceClient(e.cnc, "evil", method, natsrpc.EncodeJSONRequest, natsrpc.DecodeJSONResponse[echoResp], opts...)
 			if err != nil {
 				t.Fatal(err)
 			}

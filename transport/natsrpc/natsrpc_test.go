@@ -115,7 +115,7 @@ func sayClient(t *testing.T, nc *nats.Conn, instance string, opts ...natsrpc.Cli
 	var c *natsrpc.Client
 	var err error
 	if instance == "" {
-		c, err = natsrpc.NewJSONServiceClient[echoResp](nc, "echo", "say", opts...)
+		c, err = natsrpc.NewServiceClient(nc, "echo", "say", natsrpc.EncodeJSONRequest, natsrpc.DecodeJSONResponse[echoResp], opts...)
 	} else {
 		c, err = natsrpc.NewInstanceClient(nc, "echo", "say", instance, natsrpc.EncodeJSONRequest, natsrpc.DecodeJSONResponse[echoResp], opts...)
 	}
