@@ -20,10 +20,11 @@ demo:
 demo-registry:
 	$(GO) run ./examples/registry
 
-## test: go vet, then every test with the race detector
+## test: go vet, then every test with the race detector (the HTTP/gRPC example module too)
 test:
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	cd examples/transports && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 10m ./...
 
 ## lint: go vet and staticcheck (fetched through the module proxy)
 lint:
