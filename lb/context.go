@@ -9,7 +9,7 @@ const (
 	preferredCtx
 )
 
-// WithStickyKey returns a context whose requests a sticky balancer maps to
+// WithStickyKey returns a context whose requests the Sticky policy maps to
 // the same instance for as long as that instance is healthy: a user ID, a
 // session, a shard key.
 func WithStickyKey(ctx context.Context, key string) context.Context {
@@ -22,7 +22,7 @@ func StickyKey(ctx context.Context) (string, bool) {
 	return k, ok
 }
 
-// WithPreferredInstance returns a context whose requests a sticky balancer
+// WithPreferredInstance returns a context whose requests the Sticky policy
 // sends to the named instance while it is available, whatever the sticky key
 // says.
 func WithPreferredInstance(ctx context.Context, instance string) context.Context {
