@@ -1,6 +1,5 @@
-// Package lb balances requests over the instances of a service while
-// keeping track of which instance each request goes to, and is the place to
-// plug in a balancing policy of your own.
+// Package lb balances requests over the instances of a service, knowing
+// which instance each request goes to; plug your own balancing policy in.
 //
 // An EndpointSet subscribes to any go-kit sd.Instancer (natskv's, Consul,
 // etcd, DNS...) and keeps one endpoint per instance, built by an sd.Factory;
@@ -24,16 +23,18 @@
 // (Instance.Rank, Instance.Eligible, View.Fallback). When more than half of
 // a set's instances are unavailable (WithPanicThreshold), the set enters
 // panic mode and counts them all available, so load spreads over every
-// instance instead of piling onto the survivors. The set records the gauges
-// kitnats.lb.instances.unavailable and kitnats.lb.panic_mode and the counter
-// kitnats.lb.panic_mode.engaged through OpenTelemetry's metric API
-// (WithMeterProvider).
+// instance instead of piling onto the survivors. An instance known dead — a
+// call's error answers Gone() true, as natsrpc's no responders on its own
+// subject does, while others answer — leaves the views at once, panic mode
+// or not, until the registry shows it alive. Metrics (WithMeterProvider):
+// gauges kitnats.lb.instances.unavailable and kitnats.lb.panic_mode, the
+// counter kitnats.lb.panic_mode.engaged.
 //
 // To write a policy, implement Policy. Build turns a view into a Picker once
 // per view, off the pick path, precomputing what picks need (a table, a
 // ring, the instances of a zone). Pick chooses among View.Active with it,
 // returns its choice if it is Eligible and View.Fallback's otherwise, and
-// neither locks nor allocates. State that must outlive a view belongs to
-// the Policy. ExampleNew is a complete policy; packages weighted and zone
-// are larger ones, written on this package's exported API only.
+// neither locks nor allocates; state that outlives a view is the Policy's.
+// ExampleNew is a complete policy; packages weighted and zone are larger
+// ones, on this package's exported API only.
 package lb

@@ -31,6 +31,11 @@ type Attributes struct {
 	// (a zone, a weight, an address). Policies read it; nobody may modify
 	// it, since every view built from the same registry record shares it.
 	Metadata map[string]string
+	// Revision changes whenever the registry sees a new write of the
+	// instance's record (a heartbeat, a re-registration); 0 when unknown.
+	// An instance the set took out as gone (no responders on its own
+	// subject) comes back as soon as its Revision changes.
+	Revision uint64
 }
 
 // Describer is implemented by an sd.Instancer that knows more of an instance
@@ -48,10 +53,11 @@ type Describer interface {
 
 // EndpointSet is go-kit's sd.Endpointer that remembers which instance each
 // endpoint reaches. It subscribes to an sd.Instancer, builds one endpoint per
-// instance with an sd.Factory, closes the endpoints of instances that leave,
-// retries instances whose factory failed, and on every change publishes an
-// immutable View, from which each balancer over the set builds its picker at
-// once (Subscribe).
+// instance with an sd.Factory, retries instances whose factory failed, and
+// on every change publishes an immutable View, from which each balancer over
+// the set builds its picker at once (Subscribe). An instance that leaves is
+// offered no more at once; its closer is closed when its calls in flight
+// have returned (within 30 s), so closing a connection cuts no call short.
 //
 // Every endpoint is wrapped once, when it is built, to count requests in
 // flight and keep a moving average of latency; policies may weigh them
@@ -60,7 +66,14 @@ type Describer interface {
 // The set also counts its unavailable instances (View.Unavailable) and,
 // when more than a share of them are unavailable, enters panic mode
 // (WithPanicThreshold), in which the shared rules count every instance as
-// available.
+// available. An instance known to be gone is not merely unavailable: when
+// a call's error answers Gone() true (natsrpc's no responders on the
+// instance's own subject) while other instances answer, and most instances
+// are not failing so at once, the set leaves it out of its views — panic
+// mode or not — until its Attributes.Revision changes, the instancer
+// reports it anew, or a probe (after a quarter second, doubling while it
+// is still gone) finds it back. Its endpoint refuses calls meanwhile,
+// unsent, with an error that answers Gone, Rejected and Retryable true.
 type EndpointSet struct {
 	instancer  sd.Instancer
 	factory    sd.Factory
@@ -71,6 +84,7 @@ type EndpointSet struct {
 
 	view   atomic.Pointer[View]
 	census *census
+	ej     *ejector
 
 	// pubMu orders publications and subscriptions, so every subscriber
 	// sees every view after its first, in order. It is held while
@@ -99,6 +113,9 @@ type EndpointSet struct {
 	censusTimer *time.Timer
 	censusArmed bool
 	censusAt    time.Time
+	// When the gone rule wants to run again (gone.go); served by the
+	// worker, armed under mu.
+	goneTimer *time.Timer
 }
 
 // pending is what the receiver has taken off the instancer's channel and the
@@ -142,6 +159,7 @@ func NewEndpointSet(instancer sd.Instancer, factory sd.Factory, logger log.Logge
 	}
 	s.retryDelay = backoff.Policy{Base: s.opts.retryMin, Cap: s.opts.retryMax}
 	s.census = newCensus(&s.opts, logger)
+	s.ej = newEjector(logger, s.opts.drainTimeout)
 	s.attributes = s.opts.attributes
 	if d, ok := instancer.(Describer); ok && s.attributes == nil {
 		s.attributes = func(instance string) Attributes {
@@ -156,6 +174,8 @@ func NewEndpointSet(instancer sd.Instancer, factory sd.Factory, logger log.Logge
 	s.invalidTime.Stop()
 	s.censusTimer = time.NewTimer(time.Hour)
 	s.censusTimer.Stop()
+	s.goneTimer = time.NewTimer(time.Hour)
+	s.goneTimer.Stop()
 	s.view.Store(newView(nil, nil, nil, s.census))
 	s.census.instrument(&s.opts, s.view.Load)
 
@@ -214,6 +234,10 @@ func (s *EndpointSet) work() {
 		case <-s.censusTimer.C:
 			s.censusArmed = false
 			s.runCensus()
+		case <-s.ej.wake:
+			s.gone()
+		case <-s.goneTimer.C:
+			s.gone()
 		case <-s.events.Ready():
 			p, ok := s.events.Take()
 			if !ok {
@@ -256,6 +280,16 @@ func (s *EndpointSet) runCensus() {
 	}
 }
 
+// gone runs the gone rule (gone.go) on the worker.
+func (s *EndpointSet) gone() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.armGone(s.judgeGone())
+}
+
 // apply handles one instancer event the way go-kit's endpoint cache does.
 func (s *EndpointSet) apply(ev sd.Event) {
 	s.mu.Lock()
@@ -283,16 +317,18 @@ func (s *EndpointSet) apply(ev sd.Event) {
 }
 
 // sync makes the cache match s.current: it builds missing endpoints (retrying
-// failed ones), closes departed ones and publishes a view. s.mu is held.
+// failed ones), publishes a view, and then retires departed ones: their
+// closers are closed once their calls in flight return. s.mu is held.
 func (s *EndpointSet) sync() {
 	want := make(map[string]struct{}, len(s.current))
 	for _, name := range s.current {
 		want[name] = struct{}{}
 	}
+	var departed []*member
 	for name, m := range s.cache {
 		if _, ok := want[name]; !ok {
 			delete(s.cache, name)
-			s.closeMember(m)
+			departed = append(departed, m)
 		}
 	}
 	clear(s.failed)
@@ -309,7 +345,7 @@ func (s *EndpointSet) sync() {
 			s.failed[name] = struct{}{}
 			continue
 		}
-		s.cache[name] = newMember(name, ep, closer, s.census)
+		s.cache[name] = newMember(name, ep, closer, s.census, s.ej)
 	}
 	if len(s.failed) == 0 {
 		s.retryStep = 0
@@ -319,13 +355,17 @@ func (s *EndpointSet) sync() {
 		s.retryStep++
 	}
 	s.publish(s.buildView())
+	for _, m := range departed {
+		m.retire()
+	}
 }
 
-// buildView makes a view of the cache, with fresh attributes. s.mu is held.
+// buildView makes a view of the cache, less the gone members, with fresh
+// attributes. s.mu is held.
 func (s *EndpointSet) buildView() *View {
 	members := make([]*member, 0, len(s.cache))
 	for _, name := range s.current {
-		if m, ok := s.cache[name]; ok {
+		if m, ok := s.cache[name]; ok && !m.gone.Load() {
 			members = append(members, m)
 		}
 	}
@@ -382,15 +422,6 @@ func (s *EndpointSet) Subscribe(fn func(*View)) (cancel func()) {
 	}
 }
 
-func (s *EndpointSet) closeMember(m *member) {
-	if m.closer == nil {
-		return
-	}
-	if err := m.closer.Close(); err != nil {
-		s.logger.Log("instance", m.name, "during", "close", "err", err)
-	}
-}
-
 // retry runs on the retry timer: it rebuilds the instances whose factory failed.
 func (s *EndpointSet) retry() {
 	s.mu.Lock()
@@ -408,14 +439,19 @@ func (s *EndpointSet) invalidate() {
 	if s.closed || s.err == nil {
 		return
 	}
-	for name, m := range s.cache {
-		delete(s.cache, name)
-		s.closeMember(m)
+	departed := make([]*member, 0, len(s.cache))
+	for _, m := range s.cache {
+		departed = append(departed, m)
 	}
+	clear(s.cache)
 	clear(s.failed)
 	s.retryTimer.Stop()
+	s.goneTimer.Stop()
 	s.current = nil
 	s.publish(newView(nil, nil, errors.Join(ErrNoInstances, s.err), s.census))
+	for _, m := range departed {
+		m.retire()
+	}
 }
 
 // Endpoints satisfies go-kit's sd.Endpointer: the endpoints of the current
@@ -478,16 +514,16 @@ func (s *EndpointSet) Close() {
 		s.retryTimer.Stop()
 		s.invalidTime.Stop()
 		s.censusTimer.Stop()
+		s.goneTimer.Stop()
 		s.census.close()
 		s.publish(newView(nil, nil, errClosed, s.census))
 		s.pubMu.Lock()
 		s.subscribers = nil // no view follows: let them go
 		s.pubMu.Unlock()
-		for _, name := range s.current {
-			if m, ok := s.cache[name]; ok {
-				s.closeMember(m)
-			}
+		for _, m := range s.cache {
+			m.closeNow()
 		}
+		s.ej.closeLeaving()
 		clear(s.cache)
 		clear(s.failed)
 	})

@@ -1,5 +1,7 @@
 package lb
 
+import "time"
+
 // Test hooks: seeded policies, whose random choices (the round robin's
 // starting offset, random and least-loaded draws) repeat from run to run,
 // and what the closed set and an empty view answer.
@@ -18,3 +20,17 @@ func SeededSticky(s uint64, opts ...StickyOption) Policy {
 var ErrClosed = errClosed
 
 func ViewErr(v *View) error { return v.err }
+
+// WithDrainTimeout sets how long a departed instance's calls in flight keep
+// its closer open (30s by default).
+func WithDrainTimeout(d time.Duration) EndpointSetOption {
+	return setOption(func(o *setOptions) error { o.drainTimeout = d; return nil })
+}
+
+// Gone reports whether the set holds instance gone.
+func (s *EndpointSet) Gone(instance string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.cache[instance]
+	return ok && m.gone.Load()
+}

@@ -28,6 +28,7 @@ type setOptions struct {
 	retryMin          time.Duration
 	retryMax          time.Duration
 	panicThreshold    float64
+	drainTimeout      time.Duration
 	meterProvider     metric.MeterProvider
 	metricAttrs       []attribute.KeyValue
 }
@@ -35,11 +36,17 @@ type setOptions struct {
 // defaultPanicThreshold is Envoy's default panic threshold.
 const defaultPanicThreshold = 0.5
 
+// defaultDrainTimeout bounds how long a departed instance's calls in flight
+// keep its closer open: longer than natsrpc's default call timeout (10 s),
+// so only a call that outlives its own deadline is cut off.
+const defaultDrainTimeout = 30 * time.Second
+
 func defaultSetOptions() setOptions {
 	return setOptions{
 		retryMin:       250 * time.Millisecond,
 		retryMax:       30 * time.Second,
 		panicThreshold: defaultPanicThreshold,
+		drainTimeout:   defaultDrainTimeout,
 	}
 }
 

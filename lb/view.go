@@ -21,15 +21,33 @@ type member struct {
 	closer io.Closer
 	avail  Available // nil when the closer does not implement Available
 	census *census   // the set's: panic mode, and asking for a census
+	ej     *ejector  // the set's: the gone rule, and closing once drained
+	gerr   error     // what serve answers while the member is gone
 
-	_        [64]byte // keep the hot counters of neighbouring members apart
-	inflight atomic.Int64
-	ewma     atomic.Int64 // latency moving average in nanoseconds; 0 until the first call
-	_        [64]byte
+	// The set's worker's alone, under its lock (gone.go).
+	probeAt    int64  // clock: when a gone member is offered again
+	markedAt   int64  // clock: when it was last marked gone
+	readmitted int64  // clock: when it last came back
+	streak     int    // gone marks in a row without an answer between
+	goneRev    uint64 // its Attributes.Revision when it was marked
+
+	_         [64]byte // keep the hot counters of neighbouring members apart
+	inflight  atomic.Int64
+	ewma      atomic.Int64 // latency moving average in nanoseconds; 0 until the first call
+	lastOK    atomic.Int64 // clock of the latest success's end
+	lastGone  atomic.Int64 // clock of the start of the latest attempt that found it gone
+	gone      atomic.Bool  // out of the set's views: calls refused unsent
+	pending   atomic.Bool  // a gone verdict awaits the worker
+	pendingAt atomic.Int64 // clock: the start of its attempt
+	retiring  atomic.Bool  // departed: close once nothing is in flight
+	_         [64]byte
+
+	closeOnce  sync.Once
+	drainTimer *time.Timer // under ej.mu
 }
 
-func newMember(name string, ep endpoint.Endpoint, closer io.Closer, c *census) *member {
-	m := &member{name: name, next: ep, closer: closer, census: c}
+func newMember(name string, ep endpoint.Endpoint, closer io.Closer, c *census, ej *ejector) *member {
+	m := &member{name: name, next: ep, closer: closer, census: c, ej: ej, gerr: &goneError{instance: name}}
 	m.avail, _ = closer.(Available)
 	m.ep = m.serve
 	return m
@@ -37,13 +55,27 @@ func newMember(name string, ep endpoint.Endpoint, closer io.Closer, c *census) *
 
 // serve counts the call in flight and feeds its latency into the moving
 // average that policies may weigh. A failed call never lowers the average:
-// an instance that fails fast must not look fast.
+// an instance that fails fast must not look fast. It notes successes and
+// gone verdicts for the gone rule (gone.go), refuses calls while the member
+// is gone, and closes a departed member's closer when its last call
+// returns.
 func (m *member) serve(ctx context.Context, request any) (any, error) {
+	if m.gone.Load() {
+		return nil, m.gerr
+	}
 	m.inflight.Add(1)
 	start := time.Now()
 	response, err := m.next(ctx, request)
-	m.observe(int64(time.Since(start)), err != nil)
-	m.inflight.Add(-1)
+	end := time.Now()
+	m.observe(int64(end.Sub(start)), err != nil)
+	if err == nil {
+		m.lastOK.Store(clock(end))
+	} else if isGone(err) {
+		m.verdict(clock(start))
+	}
+	if m.inflight.Add(-1) == 0 && m.retiring.Load() {
+		m.closeNow()
+	}
 	return response, err
 }
 

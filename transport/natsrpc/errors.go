@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 
@@ -157,6 +158,15 @@ func (e *CallError) Unwrap() []error {
 func (e *CallError) Retryable() bool {
 	var r interface{ Retryable() bool }
 	return errors.As(e.Err, &r) && r.Retryable()
+}
+
+// Gone reports whether the call found no responders on an instance's own
+// subject (rpc.{service}.{method}.{instance}): no process of that instance
+// listens any more. lb's EndpointSet takes such an instance out of its
+// candidates while other instances answer. No responders on the
+// service-wide subject says nothing of one instance.
+func (e *CallError) Gone() bool {
+	return e.Err == ErrNoResponders && strings.Count(e.Subject, ".") == 3
 }
 
 // PayloadError is a message larger than the connection's max payload. It
