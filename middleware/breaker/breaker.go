@@ -103,7 +103,6 @@ func newConfig() config {
 	}
 }
 
-
 // rules are what a breaker's IsExcluded consults besides the user's.
 type rules struct {
 	conn   *connWatch // nil without WithConn

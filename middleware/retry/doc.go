@@ -21,7 +21,10 @@
 // processed is retried — errors whose Retryable() method says so, no
 // responders, open circuit breakers, refused connections — never business
 // errors, and timeouts only for calls declared idempotent (WithIdempotent,
-// Idempotent).
+// Idempotent). Attempts that cost no instance anything — refused by an open
+// breaker or by lb for an instance it holds gone, or finding no responders
+// on an instance's own subject — count against neither WithMaxAttempts nor
+// the budget, so dead instances offered first cannot starve a call.
 //
 // When retrying gives up, the *Error returned unwraps to every attempt's
 // error, so errors.Is and errors.As reach each of them. The caller's own

@@ -22,3 +22,5 @@ func WithSeed(seed uint64) Option {
 // The budget's bookkeeping, for its tests and benchmark.
 func (b *Budget) Deposit()          { b.deposit() }
 func (b *Budget) TryWithdraw() bool { return b.tryWithdraw() }
+
+const MaxFree = maxFree

@@ -219,10 +219,18 @@ func (e *attemptTimeoutError) Unwrap() []error { return []error{ErrAttemptTimeou
 // WithAttemptTimeout and the caller's deadline, with exponential backoff and
 // full jitter between them (WithBackoff), within a retry budget (WithBudget),
 // on an instance not tried yet while one remains, for errors the classifier
-// deems safe to retry (DefaultClassifier). A retry after a circuit breaker
-// refused the attempt (an error with a Rejected() bool method that returns
-// true, as breaker.RejectedError has) takes nothing from the budget: the
-// refused request never left the client.
+// deems safe to retry (DefaultClassifier).
+//
+// An attempt on a fresh instance that cost no instance anything is free: it
+// counts against neither WithMaxAttempts nor the budget. Such an attempt
+// was refused at the client before it was sent (an error with a
+// Rejected() bool method that returns true: an open breaker's
+// breaker.RejectedError, an instance lb holds gone) or found no process to
+// take it (Gone() bool: natsrpc's no responders on an instance's own
+// subject). So while healthy instances remain, a call's attempts reach them
+// however many dead or ejected ones the balancer offers first; free
+// attempts are bounded by the instances the balancer can offer, at most
+// maxFree per call.
 //
 // Unlike go-kit's lb.Retry, which retries at once on the same balancer and
 // spins when it has no endpoints, New knows which instance served each
@@ -291,7 +299,9 @@ func (r *retrier) call(ctx context.Context, request any) (any, error) {
 		attempts []Attempt
 		action   Action
 		backoffs int
-		free     bool // the last attempt was refused before it was sent
+		used     int  // attempts that count against maxAttempts
+		frees    int  // attempts that did not
+		free     bool // the last attempt cost no instance anything
 	)
 	fail := func(reason error) error {
 		if reason == nil && len(attempts) == 1 {
@@ -308,7 +318,7 @@ func (r *retrier) call(ctx context.Context, request any) (any, error) {
 			delay  time.Duration
 		)
 		if n > 1 {
-			if n > r.o.maxAttempts {
+			if used >= r.o.maxAttempts {
 				return nil, fail(ErrMaxAttempts)
 			}
 			if action == Retry {
@@ -350,6 +360,7 @@ func (r *retrier) call(ctx context.Context, request any) (any, error) {
 				return nil, ctx.Err()
 			}
 			free = false
+			used++
 			if action = r.o.classify(perr, r.idempotent(ctx)); action == Stop {
 				return nil, fail(nil)
 			}
@@ -382,15 +393,54 @@ func (r *retrier) call(ctx context.Context, request any) (any, error) {
 		if tried == nil {
 			tried = make([]string, 0, min(r.o.maxAttempts, 8))
 		}
-		if !slices.Contains(tried, pick.Instance) {
+		fresh := !slices.Contains(tried, pick.Instance)
+		if fresh {
 			tried = append(tried, pick.Instance)
 		}
-		var rejected interface{ Rejected() bool }
-		free = errors.As(err, &rejected) && rejected.Rejected()
+		free = fresh && frees < maxFree && unsent(err, 0)
+		if free {
+			frees++
+		} else {
+			used++
+		}
 		if action = r.o.classify(err, r.idempotent(ctx)); action == Stop {
 			return nil, fail(nil)
 		}
 	}
+}
+
+// maxFree bounds the free attempts of one call (see New), whatever the size
+// of the set.
+const maxFree = 64
+
+// unsent reports whether err proves that its attempt cost no instance
+// anything: refused at the client (Rejected) or taken by no process
+// (Gone). Every error a joined error holds must say so: a hedged attempt
+// whose backup was sent is not free.
+func unsent(err error, depth int) bool {
+	for ; err != nil && depth < 32; depth++ {
+		if r, ok := err.(interface{ Rejected() bool }); ok && r.Rejected() {
+			return true
+		}
+		if g, ok := err.(interface{ Gone() bool }); ok && g.Gone() {
+			return true
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() []error }:
+			errs := u.Unwrap()
+			for _, e := range errs {
+				if !unsent(e, depth+1) {
+					return false
+				}
+			}
+			return len(errs) > 0
+		case interface{ Unwrap() error }:
+			err = u.Unwrap()
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 func (r *retrier) idempotent(ctx context.Context) bool {
