@@ -47,9 +47,9 @@ func startRegionEcho(t *testing.T, url string, r *natskv.Region, id string) *reg
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The region doubles as the zone until lb knows regions.
+	// One zone per region: {region}-a.
 	reg, err := r.NewRegistrar(natskv.Instance{ServiceName: service, InstanceID: id, Version: "1.0.0"}, nil,
-		fastLiveness, natskv.WithZone(r.Name()))
+		fastLiveness, natskv.WithZone(r.Name()+"-a"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func provisionRegion(t *testing.T, url string, cfg natskv.RegionConfig) *natskv.
 }
 
 // regionClient is a region's client chain: a watch on its region's view,
-// an endpoint set, the zone policy preferring its region, retries.
+// an endpoint set, a policy preferring its zone, then its region, retries.
 type regionClient struct {
 	instancer *natskv.Instancer
 	set       *lb.EndpointSet
@@ -119,7 +119,8 @@ func newRegionClient(t *testing.T, url string, r *natskv.Region) *regionClient {
 		c.set.Close()
 		c.instancer.Stop()
 	})
-	e, err := retry.New(lb.New(c.set, zone.Policy(lb.RoundRobin(), r.Name())),
+	policy := zone.Policy(zone.Policy(lb.RoundRobin(), r.Name()+"-a"), r.Name(), zone.WithKey(wire.MetadataRegion))
+	e, err := retry.New(lb.New(c.set, policy),
 		retry.WithMaxAttempts(4), retry.WithAttemptTimeout(time.Second), retry.WithIdempotent())
 	if err != nil {
 		t.Fatal(err)

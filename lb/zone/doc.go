@@ -9,7 +9,9 @@
 //	balancer := lb.New(set, zone.Policy(lb.LeastLoaded(), "eu-west-1a"))
 //
 // Instances with no zone, or another one, are remote. A client with no zone
-// ("") balances over every instance, as the inner policy alone would.
+// ("") balances over every instance, as the inner policy alone would. With
+// WithKey(wire.MetadataRegion) the rule keeps requests in the caller's
+// region; a zone policy inside a region policy is a hierarchy.
 //
 // For each view the policy has the inner policy build a picker over the
 // local instances and one over the rest. Each pick draws a side, local with
@@ -28,8 +30,7 @@
 //
 // In the set's panic mode every instance counts as healthy. A request with a
 // sticky key (lb.WithStickyKey) stays or spills as a whole; a preferred
-// instance (lb.WithPreferredInstance) decides the side while it is
-// eligible.
+// instance (lb.WithPreferredInstance) decides the side while eligible.
 //
 // lb's shared rules come before the zone: when the drawn side's pick is not
 // an eligible ACTIVE instance, the other side is asked too and the better

@@ -28,6 +28,7 @@ type option func(*options) error
 func (f option) apply(o *options) error { return f(o) }
 
 type options struct {
+	key     string  // the metadata key naming an instance's place (WithKey)
 	healthy float64 // > 0: the health rule's share; 0: off
 	client  float64 // > 0: the capacity rule's client share; 0: off
 	seed    uint64
@@ -81,7 +82,7 @@ func WithClientShare(share float64) Option {
 // builds one over the whole view. An empty local turns zones off: Policy
 // returns inner.
 func Policy(inner lb.Policy, local string, opts ...Option) lb.Policy {
-	o := options{healthy: defaultHealthyShare}
+	o := options{key: wire.MetadataZone, healthy: defaultHealthyShare}
 	for _, opt := range opts {
 		if opt == nil {
 			continue
@@ -105,7 +106,7 @@ type policy struct {
 	rnd   splitmix // seeded draws; runtime randomness otherwise
 }
 
-func (p *policy) isLocal(in *lb.Instance) bool { return of(in) == p.local }
+func (p *policy) isLocal(in *lb.Instance) bool { return in.Attributes().Metadata[p.opts.key] == p.local }
 
 func (p *policy) Build(v *lb.View) lb.Picker {
 	n := 0
