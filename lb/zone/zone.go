@@ -106,7 +106,9 @@ type policy struct {
 	rnd   splitmix // seeded draws; runtime randomness otherwise
 }
 
-func (p *policy) isLocal(in *lb.Instance) bool { return in.Attributes().Metadata[p.opts.key] == p.local }
+func (p *policy) isLocal(in *lb.Instance) bool {
+	return in.Attributes().Metadata[p.opts.key] == p.local
+}
 
 func (p *policy) Build(v *lb.View) lb.Picker {
 	n := 0
