@@ -18,7 +18,7 @@ var auth natsflags.Auth
 func init() { auth.Register(flag.CommandLine, ", for -nats") }
 
 // connect opens one of the demo's connections, named, with the credentials
-// given. natskv.ReconnectOptions: back within ~0.2 s of a restarted server,
+// given. natskv.ReconnectOptions: discovery back 0.12 s after a restarted server,
 // where nats.go's defaults wait up to 2 s.
 func connect(url, name string) (*nats.Conn, error) {
 	opts, err := auth.Options()
