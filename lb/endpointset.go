@@ -71,8 +71,8 @@ type Describer interface {
 // instance's own subject) while other instances answer, and most instances
 // are not failing so at once, the set leaves it out of its views — panic
 // mode or not — until its Attributes.Revision changes, the instancer
-// reports it anew, or a probe (after a quarter second, doubling while it
-// is still gone) finds it back. Its endpoint refuses calls meanwhile,
+// reports it anew, or a probe (after a second, doubling while it is still
+// gone) finds it back. Its endpoint refuses calls meanwhile,
 // unsent, with an error that answers Gone, Rejected and Retryable true.
 type EndpointSet struct {
 	instancer  sd.Instancer

@@ -22,27 +22,32 @@ import (
 //   - another instance of the set, itself not gone, answered after the
 //     failed attempt started: the client's connection and the servers
 //     work now;
-//   - the instances whose latest outcome within the last goneWindow is
-//     such a verdict are no more than those whose latest outcome within it
-//     is an answer: failing is the exception,
+//   - the instances whose latest outcome within the last goneBurst is such
+//     a verdict are no more than those whose latest outcome within it is
+//     an answer: failing is the exception,
 //     not the rule (the panic threshold's reasoning: when most look dead,
 //     suspect the detector). When a later verdict finds them more, the
 //     instances marked within that window come back at once: the verdicts
-//     were one shared event, judged one by one.
+//     were one shared event, judged one by one. The window is short: a
+//     shared event fails everyone at once, while crashes in a churning
+//     fleet come one after another, and even a fleet where many crashed
+//     instances await their TTL has few failing within a quarter second.
 //
 // A verdict that cannot be acted on at once is judged again until it is
 // goneWindow old, then dropped; so is one whose own instance answered after
-// the failed attempt started (its server's subscriptions were being
-// restored, say). A gone instance comes back when its
+// the failed attempt started, unless it failed again since (its server's
+// subscriptions were being restored, or calls were in flight as it died). A gone instance comes back when its
 // Describer attributes show a new Revision (the registry saw a new write),
 // when the instancer reports it anew after a removal, or, failing those,
 // after a probe delay (goneProbe, doubling while it keeps being found gone
-// without answering, up to goneProbeMax): a probe costs one attempt that
-// finds no responders, which retry does not count.
+// without answering, up to goneProbeMax) once its breaker lets calls
+// through: a probe costs one attempt that finds no responders, which
+// retry does not count.
 
 const (
 	goneWindow   = time.Second
-	goneProbe    = 250 * time.Millisecond
+	goneBurst    = 250 * time.Millisecond
+	goneProbe    = time.Second
 	goneProbeMax = 16 * time.Second
 	// goneRecheck: how often the set looks for a judged verdict to retry
 	// (while one is pending) and for new revisions of gone instances.
@@ -117,9 +122,9 @@ func (m *member) verdict(start int64) {
 // when it wants to run again (0: not until a verdict comes). s.mu is held.
 func (s *EndpointSet) judgeGone() time.Duration {
 	now := clock(time.Now())
-	recent := now - int64(goneWindow)
+	recent := now - int64(goneBurst)
 	answered, failing := 0, 0
-	// Each instance counts by its latest outcome within the window.
+	// Each instance counts by its latest outcome within the burst window.
 	for _, m := range s.cache {
 		ok, g := m.lastOK.Load(), m.lastGone.Load()
 		switch {
@@ -151,23 +156,32 @@ func (s *EndpointSet) judgeGone() time.Duration {
 				changed = true
 				continue
 			}
-			want(min(time.Duration(m.probeAt-now), goneRevPoll))
+			want(untilProbe(m, now))
 			continue
 		}
 		if !m.pending.Load() {
 			continue
 		}
 		at := m.pendingAt.Load()
+		if ok := m.lastOK.Load(); ok > at {
+			// It answered after the verdict's attempt started: judge its
+			// latest failure after that answer, if there is one.
+			if g := m.lastGone.Load(); g > ok {
+				at = g
+				m.pendingAt.Store(g)
+			} else {
+				m.pending.Store(false) // back already (a reconnection), or never gone
+				continue
+			}
+		}
 		switch {
-		case m.lastOK.Load() > at:
-			m.pending.Store(false) // it answered since: back already (a reconnection), or never gone
 		case now-at > int64(goneWindow):
 			m.pending.Store(false) // never corroborated in time: let it go
 		case !shared && s.corroborated(m, at):
 			m.pending.Store(false)
 			s.markGone(m, now)
 			changed = true
-			want(min(time.Duration(m.probeAt-now), goneRevPoll))
+			want(untilProbe(m, now))
 		default:
 			want(goneRecheck)
 		}
@@ -176,6 +190,15 @@ func (s *EndpointSet) judgeGone() time.Duration {
 		s.publish(s.buildView())
 	}
 	return next
+}
+
+// untilProbe is how long until the worker should look at gone member m
+// again: its probe, or the next poll of its revision and breaker.
+func untilProbe(m *member, now int64) time.Duration {
+	if d := time.Duration(m.probeAt - now); d > 0 && d < goneRevPoll {
+		return d
+	}
+	return goneRevPoll
 }
 
 // corroborated reports whether another member, not gone, answered after at.
@@ -208,7 +231,9 @@ func (s *EndpointSet) markGone(m *member, now int64) {
 // readmit brings m back when the registry shows a new write of it or its
 // probe is due, and reports whether it did. s.mu is held.
 func (s *EndpointSet) readmit(m *member, now int64) bool {
-	back := now >= m.probeAt
+	// A probe waits for the instance's breaker too: offered while its
+	// breaker is open, it would only count towards panic mode.
+	back := now >= m.probeAt && (m.avail == nil || m.avail.Available())
 	if !back && s.attributes != nil {
 		if rev := s.attributes(m.name).Revision; rev != 0 && rev != m.goneRev {
 			back, m.streak = true, 0

@@ -324,6 +324,21 @@ func TestGoneComesBack(t *testing.T) {
 			return offered(set, "b") && !set.Gone("b")
 		})
 	})
+
+	t.Run("probe waits for the breaker", func(t *testing.T) {
+		f := newFleet()
+		set := lb.NewEndpointSet(sd.FixedInstancer([]string{"a", "b"}), f.Factory, nil)
+		defer set.Close()
+		markGone(t, f, set, "b")
+		f.set(answer, "b")
+		f.Closer("b").down.Store(true) // its breaker opened before it went
+		time.Sleep(1500 * time.Millisecond)
+		if offered(set, "b") {
+			t.Error("b offered at its probe while its breaker is open")
+		}
+		f.Closer("b").down.Store(false)
+		eventually(t, "b back", func() bool { return offered(set, "b") })
+	})
 }
 
 // TestDepartedInstanceDrains: an instance that leaves is offered no more at

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 
+	"github.com/aegis-sdk/kitnats/internal/unsent"
 	"github.com/aegis-sdk/kitnats/lb"
 	"github.com/aegis-sdk/kitnats/middleware/retry"
 )
@@ -36,8 +37,11 @@ var ErrLost = errors.New("kitnats/hedge: another attempt answered first")
 // Balancer is an lb.Balancer that hedges the calls marked idempotent: Pick
 // returns the instance the balancer beneath picked, with an endpoint that
 // sends a backup request to another instance when the first one has not
-// answered after the hedge delay, and returns the first success. Calls that
-// are not marked go through untouched.
+// answered after the hedge delay, and returns the first success. A backup
+// that meets an instance which costs nothing to try (its breaker open, lb
+// holding it gone, no responders) goes on to another, at most four in all,
+// so a first attempt stuck on a crashed instance is still rescued. Calls
+// that are not marked go through untouched.
 //
 // A Balancer is safe for concurrent use. Build one per method: its delay
 // tracks that method's latency.
@@ -213,6 +217,10 @@ type race struct {
 	backupWon   bool
 }
 
+// maxBackupHops bounds the instances one backup request is sent to when
+// those before cost nothing to try (see fire).
+const maxBackupHops = 4
+
 // The wait between budget refusals doubles within these bounds.
 const (
 	minWait = 100 * time.Microsecond
@@ -323,30 +331,58 @@ func (r *race) fire() {
 
 	// A copy: the caller (retry) appends to its tried slice later on.
 	exclude := append(slices.Clip(r.tried), r.primary)
-	p, err := h.next.Pick(r.ctx, exclude)
-	if err != nil || slices.Contains(exclude, p.Instance) {
-		refund()
-		h.alone.Add(1)
-		return
-	}
-	bctx, bcancel := context.WithCancelCause(r.ctx)
-	// Beneath retry, the backup is the same attempt sent to another
-	// instance: AttemptFromContext names the backup's instance.
-	bc := backupCtx{retry.Reroute(bctx, p.Instance)}
+	var (
+		resp    any
+		err     error
+		bcancel context.CancelCauseFunc
+	)
+	// A backup that meets an instance which costs nothing to try — its
+	// breaker open, held gone, no responders — is sent on to another one,
+	// while the first attempt runs: a backup spent on the dead would leave
+	// a first attempt stuck on a crashed instance with no rescue.
+	for hop := 0; ; hop++ {
+		p, perr := h.next.Pick(r.ctx, exclude)
+		if perr != nil || slices.Contains(exclude, p.Instance) {
+			if hop == 0 {
+				refund()
+				h.alone.Add(1)
+				return
+			}
+			break // the previous hop's failure stands
+		}
+		bctx, cancel := context.WithCancelCause(r.ctx)
+		// Beneath retry, the backup is the same attempt sent to another
+		// instance: AttemptFromContext names the backup's instance.
+		bc := backupCtx{retry.Reroute(bctx, p.Instance)}
 
-	r.mu.Lock()
-	if r.primaryDone {
+		r.mu.Lock()
+		if r.primaryDone {
+			r.mu.Unlock()
+			cancel(nil)
+			if hop == 0 {
+				refund()
+				return
+			}
+			break
+		}
+		if hop == 0 {
+			r.launched, r.done = true, make(chan struct{})
+			h.mSent.Add(r.ctx, 1, h.attrs)
+			h.sent.Add(1)
+		}
+		r.backup, r.bcancel = p.Instance, cancel
 		r.mu.Unlock()
-		bcancel(nil)
-		refund()
-		return
-	}
-	r.launched, r.backup, r.bcancel, r.done = true, p.Instance, bcancel, make(chan struct{})
-	h.mSent.Add(r.ctx, 1, h.attrs)
-	h.sent.Add(1)
-	r.mu.Unlock()
+		if bcancel != nil {
+			bcancel(nil)
+		}
+		bcancel = cancel
 
-	resp, err := p.Endpoint(bc, r.request)
+		resp, err = p.Endpoint(bc, r.request)
+		if err == nil || hop+1 >= maxBackupHops || !unsent.Is(err) {
+			break
+		}
+		exclude = append(exclude, p.Instance)
+	}
 
 	r.mu.Lock()
 	r.bResp, r.bErr = resp, err

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/aegis-sdk/kitnats/internal/backoff"
+	"github.com/aegis-sdk/kitnats/internal/unsent"
 	"github.com/aegis-sdk/kitnats/lb"
 )
 
@@ -397,7 +398,7 @@ func (r *retrier) call(ctx context.Context, request any) (any, error) {
 		if fresh {
 			tried = append(tried, pick.Instance)
 		}
-		free = fresh && frees < maxFree && unsent(err, 0)
+		free = fresh && frees < maxFree && unsent.Is(err)
 		if free {
 			frees++
 		} else {
@@ -412,36 +413,6 @@ func (r *retrier) call(ctx context.Context, request any) (any, error) {
 // maxFree bounds the free attempts of one call (see New), whatever the size
 // of the set.
 const maxFree = 64
-
-// unsent reports whether err proves that its attempt cost no instance
-// anything: refused at the client (Rejected) or taken by no process
-// (Gone). Every error a joined error holds must say so: a hedged attempt
-// whose backup was sent is not free.
-func unsent(err error, depth int) bool {
-	for ; err != nil && depth < 32; depth++ {
-		if r, ok := err.(interface{ Rejected() bool }); ok && r.Rejected() {
-			return true
-		}
-		if g, ok := err.(interface{ Gone() bool }); ok && g.Gone() {
-			return true
-		}
-		switch u := err.(type) {
-		case interface{ Unwrap() []error }:
-			errs := u.Unwrap()
-			for _, e := range errs {
-				if !unsent(e, depth+1) {
-					return false
-				}
-			}
-			return len(errs) > 0
-		case interface{ Unwrap() error }:
-			err = u.Unwrap()
-		default:
-			return false
-		}
-	}
-	return false
-}
 
 func (r *retrier) idempotent(ctx context.Context) bool {
 	return r.o.idempotent || IsIdempotent(ctx)
