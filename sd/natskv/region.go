@@ -47,7 +47,9 @@ const durableSourceLevel = 4
 
 // RegionConfig is one region of a regional registry, as ProvisionRegion
 // makes it. Every region of a registry is provisioned with the same
-// Regions, Remote and Bucket, each with its own Region.
+// regions (Regions and Remote, each from its own side) and the same
+// liveness settings (per-key TTL, LimitMarkerTTL): a view refuses what its
+// own bucket would. Replicas and storage may differ from region to region.
 type RegionConfig struct {
 	// Region names this region: letters, digits and '-', at most 32
 	// bytes. Its buckets are placed in the NATS cluster of that name
@@ -62,7 +64,8 @@ type RegionConfig struct {
 	Remote map[string]string
 	// Bucket configures both buckets. Its Name is the registry's name,
 	// the stem of theirs (default DefaultBucket): region r writes to
-	// {Name}_{r} and reads {Name}_{r}_view.
+	// {Name}_{r} and reads {Name}_{r}_view. Instance IDs must be unique
+	// across regions: a view holds one record per key.
 	Bucket BucketConfig
 	// NoPlacement leaves the buckets where the server puts them (the
 	// cluster of the server that receives the request): for a server in
