@@ -23,9 +23,9 @@ import (
 // watch their region's view. A cut gateway then costs only the other
 // regions' records: local heartbeats and watches never cross it. In the
 // view, records carry the time the view stored them, so a region that is
-// cut off ages there as a crashed instance would, and the Instancer's
-// staleness rule drops it (or, on buckets with per-key TTL, the view
-// expires it) whatever the sources do.
+// cut off ages there as a crashed instance would: the Instancer's
+// staleness rule drops it, whatever the sources do, and on buckets with
+// markers the view expires it with a marker of its own first.
 
 // maxRegionLen bounds a region's name, so that the buckets' names fit.
 const maxRegionLen = 32
@@ -114,7 +114,8 @@ func (r *Region) NewRegistrar(inst Instance, logger log.Logger, opts ...Registra
 // every region's view (nats-server ≥ 2.14; older servers source through
 // consumers they make themselves), and the view's sources, one per
 // region. A region's view fills as the other regions are provisioned, in
-// any order. Provisioning again is harmless; provisioning with more
+// any order (a source that found nothing is retried by the server, with a
+// backoff of up to two minutes). Provisioning again is harmless; provisioning with more
 // regions adds their sources to the view. The home bucket is never
 // changed: one that exists with another configuration is an error
 // matching ErrBucketConfig, as from CreateBucket.
