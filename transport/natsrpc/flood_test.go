@@ -185,8 +185,14 @@ func TestFloodOfOneMethodSparesItsSibling(t *testing.T) {
 	if have := pinged.Load(); have < pingFloor {
 		t.Errorf("sibling method: want ≥ %d successes during the flood, have %d", pingFloor, have)
 	}
-	if stats["expired"] == 0 || unavailable.Load() == 0 {
-		t.Errorf("want requests dropped as expired and refused with 503, have %d expired, %d×503", stats["expired"], unavailable.Load())
+	// The flood must be shed, not queued without bound: refused at once with
+	// 503 (admission saw the backlog would outlast the deadline) and, when a
+	// request was admitted and then waited past its deadline, dropped as
+	// expired. How the shedding splits between the two depends on timing
+	// (on a loaded machine admission may refuse every one of them), so only
+	// the refusals are required.
+	if unavailable.Load() == 0 {
+		t.Errorf("want the flood refused with 503, have %d expired, %d×503", stats["expired"], unavailable.Load())
 	}
 	// A request starts only while its deadline holds, checked when it takes
 	// a worker; one that takes a worker in the last instant may enter the
