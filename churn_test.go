@@ -408,6 +408,26 @@ func gokitClient(tb testing.TB, nc *nats.Conn, b *natskv.Bucket, p *churnProbe, 
 	}}
 }
 
+// gokitSetClient is go-kit's round robin and lb.Retry over kitnats'
+// lb.EndpointSet, which is an sd.Endpointer too: what the README tells
+// go-kit users to put in place of sd.NewEndpointer.
+func gokitSetClient(tb testing.TB, nc *nats.Conn, b *natskv.Bucket, p *churnProbe, live natskv.Option) churnClient {
+	tb.Helper()
+	instancer, err := natskv.NewInstancer(b, service, nil, live)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	set := lb.NewEndpointSet(instancer, p.factory(natsrpc.JSONFactory[echoResponse](nc, service, method)), nil)
+	cancel := set.Subscribe(p.view)
+	call := kitlb.Retry(4, 5*time.Second, kitlb.NewRoundRobin(set))
+	waitFor(tb, func() bool { return len(set.Instances()) >= 2 })
+	return churnClient{call: call, stop: func() {
+		cancel()
+		set.Close()
+		instancer.Stop()
+	}}
+}
+
 func waitFor(tb testing.TB, cond func() bool) {
 	tb.Helper()
 	deadline := time.Now().Add(20 * time.Second)
@@ -567,7 +587,8 @@ func TestChurn(t *testing.T) {
 // the second half of the IDs. "issue" is the fleet of issue 20 (two stable
 // instances, three fresh IDs a second living 300 ms, heartbeat 1 s, TTL
 // 3 s); "fast" is TestChurn's. kitnats is the README's chain; gokit is
-// go-kit's sd.NewEndpointer, round robin and lb.Retry(4) over natskv.
+// go-kit's sd.NewEndpointer, round robin and lb.Retry(4) over natskv;
+// gokit-set the same with lb.NewEndpointSet in place of sd.NewEndpointer.
 func BenchmarkChurn(b *testing.B) {
 	issue := churnConfig{every: 333 * time.Millisecond, lifetime: 300 * time.Millisecond, stable: 2, workers: 4,
 		heartbeat: time.Second, ttl: 3 * time.Second}
@@ -579,8 +600,10 @@ func BenchmarkChurn(b *testing.B) {
 	}{
 		{"issue/kitnats", issue, kitnatsClient},
 		{"issue/gokit", issue, gokitClient},
+		{"issue/gokit-set", issue, gokitSetClient},
 		{"fast/kitnats", fast, kitnatsClient},
 		{"fast/gokit", fast, gokitClient},
+		{"fast/gokit-set", fast, gokitSetClient},
 	} {
 		b.Run(sc.name, func(b *testing.B) {
 			cfg := sc.cfg
