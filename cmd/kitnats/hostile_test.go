@@ -130,6 +130,10 @@ func TestHostileOutput(t *testing.T) {
 		jout, jerr := f.watching(t, "--json")
 		waitOutput(t, out, "added", "evil/evil-1")
 		waitOutput(t, out, "skipped", "evil/evil-2")
+		// Both watches must hold the first record before it changes, or the
+		// later one may load the changed record as its first and never see
+		// the update.
+		waitOutput(t, jout, `"event":"added"`, `"instance":"evil-1"`)
 		f.put("service-instances.evil.evil-1", evilRecord(t, "evil", "evil-1", "2"))
 		waitOutput(t, out, "updated", "evil/evil-1", "sticky group")
 		line := waitOutput(t, jout, `"event":"updated"`, `"instance":"evil-1"`)
