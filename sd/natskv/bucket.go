@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/aegis-sdk/kitnats/internal/natserr"
-	"github.com/aegis-sdk/kitnats/internal/registry"
 	"github.com/aegis-sdk/kitnats/wire"
 )
 
@@ -159,26 +158,12 @@ func CreateBucket(ctx context.Context, js jetstream.JetStream, cfg BucketConfig)
 	if cfg.Name == "" {
 		cfg.Name = DefaultBucket
 	}
-	if err := wire.ValidateBucket(cfg.Name); err != nil {
+	cfg, err := normalizeBucket(cfg)
+	if err != nil {
 		return nil, err
 	}
-	if cfg.History == 0 {
-		cfg.History = 1
-	}
-	if cfg.History > jetstream.KeyValueMaxHistory {
-		return nil, fmt.Errorf("natskv: create bucket %s: history %d over %d", cfg.Name, cfg.History, jetstream.KeyValueMaxHistory)
-	}
-	if cfg.Replicas == 0 {
-		cfg.Replicas = 1
-	}
-	if cfg.MaxValueSize == 0 {
-		cfg.MaxValueSize = registry.MaxRecordSize
-	}
-	if cfg.LimitMarkerTTL > 0 && cfg.LimitMarkerTTL < minLimitMarkerTTL {
-		cfg.LimitMarkerTTL = minLimitMarkerTTL // the server's resolution
-	}
 	var want jetstream.StreamConfig
-	err := natserr.Do(ctx, js.Conn(), []string{apiPrefix(js) + ">", natserr.InboxPattern(js.Conn())}, func(ctx context.Context) error {
+	err = natserr.Do(ctx, js.Conn(), []string{apiPrefix(js) + ">", natserr.InboxPattern(js.Conn())}, func(ctx context.Context) error {
 		ttl := !cfg.NoTTL
 		if ttl {
 			// Per-message TTL came with JetStream API level 1 (2.11).

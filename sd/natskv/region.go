@@ -339,7 +339,7 @@ func normalizeBucket(cfg BucketConfig) (BucketConfig, error) {
 		cfg.MaxValueSize = registry.MaxRecordSize
 	}
 	if cfg.LimitMarkerTTL > 0 && cfg.LimitMarkerTTL < minLimitMarkerTTL {
-		cfg.LimitMarkerTTL = minLimitMarkerTTL
+		cfg.LimitMarkerTTL = minLimitMarkerTTL // the server's resolution
 	}
 	return cfg, nil
 }
