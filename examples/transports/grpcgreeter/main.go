@@ -21,12 +21,8 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,7 +42,6 @@ import (
 	"github.com/aegis-sdk/kitnats/examples/transports"
 	"github.com/aegis-sdk/kitnats/middleware/retry"
 	"github.com/aegis-sdk/kitnats/middleware/tracing"
-	"github.com/aegis-sdk/kitnats/sd/natskv"
 )
 
 const (
@@ -319,102 +314,27 @@ func Hello(ctx context.Context, c *transports.Client, name string) (HelloRespons
 
 // ---- the demo ----
 
-type config struct {
-	duration time.Duration
-	workers  int
-}
-
-func main() {
-	var cfg config
-	flag.DurationVar(&cfg.duration, "duration", 5*time.Second, "how long the client calls")
-	flag.IntVar(&cfg.workers, "workers", 8, "concurrent callers")
-	flag.Parse()
-	rep, err := run(context.Background(), cfg)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "grpcgreeter:", err)
-		os.Exit(1)
-	}
-	fmt.Print(rep)
-	if rep.Failed > 0 {
-		os.Exit(1)
-	}
-}
-
-// fleet is the demo's instances, by ID.
-type fleet struct {
-	reg *transports.Registry
-	ins map[string]*transports.Instance
-}
-
-// start runs instance id on addr and registers it.
-func (f *fleet) start(ctx context.Context, id, addr string) error {
-	srv, err := Listen(addr, NewGreeter(id, nil))
-	if err != nil {
-		return err
-	}
-	in, err := transports.StartInstance(ctx, f.reg.Bucket, service, id, "grpc", srv, nil)
-	if err != nil {
-		return err
-	}
-	f.ins[id] = in
-	return nil
-}
-
-func (f *fleet) stop() {
-	for _, in := range f.ins {
-		in.Stop()
-	}
-}
+func main() { transports.Main("grpcgreeter", run) }
 
 // run is the demo: three instances, a client under load, a crash, a drain,
 // both back.
-func run(ctx context.Context, cfg config) (transports.Report, error) {
-	reg, err := transports.StartRegistry(ctx)
-	if err != nil {
-		return transports.Report{}, err
-	}
-	defer reg.Close()
-	f := &fleet{reg: reg, ins: map[string]*transports.Instance{}}
-	defer f.stop()
-	for _, id := range []string{"greeter-1", "greeter-2", "greeter-3"} {
-		if err := f.start(ctx, id, "127.0.0.1:0"); err != nil {
-			return transports.Report{}, err
-		}
-	}
-
-	instancer, err := natskv.NewInstancerContext(ctx, reg.Bucket, service, nil, transports.Liveness, natskv.WithAddresses("grpc"))
-	if err != nil {
-		return transports.Report{}, err
-	}
-	defer instancer.Stop()
-	client, err := transports.NewClient(instancer, Factory(), transports.Config{Service: service, Method: method})
-	if err != nil {
-		return transports.Report{}, err
-	}
-	defer client.Close()
-
-	addr1, addr2 := f.ins["greeter-1"].Addr(), f.ins["greeter-2"].Addr()
-	d := cfg.duration
-	rep := transports.Run(ctx, d, cfg.workers, func(ctx context.Context) (string, error) {
-		resp, err := Hello(ctx, client, "kitnats")
-		return resp.Instance, err
-	},
-		transports.Step{At: d / 5, Name: "greeter-1 crashes", Do: func(context.Context) error {
-			f.ins["greeter-1"].Crash()
-			return nil
-		}},
-		transports.Step{At: 2 * d / 5, Name: "greeter-2 drains", Do: func(ctx context.Context) error {
-			return f.ins["greeter-2"].Drain(ctx)
-		}},
-		transports.Step{At: 3 * d / 5, Name: "greeter-1 is back (greeter-1b, same port)", Do: func(ctx context.Context) error {
-			return f.start(ctx, "greeter-1b", addr1)
-		}},
-		transports.Step{At: 4 * d / 5, Name: "greeter-2 is back (greeter-2b, same port)", Do: func(ctx context.Context) error {
-			return f.start(ctx, "greeter-2b", addr2)
-		}},
-	)
-	if len(rep.ByInstance) == 0 {
-		return rep, errors.New("no call answered")
-	}
-	return rep, nil
+func run(ctx context.Context, d time.Duration, workers int) (transports.Report, error) {
+	return transports.Demo{
+		Service:   service,
+		Transport: "grpc",
+		Listen: func(id, addr string) (transports.Server, error) {
+			return Listen(addr, NewGreeter(id, nil))
+		},
+		Call: func(instancer sd.Instancer) (func(context.Context) (string, error), func(), error) {
+			client, err := transports.NewClient(instancer, Factory(), transports.Config{Service: service, Method: method})
+			if err != nil {
+				return nil, nil, err
+			}
+			call := func(ctx context.Context) (string, error) {
+				resp, err := Hello(ctx, client, "kitnats")
+				return resp.Instance, err
+			}
+			return call, client.Close, nil
+		},
+	}.Run(ctx, d, workers)
 }

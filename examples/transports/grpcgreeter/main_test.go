@@ -67,7 +67,7 @@ func TestGRPCStatusesClassified(t *testing.T) {
 // The demo: under load, an instance crashes, another drains, both come
 // back on their ports; no call fails and the new instances serve.
 func TestDemoCrashDrainComeBack(t *testing.T) {
-	rep, err := run(ctxT(t), config{duration: 3 * time.Second, workers: 8})
+	rep, err := run(ctxT(t), 3*time.Second, 8)
 	if err != nil {
 		t.Fatal(err)
 	}
